@@ -1,0 +1,218 @@
+"""Command line. Errors are handled once, here: expected ones are one clear line and a
+documented exit code; unexpected ones a traceback and exit 250 (STYLE: handle errors once)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from distrib import __version__
+from distrib.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_UNEXPECTED,
+    ConfigError,
+    DistribError,
+)
+
+CLEANUP_GRACE_SECONDS = 30.0
+
+
+def _default_inventory() -> list[str]:
+    env = os.environ.get("DISTRIB_INVENTORY") or os.environ.get("ANSIBLE_INVENTORY")
+    return [p for p in env.split(",") if p] if env else []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distrib",
+        description="Distribute Docker images to many hosts over SSH: save and compress once, "
+        "ship in parallel, load, verify.",
+    )
+    parser.add_argument("--version", action="version", version=f"distrib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a playbook (like ansible-playbook)")
+    run.add_argument("playbook", help="playbook YAML file")
+    _inventory_args(run)
+    run.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
+    run.add_argument("-f", "--forks", type=int, help="hosts handled in parallel (overrides plays)")
+    run.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    run.set_defaults(func=cmd_run)
+
+    inv = sub.add_parser("inventory", help="show the parsed inventory (like ansible-inventory)")
+    _inventory_args(inv)
+    mode = inv.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--list", action="store_true", help="all hosts and groups as JSON")
+    mode.add_argument("--graph", action="store_true", help="the group tree")
+    inv.set_defaults(func=cmd_inventory)
+
+    try:
+        from distrib import lab
+    except ImportError:  # pragma: no cover - the lab package is part of the distribution
+        lab = None  # type: ignore[assignment]
+    if lab is not None and hasattr(lab, "register"):
+        lab.register(sub)
+    return parser
+
+
+def _inventory_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        default=None,
+        help="inventory file, directory or host list (repeatable; default $DISTRIB_INVENTORY)",
+    )
+
+
+def _inventory(args: argparse.Namespace) -> Any:
+    from distrib.inventory import Inventory
+
+    sources = args.inventory or _default_inventory()
+    if not sources:
+        raise ConfigError("no inventory given", hint="pass -i INVENTORY (or set DISTRIB_INVENTORY)")
+    return Inventory.load(sources)
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    inventory = _inventory(args)
+    if args.list:
+        print(json.dumps(inventory.to_list_json(), indent=2, sort_keys=True, default=str))
+    else:
+        print(inventory.graph())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from distrib import archive as archive_mod
+    from distrib import report, transport
+    from distrib.engine import Job
+    from distrib.executor import RunResult, run_plan
+    from distrib.patterns import read_limit
+    from distrib.plan import make_plan
+    from distrib.playbook import Playbook
+    from distrib.progress import make_progress
+
+    if args.forks is not None and args.forks < 1:
+        raise ConfigError("--forks must be at least 1")
+    out = sys.stderr if args.json else sys.stdout
+    # 1. everything that can be wrong in the input is found before any connection
+    playbook = Playbook.load(args.playbook)
+    inventory = _inventory(args)
+    limit = read_limit(args.limit) if args.limit else None
+    plan = make_plan(inventory, playbook, limit=limit, forks=args.forks)
+    refs = list(dict.fromkeys(spec.ref for p in playbook.plays for spec in p.images))
+    found, missing = archive_mod.inspect_local(refs)
+    if missing:
+        spec = next(s for p in playbook.plays for s in p.images if s.ref == missing[0])
+        raise ConfigError(
+            f"image {missing[0]} is not in the local docker"
+            + (f" (nor {', '.join(map(str, missing[1:]))})" if len(missing) > 1 else ""),
+            file=spec.where.file,
+            line=spec.where.line,
+            hint="build or pull it on this workstation first (docker images lists what exists)",
+        )
+    # 2. save + compress once per distinct image set and codec (cached across runs)
+    jobs = {}
+    for index, play_plan in enumerate(plan.plays):
+        play = play_plan.play
+        codec = "gzip" if play.compression == "auto" else play.compression
+        images = [found[s.ref] for s in play.images]
+        print(f"PLAY [{play.name}] " + "*" * max(3, 70 - len(play.name)), file=out)
+        archive = archive_mod.build(images, codec, play.level)
+        print(
+            f"archive: {len(images)} image(s), {codec}, {report.human_bytes(archive.size)}, "
+            f"sha256 {archive.sha256[:12]}{' (cached)' if archive.cached else ''}",
+            file=out,
+        )
+        jobs[index] = Job(archive, verify=play.verify)
+    # 3. ship in parallel, collect every outcome
+    progress = make_progress([h.name for h in plan.hosts])
+    cancel = threading.Event()
+    holder: dict[str, RunResult] = {}
+
+    def work() -> None:
+        holder["run"] = run_plan(plan, jobs, transport.connect, progress, cancel)
+
+    worker = threading.Thread(target=work, name="executor", daemon=True)
+    interrupted = _run_interruptibly(worker, cancel)
+    close = getattr(progress, "close", None)
+    if close:
+        close()
+    run = holder.get("run")
+    if run is None:
+        print("interrupted before any host finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if interrupted:
+        run.interrupted = True
+    for play in run.plays:
+        for result in play.hosts:
+            print(report.host_line(result), file=out)
+    print(report.recap(run), file=out)
+    if args.json:
+        print(report.dumps(run))
+    return EXIT_INTERRUPTED if run.interrupted else run.exit_code
+
+
+def _run_interruptibly(worker: threading.Thread, cancel: threading.Event) -> bool:
+    """Run `worker`; on SIGINT/SIGTERM ask it to stop and give hosts time to clean up."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+    interrupted = False
+    try:
+        worker.start()
+        while worker.is_alive():
+            try:
+                worker.join(0.2)
+            except KeyboardInterrupt:
+                if interrupted:
+                    break
+                interrupted = True
+                cancel.set()
+                print("\ninterrupted: stopping and cleaning up hosts...", file=sys.stderr)
+                worker.join(CLEANUP_GRACE_SECONDS)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+    return interrupted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors exit 2
+        code = exc.code if isinstance(exc.code, int) else 1
+        return EXIT_CONFIG if code == 2 else code
+    try:
+        return int(args.func(args))
+    except DistribError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print(
+            "ERROR: unexpected internal error (a bug in distrib); the traceback above says where",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED

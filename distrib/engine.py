@@ -1,0 +1,298 @@
+"""Per-host steps: connect -> probe -> (skip if up to date) -> upload -> checksum -> load -> verify
+-> cleanup. One function, `deploy`, drives one host and never raises for a host problem: every
+outcome becomes a HostResult (STYLE: every host's outcome is collected).
+
+The session factory is injected, so the engine is tested against a fake transport and the
+integration tests run it against real sshd + dockerd hosts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from distrib import commands
+from distrib.archive import Archive, LocalImage
+from distrib.errors import (
+    CommandError,
+    ConnectError,
+    DistribError,
+    HostError,
+    TransferError,
+    VerifyError,
+)
+from distrib.plan import HostPlan
+from distrib.transport import Result, Session, Target
+
+OK = "ok"
+CHANGED = "changed"
+FAILED = "failed"
+UNREACHABLE = "unreachable"
+SKIPPED = "skipped"
+
+PROBE_TIMEOUT = 60.0
+CHECKSUM_TIMEOUT = 900.0
+LOAD_TIMEOUT = 3600.0
+CLEANUP_TIMEOUT = 30.0
+UPLOAD_ATTEMPTS = 2  # a checksum mismatch is re-sent once, never loaded
+
+Connector = Callable[[Target], Session]
+
+
+class Cancelled(DistribError):
+    """The run was interrupted (SIGINT/SIGTERM); the host was left clean."""
+
+
+class Progress:
+    """Receives progress events from worker threads. The default does nothing."""
+
+    def phase(self, host: str, phase: str) -> None:
+        pass
+
+    def transfer_started(self, host: str, total: int) -> None:
+        pass
+
+    def advance(self, host: str, nbytes: int) -> None:
+        pass
+
+    def finished(self, result: HostResult) -> None:
+        pass
+
+
+@dataclass
+class HostResult:
+    host: str
+    status: str = SKIPPED
+    message: str = ""
+    images: dict[str, str] = field(default_factory=dict)  # ref -> image id seen on the host
+    bytes_sent: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: DistribError | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (FAILED, UNREACHABLE)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to do on each host of a play."""
+
+    archive: Archive
+    verify: bool = True
+
+
+def deploy(
+    host: HostPlan,
+    job: Job,
+    connect: Connector,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> HostResult:
+    """Bring `host` to hold every image of `job`, verified. Never raises for host problems."""
+    progress = progress or Progress()
+    cancel = cancel or threading.Event()
+    result = HostResult(host.name)
+    started = time.monotonic()
+    try:
+        _Deployment(host, job, connect, progress, cancel, result).run()
+    except ConnectError as exc:
+        result.status, result.error, result.message = UNREACHABLE, exc, exc.message
+    except DistribError as exc:
+        result.status, result.error, result.message = FAILED, exc, exc.message
+    except Exception as exc:  # a bug or an unexpected library error: still only this host
+        result.status, result.message = FAILED, f"unexpected error: {type(exc).__name__}: {exc}"
+        result.error = HostError(host.name, result.message)
+    result.timings["total"] = round(time.monotonic() - started, 3)
+    progress.finished(result)
+    return result
+
+
+class _Deployment:
+    def __init__(
+        self,
+        host: HostPlan,
+        job: Job,
+        connect: Connector,
+        progress: Progress,
+        cancel: threading.Event,
+        result: HostResult,
+    ) -> None:
+        self.host = host
+        self.job = job
+        self.connect = connect
+        self.progress = progress
+        self.cancel = cancel
+        self.result = result
+        self.docker = list(host.docker)
+        self.session: Session | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _phase(self, name: str) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("interrupted")
+        self.progress.phase(self.host.name, name)
+
+    def _timed(self, name: str, started: float) -> None:
+        self.result.timings[name] = round(time.monotonic() - started, 3)
+
+    def _run(self, command: str, what: str, timeout: float) -> Result:
+        assert self.session is not None
+        result = self.session.run(command, timeout=timeout)
+        if not result.ok:
+            raise CommandError(
+                self.host.name, command, result.exit_status, result.stdout, result.stderr, what=what
+            )
+        return result
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._phase("connect")
+        t = time.monotonic()
+        self.session = self.connect(self.host.target)
+        self._timed("connect", t)
+        try:
+            self._deploy()
+        finally:
+            self.session.close()
+
+    def _deploy(self) -> None:
+        self._phase("probe")
+        t = time.monotonic()
+        facts = commands.parse_probe(self._run(commands.probe(self.docker), "probe", PROBE_TIMEOUT).stdout)
+        if not facts.engine_ok:
+            why = self.session.run(  # type: ignore[union-attr]
+                commands.join([*self.docker, "version"]), timeout=PROBE_TIMEOUT
+            )
+            raise CommandError(
+                self.host.name,
+                why.command,
+                why.exit_status or 1,
+                why.stdout,
+                why.stderr,
+                what="the container engine does not answer",
+                hint="is dockerd running on the host, and may this user use it (docker group, become)?",
+            )
+        images = self.job.archive.images
+        before = self._listing(images)
+        self._timed("probe", t)
+        if self._matches(before, images):
+            self.result.status = OK
+            self.result.images = before
+            self.result.message = "all images already present"
+            return
+        if self.job.archive.codec == "zstd" and not facts.has("zstd"):
+            raise HostError(
+                self.host.name,
+                f"archive is zstd-compressed but the host has no zstd and its engine "
+                f"(docker {facts.engine_version}) cannot read zstd",
+                hint="use compression: gzip for this play, or install zstd on the host",
+            )
+        self._phase("upload")
+        tempdir = self._run(
+            commands.make_tempdir(self.host.remote_tmp), "creating the remote temp dir", PROBE_TIMEOUT
+        ).stdout
+        tempdir = commands.parse_tempdir(tempdir, self.host.remote_tmp)
+        try:
+            final = self._transfer(tempdir)
+            self._phase("load")
+            t = time.monotonic()
+            self._run(
+                commands.load(self.docker, final, self.job.archive.codec), "docker load", LOAD_TIMEOUT
+            )
+            self._timed("load", t)
+        finally:
+            self._cleanup(tempdir)
+        self.result.status = CHANGED
+        if self.job.verify:
+            self._phase("verify")
+            t = time.monotonic()
+            after = self._listing(images)
+            self._timed("verify", t)
+            self.result.images = after
+            wrong = self._mismatches(after, images)
+            if wrong:
+                raise VerifyError(self.host.name, "after loading: " + "; ".join(wrong))
+            self.result.message = f"loaded and verified {len(images)} image(s)"
+        else:
+            self.result.message = f"loaded {len(images)} image(s) (verify off)"
+
+    def _transfer(self, tempdir: str) -> str:
+        archive = self.job.archive
+        part = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}.part"
+        final = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}"
+        t = time.monotonic()
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            self.progress.transfer_started(self.host.name, archive.size)
+            assert self.session is not None
+            sent = self.session.upload(
+                commands.receive(part),
+                self._chunks(),
+                on_bytes=self._count,
+                timeout=CHECKSUM_TIMEOUT,
+            )
+            if not sent.ok:
+                raise CommandError(
+                    self.host.name, sent.command, sent.exit_status, sent.stdout, sent.stderr,
+                    what="writing the archive on the host",
+                )
+            self._phase("checksum")
+            remote = commands.parse_sha256(
+                self._run(commands.sha256(part), "sha256sum", CHECKSUM_TIMEOUT).stdout
+            )
+            if remote == archive.sha256:
+                self._run(commands.promote(part, final), "renaming the archive", PROBE_TIMEOUT)
+                self._timed("upload", t)
+                return final
+            if attempt == UPLOAD_ATTEMPTS:
+                raise TransferError(
+                    self.host.name,
+                    f"checksum mismatch after {attempt} attempts "
+                    f"(expected {archive.sha256[:12]}, host has {remote[:12]}); not loaded",
+                )
+            self._phase("upload")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _chunks(self) -> Iterator[bytes]:
+        for chunk in self.job.archive.chunks():
+            if self.cancel.is_set():
+                raise Cancelled("interrupted during upload")
+            yield chunk
+
+    def _count(self, nbytes: int) -> None:
+        self.result.bytes_sent += nbytes
+        self.progress.advance(self.host.name, nbytes)
+
+    def _cleanup(self, tempdir: str) -> None:
+        """Remove our temp dir whatever happened; a failure here is reported, not raised."""
+        assert self.session is not None
+        try:
+            self.session.run(commands.cleanup(tempdir), timeout=CLEANUP_TIMEOUT)
+        except DistribError as exc:
+            self.result.message += f" (cleanup of {tempdir} failed: {exc.message})"
+
+    def _listing(self, images: tuple[LocalImage, ...]) -> dict[str, str]:
+        out = self._run(
+            commands.list_images(self.docker, [i.ref for i in images]),
+            "listing images",
+            PROBE_TIMEOUT,
+        ).stdout
+        return commands.parse_image_list(out)
+
+    @staticmethod
+    def _mismatches(found: dict[str, str], images: tuple[LocalImage, ...]) -> list[str]:
+        wrong = []
+        for image in images:
+            seen = found.get(image.ref.familiar)
+            if seen is None:
+                wrong.append(f"{image.ref} missing")
+            elif seen != image.id:
+                wrong.append(f"{image.ref} has id {seen[:19]}, expected {image.id[:19]}")
+        return wrong
+
+    def _matches(self, found: dict[str, str], images: tuple[LocalImage, ...]) -> bool:
+        return not self._mismatches(found, images)

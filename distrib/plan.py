@@ -1,0 +1,180 @@
+"""The planner: (inventory, playbook, limit) -> plan. Pure: no I/O, no connections.
+
+Check mode, `distrib plan` and most tests use it without any host.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from distrib.errors import ConfigError
+from distrib.playbook import DEFAULT_REMOTE_TMP, Play, Playbook
+from distrib.transport import HOST_KEY_MODES, Target
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class HostLike(Protocol):
+    name: str
+    vars: Mapping[str, Any]
+    source: str
+
+
+class InventoryLike(Protocol):
+    def select(self, pattern: str, limit: str | None = None) -> Sequence[HostLike]: ...
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One host as a play sees it: how to reach it and how to drive its engine."""
+
+    name: str
+    target: Target
+    docker: tuple[str, ...]
+    remote_tmp: str
+
+
+@dataclass(frozen=True)
+class PlayPlan:
+    play: Play
+    hosts: tuple[HostPlan, ...]
+    batches: tuple[tuple[HostPlan, ...], ...]
+    forks: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    plays: tuple[PlayPlan, ...]
+
+    @property
+    def hosts(self) -> list[HostPlan]:
+        seen: dict[str, HostPlan] = {}
+        for play in self.plays:
+            for host in play.hosts:
+                seen.setdefault(host.name, host)
+        return list(seen.values())
+
+
+def make_plan(
+    inventory: InventoryLike,
+    playbook: Playbook,
+    *,
+    limit: str | None = None,
+    forks: int | None = None,
+) -> Plan:
+    """Resolve every play's hosts (pattern, then --limit), settings and batches."""
+    plays = []
+    for play in playbook.plays:
+        try:
+            selected = inventory.select(play.hosts, limit)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc.message} (hosts of play {play.name!r})",
+                file=play.where.file,
+                line=play.where.line,
+            ) from None
+        hosts = tuple(host_plan(h, play) for h in selected)
+        plays.append(
+            PlayPlan(play, hosts, batches(hosts, play.serial), forks or play.forks)
+        )
+    return Plan(tuple(plays))
+
+
+def host_plan(host: HostLike, play: Play) -> HostPlan:
+    """Connection and engine settings for `host`; play vars override inventory vars."""
+    merged: dict[str, Any] = {**host.vars, **play.vars}
+
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"host {host.name!r} (defined at {host.source}): {key}: {why}")
+
+    port_value = merged.get("ansible_port", merged.get("ansible_ssh_port", 22))
+    try:
+        port = int(port_value)
+    except (TypeError, ValueError):
+        raise bad("ansible_port", f"not a port number: {port_value!r}") from None
+    if not 0 < port < 65536:
+        raise bad("ansible_port", f"not a port number: {port_value!r}")
+    checking = merged.get("host_key_checking", merged.get("ansible_host_key_checking", "yes"))
+    if checking is True:
+        checking = "yes"
+    elif checking is False:
+        checking = "off"
+    if checking not in HOST_KEY_MODES:
+        raise bad("host_key_checking", f"must be one of {', '.join(HOST_KEY_MODES)}")
+    timeout_value = merged.get("connect_timeout", merged.get("ansible_timeout", DEFAULT_CONNECT_TIMEOUT))
+    try:
+        timeout = float(timeout_value)
+    except (TypeError, ValueError):
+        raise bad("connect_timeout", f"not a number of seconds: {timeout_value!r}") from None
+    remote_tmp = str(play.remote_tmp or merged.get("remote_tmp") or DEFAULT_REMOTE_TMP)
+    if not remote_tmp.startswith("/"):
+        raise bad("remote_tmp", f"must be an absolute path, not {remote_tmp!r}")
+    docker_value = merged.get("docker_command", "docker")
+    docker = tuple(shlex.split(docker_value) if isinstance(docker_value, str) else docker_value)
+    if not docker:
+        raise bad("docker_command", "must not be empty")
+    key_file = merged.get("ansible_ssh_private_key_file") or merged.get("ansible_private_key_file")
+    user = merged.get("ansible_user") or merged.get("ansible_ssh_user")
+    target = Target(
+        name=host.name,
+        address=str(merged.get("ansible_host") or merged.get("ansible_ssh_host") or host.name),
+        port=port,
+        user=str(user) if user else None,
+        key_file=str(key_file) if key_file else None,
+        known_hosts=str(merged["known_hosts"]) if merged.get("known_hosts") else None,
+        host_key_checking=str(checking),
+        connect_timeout=timeout,
+    )
+    return HostPlan(host.name, target, docker, remote_tmp)
+
+
+def batch_sizes(total: int, serial: Sequence[int | str]) -> list[int]:
+    """Batch sizes as Ansible computes them: each serial entry in turn, the last repeated.
+
+    A percentage is of the play's hosts, rounded down, at least 1; 0 or an empty serial means
+    all hosts at once.
+    """
+    if total == 0:
+        return []
+    if not serial:
+        return [total]
+    sizes: list[int] = []
+    remaining = total
+    index = 0
+    while remaining > 0:
+        entry = serial[min(index, len(serial) - 1)]
+        if isinstance(entry, str):
+            size = int(math.floor(total * float(entry.rstrip("%")) / 100.0))
+        else:
+            size = entry
+        if size <= 0:
+            size = total if entry == 0 else 1
+        size = min(size, remaining)
+        sizes.append(size)
+        remaining -= size
+        index += 1
+    return sizes
+
+
+def batches(hosts: Sequence[HostPlan], serial: Sequence[int | str]) -> tuple[tuple[HostPlan, ...], ...]:
+    out = []
+    start = 0
+    for size in batch_sizes(len(hosts), serial):
+        out.append(tuple(hosts[start : start + size]))
+        start += size
+    return tuple(out)
+
+
+def batch_failed(failed: int, size: int, max_fail_percentage: float | None, any_errors_fatal: bool) -> bool:
+    """Whether a finished batch stops the play (Ansible: the percentage must be EXCEEDED)."""
+    if failed == 0:
+        return False
+    if any_errors_fatal:
+        return True
+    if max_fail_percentage is None:
+        return failed == size  # Ansible stops a play when every host of a batch failed
+    return failed * 100.0 / size > max_fail_percentage

@@ -1,0 +1,245 @@
+"""Playbooks: a YAML list of plays, parsed into frozen records. Pure apart from reading the file.
+
+Every error names the file, the line and the key. Unknown keys are errors (a typo must never be
+silently ignored by a tool that changes hosts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from distrib import yamlio
+from distrib.errors import ConfigError
+from distrib.refs import ImageRef, InvalidReference
+
+CODECS = ("auto", "gzip", "zstd", "xz", "none")
+DEFAULT_FORKS = 10
+DEFAULT_REMOTE_TMP = "/var/tmp"
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where something was written: for error messages that point back at the playbook."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    ref: ImageRef
+    where: Located
+
+    def __str__(self) -> str:
+        return str(self.ref)
+
+
+@dataclass(frozen=True)
+class Play:
+    name: str
+    hosts: str
+    images: tuple[ImageSpec, ...]
+    where: Located
+    compression: str = "gzip"
+    level: int | None = None
+    forks: int = DEFAULT_FORKS
+    serial: tuple[int | str, ...] = ()  # () = all hosts in one batch
+    max_fail_percentage: float | None = None
+    any_errors_fatal: bool = False
+    remote_tmp: str | None = None
+    verify: bool = True
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any, file: str, index: int) -> Play:
+        """Build a Play from one YAML mapping, rejecting unknown keys and wrong types."""
+        line = getattr(data, "line", 0)
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"play #{index + 1} must be a mapping, not {_kind(data)}", file=file, line=line
+            )
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            key = unknown[0]
+            raise ConfigError(
+                f"unknown key in play (allowed: {', '.join(_FIELDS)})",
+                file=file,
+                line=data.key_line(key),
+                key=str(key),
+            )
+        for required in ("hosts", "images"):
+            if required not in data:
+                raise ConfigError(f"play is missing required key {required!r}", file=file, line=line)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            where = Located(file, data.key_line(key))
+            values[key] = _FIELDS[key](value, where, key)
+        name = values.pop("name", None) or f"play #{index + 1}"
+        return cls(name=name, where=Located(file, line), **values)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _err(where: Located, key: str, message: str) -> ConfigError:
+    return ConfigError(message, file=where.file, line=where.line, key=key)
+
+
+def _string(value: Any, where: Located, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _err(where, key, f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _bool(value: Any, where: Located, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _err(where, key, f"must be true or false, not {value!r}")
+    return value
+
+
+def _int_range(low: int, high: int) -> Callable[[Any, Located, str], int]:
+    def check(value: Any, where: Located, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _err(where, key, f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+
+    return check
+
+
+def _percentage(value: Any, where: Located, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise _err(where, key, f"must be a number from 0 to 100, not {value!r}")
+    return float(value)
+
+
+def _hosts(value: Any, where: Located, key: str) -> str:
+    if isinstance(value, list):  # Ansible accepts a list of patterns
+        return ",".join(_string(v, where, key) for v in value)
+    return _string(value, where, key).strip()
+
+
+def _images(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _err(where, key, "must be a non-empty list of image references")
+    specs: list[ImageSpec] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        item_where = Located(where.file, value.item_line(i) if hasattr(value, "item_line") else where.line)
+        if not isinstance(item, str):
+            raise _err(item_where, key, f"image must be a string, not {item!r}")
+        try:
+            ref = ImageRef.parse(item)
+        except InvalidReference as exc:
+            raise _err(item_where, key, str(exc)) from None
+        if str(ref) in seen:
+            raise _err(item_where, key, f"image {item!r} listed twice")
+        seen.add(str(ref))
+        specs.append(ImageSpec(ref, item_where))
+    return tuple(specs)
+
+
+def _compression(value: Any, where: Located, key: str) -> str:
+    if value is False or value is None:
+        value = "none"
+    if value not in CODECS:
+        raise _err(where, key, f"must be one of {', '.join(CODECS)}, not {value!r}")
+    return str(value)
+
+
+def _serial(value: Any, where: Located, key: str) -> tuple[int | str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise _err(where, key, "must not be an empty list")
+    out: list[int | str] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise _err(where, key, f"must be a number or a percentage, not {item!r}")
+        if isinstance(item, int) and item >= 0:
+            out.append(item)
+        elif isinstance(item, str) and item.endswith("%"):
+            try:
+                pct = float(item[:-1])
+            except ValueError:
+                raise _err(where, key, f"bad percentage {item!r}") from None
+            if not 0 < pct <= 100:
+                raise _err(where, key, f"percentage must be in (0, 100], not {item!r}")
+            out.append(item)
+        else:
+            raise _err(where, key, f"must be a number or a percentage like '30%', not {item!r}")
+    return tuple(out)
+
+
+def _vars(value: Any, where: Located, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise _err(where, key, "must be a mapping of variable names to values")
+    return dict(value)
+
+
+def _remote_tmp(value: Any, where: Located, key: str) -> str:
+    text = _string(value, where, key)
+    if not text.startswith("/"):
+        raise _err(where, key, f"must be an absolute path, not {text!r}")
+    return text
+
+
+_FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
+    "name": _string,
+    "hosts": _hosts,
+    "images": _images,
+    "compression": _compression,
+    "level": _int_range(0, 22),
+    "forks": _int_range(1, 1000),
+    "serial": _serial,
+    "max_fail_percentage": _percentage,
+    "any_errors_fatal": _bool,
+    "remote_tmp": _remote_tmp,
+    "verify": _bool,
+    "vars": _vars,
+}
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: str
+    plays: tuple[Play, ...]
+
+    @classmethod
+    def load(cls, path: str) -> Playbook:
+        """Read and validate a playbook file."""
+        return cls.from_data(yamlio.load(path), path)
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "<playbook>") -> Playbook:
+        return cls.from_data(yamlio.loads(text, name), name)
+
+    @classmethod
+    def from_data(cls, data: Any, path: str) -> Playbook:
+        if data is None:
+            raise ConfigError("playbook is empty", file=path, line=1)
+        if isinstance(data, dict):  # a single play written without the leading "-"
+            data_list: list[Any] = [data]
+        elif isinstance(data, list):
+            data_list = data
+        else:
+            raise ConfigError("a playbook must be a list of plays", file=path, line=1)
+        if not data_list:
+            raise ConfigError("playbook has no plays", file=path, line=getattr(data, "line", 1))
+        return cls(path, tuple(Play.parse(p, path, i) for i, p in enumerate(data_list)))
+
+
+def adhoc_play(hosts: str, images: list[str], **options: Any) -> Play:
+    """A play built from command-line arguments (`distrib push`, `restore`)."""
+    where = Located("<command line>", 0)
+    data = {"hosts": hosts, "images": images, **options}
+    values = {k: _FIELDS[k](v, where, k) for k, v in data.items()}
+    return Play(name=values.pop("name", "command line"), where=where, **values)

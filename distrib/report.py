@@ -1,0 +1,85 @@
+"""What the user reads at the end: per-host lines, the PLAY RECAP, and the --json document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
+from distrib.executor import RunResult
+
+COUNTERS = (OK, CHANGED, UNREACHABLE, FAILED, SKIPPED)
+
+
+def host_line(result: HostResult) -> str:
+    """`changed: [node1] => loaded and verified 2 image(s) (4.1 MB sent)`, Ansible-like."""
+    label = "fatal" if result.status == FAILED else result.status
+    text = f"{label}: [{result.host}]"
+    detail = result.message
+    if result.error is not None and result.error.hint:
+        detail += f" (hint: {result.error.hint})"
+    if result.bytes_sent:
+        detail += f" ({human_bytes(result.bytes_sent)} sent)"
+    return f"{text} => {detail}" if detail else text
+
+
+def recap(run: RunResult) -> str:
+    """The PLAY RECAP block: one line per host with Ansible's counters."""
+    counts: dict[str, dict[str, int]] = {}
+    for play in run.plays:
+        for result in play.hosts:
+            row = counts.setdefault(result.host, dict.fromkeys(COUNTERS, 0))
+            row[result.status] += 1
+            if result.status == CHANGED:
+                row[OK] += 1  # Ansible counts a changed task as ok too
+    lines = ["PLAY RECAP " + "*" * 69]
+    width = max((len(h) for h in counts), default=0) + 2
+    width = max(width, 27)
+    for host, row in counts.items():
+        cells = "  ".join(f"{k}={row[k]:<4}" for k in COUNTERS)
+        lines.append(f"{host:<{width}}: {cells}".rstrip())
+    for play in run.plays:
+        if play.aborted:
+            lines.append(f"play {play.name!r} aborted: {play.abort_reason}")
+    if run.interrupted:
+        lines.append("run interrupted")
+    return "\n".join(lines)
+
+
+def to_json(run: RunResult) -> dict[str, Any]:
+    """Machine-readable result. Contains no secrets: only statuses, images, sizes, messages."""
+    return {
+        "exit_code": run.exit_code,
+        "interrupted": run.interrupted,
+        "plays": [
+            {
+                "name": play.name,
+                "aborted": play.aborted,
+                "abort_reason": play.abort_reason or None,
+                "hosts": {
+                    r.host: {
+                        "status": r.status,
+                        "message": r.message,
+                        "hint": r.error.hint if r.error else None,
+                        "images": r.images,
+                        "bytes_sent": r.bytes_sent,
+                        "timings": r.timings,
+                    }
+                    for r in play.hosts
+                },
+            }
+            for play in run.plays
+        ],
+    }
+
+
+def dumps(run: RunResult) -> str:
+    return json.dumps(to_json(run), indent=2, sort_keys=False)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"  # pragma: no cover
