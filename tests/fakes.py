@@ -1,0 +1,117 @@
+"""A fake docker host behind the Session protocol, for engine tests (never for integration).
+
+It understands exactly the commands that distrib.commands builds, and keeps a tiny in-memory
+filesystem and image store, so the engine's real logic runs unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from distrib import commands
+from distrib.errors import ConnectError
+from distrib.transport import Result, Target
+
+
+@dataclass
+class FakeHost:
+    name: str
+    images: dict[str, str] = field(default_factory=dict)  # ref -> id
+    files: dict[str, bytes] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)
+    engine_up: bool = True
+    reachable: bool = True
+    tools: tuple[str, ...] = ("gzip", "sha256sum", "zstd")
+    corrupt_uploads: int = 0  # flip a byte in this many uploads
+    load_fails: bool = False
+    archive_images: dict[str, str] = field(default_factory=dict)  # what `docker load` adds
+    log: list[str] = field(default_factory=list)
+
+
+class FakeSession:
+    def __init__(self, host: FakeHost, docker: list[str]) -> None:
+        self.host = host
+        self.docker = docker
+        self.closed = False
+
+    def run(self, command: str, *, timeout: float | None = None) -> Result:
+        h = self.host
+        h.log.append(command)
+        if command == commands.probe(self.docker):
+            lines = [f"engine_version={'20.10.24' if h.engine_up else ''}"]
+            lines += [f"has_{t}=1" for t in h.tools]
+            return Result(command, 0, "\n".join(lines) + "\n", "")
+        if command.startswith(commands.join([*self.docker, "version"])):
+            return Result(command, 1, "", "Cannot connect to the Docker daemon")
+        if command.startswith(commands.join([*self.docker, "images"])):
+            out = "".join(f"{ref}\t{iid}\n" for ref, iid in h.images.items() if f"reference={ref}" in command)
+            return Result(command, 0, out, "")
+        if command.startswith("umask 077 && mkdir"):
+            path = "/var/tmp/distrib.FAKE"
+            h.dirs.add(path)
+            return Result(command, 0, path + "\n", "")
+        if command.startswith("sha256sum -- "):
+            path = command.split(" -- ", 1)[1]
+            data = h.files.get(path)
+            if data is None:
+                return Result(command, 1, "", f"sha256sum: {path}: No such file or directory")
+            return Result(command, 0, f"{hashlib.sha256(data).hexdigest()}  {path}\n", "")
+        if command.startswith("mv -f -- "):
+            src, dst = command[len("mv -f -- ") :].split(" ")
+            h.files[dst] = h.files.pop(src)
+            return Result(command, 0, "", "")
+        if " load" in command:
+            if h.load_fails:
+                return Result(command, 1, "", "Error processing tar file: unexpected EOF")
+            h.images.update(h.archive_images)
+            return Result(command, 0, "".join(f"Loaded image: {r}\n" for r in h.archive_images), "")
+        if command.startswith("rm -rf -- "):
+            path = command[len("rm -rf -- ") :]
+            h.dirs.discard(path)
+            for name in [f for f in h.files if f.startswith(path + "/")]:
+                del h.files[name]
+            return Result(command, 0, "", "")
+        raise AssertionError(f"fake host does not understand: {command}")
+
+    def upload(
+        self,
+        command: str,
+        chunks: Iterable[bytes],
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        self.host.log.append(command)
+        path = command.split("cat > ", 1)[1]
+        data = bytearray()
+        for chunk in chunks:
+            data += chunk
+            if on_bytes:
+                on_bytes(len(chunk))
+        if self.host.corrupt_uploads > 0:
+            self.host.corrupt_uploads -= 1
+            data[0] ^= 0xFF
+        self.host.files[path] = bytes(data)
+        return Result(command, 0, "", "")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeFleet:
+    """A connector over several FakeHosts (the engine's `connect` argument)."""
+
+    def __init__(self, *hosts: FakeHost, docker: list[str] | None = None) -> None:
+        self.hosts = {h.name: h for h in hosts}
+        self.docker = docker or ["docker"]
+        self.sessions: list[FakeSession] = []
+
+    def __call__(self, target: Target) -> FakeSession:
+        host = self.hosts[target.name]
+        if not host.reachable:
+            raise ConnectError(target.name, f"connection refused by {target.label}")
+        session = FakeSession(host, self.docker)
+        self.sessions.append(session)
+        return session

@@ -1,0 +1,154 @@
+"""Engine and executor against an injected fake transport (pure; no hosts)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from distrib.archive import Archive, LocalImage
+from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, Job, deploy
+from distrib.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_OK, EXIT_PLAY_ABORTED
+from distrib.executor import run_plan
+from distrib.plan import HostPlan, Plan, PlayPlan, batches
+from distrib.playbook import Playbook
+from distrib.refs import ImageRef
+from distrib.transport import Target
+from tests.fakes import FakeFleet, FakeHost
+
+WEB = "sha256:" + "1" * 64
+WORKER = "sha256:" + "2" * 64
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Archive:
+    data = b"pretend this is a gzip of docker save" * 1000
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(data)
+    images = (
+        LocalImage(ImageRef.parse("demo/web:1.0"), WEB, ("sha256:l1",), 10),
+        LocalImage(ImageRef.parse("demo/worker:1.0"), WORKER, ("sha256:l2",), 10),
+    )
+    return Archive(str(path), "gzip", 6, len(data), hashlib.sha256(data).hexdigest(), images)
+
+
+def host(name: str) -> HostPlan:
+    return HostPlan(name, Target(name, f"{name}.lab"), ("docker",), "/var/tmp")
+
+
+def fake(name: str, **kw: object) -> FakeHost:
+    return FakeHost(name, archive_images={"demo/web:1.0": WEB, "demo/worker:1.0": WORKER}, **kw)  # type: ignore[arg-type]
+
+
+def test_fresh_host_is_changed_and_verified(archive: Archive) -> None:
+    h = fake("a")
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == CHANGED, result.message
+    assert result.images == {"demo/web:1.0": WEB, "demo/worker:1.0": WORKER}
+    assert result.bytes_sent == archive.size
+    assert not h.files and not h.dirs, "temp files must be removed"
+
+
+def test_up_to_date_host_is_ok_and_receives_nothing(archive: Archive) -> None:
+    h = fake("a", images={"demo/web:1.0": WEB, "demo/worker:1.0": WORKER})
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == OK
+    assert result.bytes_sent == 0
+    assert not any("cat >" in c for c in h.log)
+
+
+def test_same_tag_other_content_is_replaced(archive: Archive) -> None:
+    h = fake("a", images={"demo/web:1.0": "sha256:" + "9" * 64, "demo/worker:1.0": WORKER})
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == CHANGED
+    assert h.images["demo/web:1.0"] == WEB
+
+
+def test_corrupted_copy_is_resent_once(archive: Archive) -> None:
+    h = fake("a", corrupt_uploads=1)
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == CHANGED
+    assert result.bytes_sent == 2 * archive.size
+
+
+def test_corrupted_twice_is_never_loaded(archive: Archive) -> None:
+    h = fake("a", corrupt_uploads=2)
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == FAILED
+    assert "checksum mismatch" in result.message
+    assert not any(" load" in c for c in h.log), "a bad copy must never be loaded"
+    assert not h.files and not h.dirs
+
+
+def test_engine_down_is_failed_with_engine_message(archive: Archive) -> None:
+    result = deploy(host("a"), Job(archive), FakeFleet(fake("a", engine_up=False)))
+    assert result.status == FAILED
+    assert "container engine does not answer" in result.message
+    assert "Cannot connect to the Docker daemon" in result.message
+
+
+def test_load_failure_cleans_up(archive: Archive) -> None:
+    h = fake("a", load_fails=True)
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == FAILED and "docker load failed" in result.message
+    assert not h.files and not h.dirs
+
+
+def test_verify_catches_a_load_that_did_not_land(archive: Archive) -> None:
+    h = FakeHost("a", archive_images={"demo/web:1.0": WEB})
+    result = deploy(host("a"), Job(archive), FakeFleet(h))
+    assert result.status == FAILED
+    assert "demo/worker:1.0 missing" in result.message
+
+
+def test_zstd_without_decoder_fails_before_sending(archive: Archive) -> None:
+    zst = Archive(archive.path, "zstd", 3, archive.size, archive.sha256, archive.images)
+    h = fake("a", tools=("gzip", "sha256sum"))
+    result = deploy(host("a"), Job(zst), FakeFleet(h))
+    assert result.status == FAILED and "zstd" in result.message
+    assert result.bytes_sent == 0
+
+
+def test_unreachable_host(archive: Archive) -> None:
+    result = deploy(host("a"), Job(archive), FakeFleet(fake("a", reachable=False)))
+    assert result.status == UNREACHABLE
+    assert "connection refused" in result.message
+
+
+def _plan(names: list[str], play_yaml: str) -> Plan:
+    play = Playbook.from_text(play_yaml, "p.yaml").plays[0]
+    hosts = tuple(host(n) for n in names)
+    return Plan((PlayPlan(play, hosts, batches(hosts, play.serial), play.forks),))
+
+
+def test_one_failure_does_not_stop_others(archive: Archive) -> None:
+    fleet = FakeFleet(fake("a"), fake("b", reachable=False), fake("c"))
+    run = run_plan(_plan(["a", "b", "c"], "hosts: all\nimages: [x]\n"), {0: Job(archive)}, fleet)
+    statuses = {r.host: r.status for r in run.plays[0].hosts}
+    assert statuses == {"a": CHANGED, "b": UNREACHABLE, "c": CHANGED}
+    assert run.exit_code == EXIT_HOST_UNREACHABLE
+
+
+def test_exit_codes(archive: Archive) -> None:
+    ok = run_plan(_plan(["a"], "hosts: all\nimages: [x]\n"), {0: Job(archive)}, FakeFleet(fake("a")))
+    assert ok.exit_code == EXIT_OK
+    failed = run_plan(
+        _plan(["a", "b"], "hosts: all\nimages: [x]\n"),
+        {0: Job(archive)},
+        FakeFleet(fake("a"), fake("b", load_fails=True)),
+    )
+    assert failed.exit_code == EXIT_HOST_FAILED
+
+
+def test_failure_limit_stops_new_batches(archive: Archive) -> None:
+    fleet = FakeFleet(fake("a", load_fails=True), fake("b"), fake("c"))
+    run = run_plan(
+        _plan(["a", "b", "c"], "hosts: all\nimages: [x]\nserial: 1\nmax_fail_percentage: 0\n"),
+        {0: Job(archive)},
+        fleet,
+    )
+    statuses = [r.status for r in run.plays[0].hosts]
+    assert statuses == [FAILED, SKIPPED, SKIPPED]
+    assert run.plays[0].aborted
+    assert run.exit_code == EXIT_PLAY_ABORTED
