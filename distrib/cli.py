@@ -155,9 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if interrupted:
         run.interrupted = True
-    for play in run.plays:
-        for result in play.hosts:
-            print(report.host_line(result), file=out)
+    for play_result in run.plays:
+        for host_result in play_result.hosts:
+            print(report.host_line(host_result), file=out)
     print(report.recap(run), file=out)
     if args.json:
         print(report.dumps(run))

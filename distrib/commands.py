@@ -35,7 +35,7 @@ def probe(docker: Sequence[str]) -> str:
     tools = " ".join(TOOLS)
     return (
         f"printf 'engine_version=%s\\n' \"$({version} 2>/dev/null)\"; "
-        f"for t in {tools}; do command -v \"$t\" >/dev/null 2>&1 && echo \"has_$t=1\"; done; "
+        f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
         "true"
     )
 

@@ -163,7 +163,9 @@ class _Deployment:
     def _deploy(self) -> None:
         self._phase("probe")
         t = time.monotonic()
-        facts = commands.parse_probe(self._run(commands.probe(self.docker), "probe", PROBE_TIMEOUT).stdout)
+        facts = commands.parse_probe(
+            self._run(commands.probe(self.docker), "probe", PROBE_TIMEOUT).stdout
+        )
         if not facts.engine_ok:
             why = self.session.run(  # type: ignore[union-attr]
                 commands.join([*self.docker, "version"]), timeout=PROBE_TIMEOUT
@@ -175,7 +177,7 @@ class _Deployment:
                 why.stdout,
                 why.stderr,
                 what="the container engine does not answer",
-                hint="is dockerd running on the host, and may this user use it (docker group, become)?",
+                hint="is the engine running, and may this user use it (docker group, become)?",
             )
         images = self.job.archive.images
         before = self._listing(images)
@@ -194,7 +196,9 @@ class _Deployment:
             )
         self._phase("upload")
         tempdir = self._run(
-            commands.make_tempdir(self.host.remote_tmp), "creating the remote temp dir", PROBE_TIMEOUT
+            commands.make_tempdir(self.host.remote_tmp),
+            "creating the remote temp dir",
+            PROBE_TIMEOUT,
         ).stdout
         tempdir = commands.parse_tempdir(tempdir, self.host.remote_tmp)
         try:
@@ -202,7 +206,9 @@ class _Deployment:
             self._phase("load")
             t = time.monotonic()
             self._run(
-                commands.load(self.docker, final, self.job.archive.codec), "docker load", LOAD_TIMEOUT
+                commands.load(self.docker, final, self.job.archive.codec),
+                "docker load",
+                LOAD_TIMEOUT,
             )
             self._timed("load", t)
         finally:
@@ -237,7 +243,11 @@ class _Deployment:
             )
             if not sent.ok:
                 raise CommandError(
-                    self.host.name, sent.command, sent.exit_status, sent.stdout, sent.stderr,
+                    self.host.name,
+                    sent.command,
+                    sent.exit_status,
+                    sent.stdout,
+                    sent.stderr,
                     what="writing the archive on the host",
                 )
             self._phase("checksum")

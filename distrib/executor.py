@@ -11,7 +11,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from distrib.engine import FAILED, SKIPPED, UNREACHABLE, Connector, HostResult, Job, Progress, deploy
+from distrib.engine import (
+    FAILED,
+    SKIPPED,
+    UNREACHABLE,
+    Connector,
+    HostResult,
+    Job,
+    Progress,
+    deploy,
+)
 from distrib.errors import (
     EXIT_HOST_FAILED,
     EXIT_HOST_UNREACHABLE,
@@ -106,7 +115,9 @@ def _run_batch(
     cancel: threading.Event,
     forks: int,
 ) -> list[HostResult]:
-    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(batch))), thread_name_prefix="host") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(forks, len(batch))), thread_name_prefix="host"
+    ) as pool:
         futures = [pool.submit(deploy, host, job, connect, progress, cancel) for host in batch]
         return [f.result() for f in futures]
 

@@ -78,9 +78,7 @@ def make_plan(
                 line=play.where.line,
             ) from None
         hosts = tuple(host_plan(h, play) for h in selected)
-        plays.append(
-            PlayPlan(play, hosts, batches(hosts, play.serial), forks or play.forks)
-        )
+        plays.append(PlayPlan(play, hosts, batches(hosts, play.serial), forks or play.forks))
     return Plan(tuple(plays))
 
 
@@ -105,7 +103,9 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         checking = "off"
     if checking not in HOST_KEY_MODES:
         raise bad("host_key_checking", f"must be one of {', '.join(HOST_KEY_MODES)}")
-    timeout_value = merged.get("connect_timeout", merged.get("ansible_timeout", DEFAULT_CONNECT_TIMEOUT))
+    timeout_value = merged.get(
+        "connect_timeout", merged.get("ansible_timeout", DEFAULT_CONNECT_TIMEOUT)
+    )
     try:
         timeout = float(timeout_value)
     except (TypeError, ValueError):
@@ -160,7 +160,9 @@ def batch_sizes(total: int, serial: Sequence[int | str]) -> list[int]:
     return sizes
 
 
-def batches(hosts: Sequence[HostPlan], serial: Sequence[int | str]) -> tuple[tuple[HostPlan, ...], ...]:
+def batches(
+    hosts: Sequence[HostPlan], serial: Sequence[int | str]
+) -> tuple[tuple[HostPlan, ...], ...]:
     out = []
     start = 0
     for size in batch_sizes(len(hosts), serial):
@@ -169,7 +171,9 @@ def batches(hosts: Sequence[HostPlan], serial: Sequence[int | str]) -> tuple[tup
     return tuple(out)
 
 
-def batch_failed(failed: int, size: int, max_fail_percentage: float | None, any_errors_fatal: bool) -> bool:
+def batch_failed(
+    failed: int, size: int, max_fail_percentage: float | None, any_errors_fatal: bool
+) -> bool:
     """Whether a finished batch stops the play (Ansible: the percentage must be EXCEEDED)."""
     if failed == 0:
         return False

@@ -58,7 +58,7 @@ class Play:
     @classmethod
     def parse(cls, data: Any, file: str, index: int) -> Play:
         """Build a Play from one YAML mapping, rejecting unknown keys and wrong types."""
-        line = getattr(data, "line", 0)
+        line = yamlio.line_of(data)
         if not isinstance(data, dict):
             raise ConfigError(
                 f"play #{index + 1} must be a mapping, not {_kind(data)}", file=file, line=line
@@ -69,15 +69,17 @@ class Play:
             raise ConfigError(
                 f"unknown key in play (allowed: {', '.join(_FIELDS)})",
                 file=file,
-                line=data.key_line(key),
+                line=yamlio.key_line(data, key),
                 key=str(key),
             )
         for required in ("hosts", "images"):
             if required not in data:
-                raise ConfigError(f"play is missing required key {required!r}", file=file, line=line)
+                raise ConfigError(
+                    f"play is missing required key {required!r}", file=file, line=line
+                )
         values: dict[str, Any] = {}
         for key, value in data.items():
-            where = Located(file, data.key_line(key))
+            where = Located(file, yamlio.key_line(data, key))
             values[key] = _FIELDS[key](value, where, key)
         name = values.pop("name", None) or f"play #{index + 1}"
         return cls(name=name, where=Located(file, line), **values)
@@ -134,7 +136,9 @@ def _images(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
     specs: list[ImageSpec] = []
     seen: set[str] = set()
     for i, item in enumerate(value):
-        item_where = Located(where.file, value.item_line(i) if hasattr(value, "item_line") else where.line)
+        item_where = Located(
+            where.file, value.item_line(i) if hasattr(value, "item_line") else where.line
+        )
         if not isinstance(item, str):
             raise _err(item_where, key, f"image must be a string, not {item!r}")
         try:
@@ -233,7 +237,7 @@ class Playbook:
         else:
             raise ConfigError("a playbook must be a list of plays", file=path, line=1)
         if not data_list:
-            raise ConfigError("playbook has no plays", file=path, line=getattr(data, "line", 1))
+            raise ConfigError("playbook has no plays", file=path, line=yamlio.line_of(data) or 1)
         return cls(path, tuple(Play.parse(p, path, i) for i, p in enumerate(data_list)))
 
 

@@ -15,6 +15,9 @@ from tqdm import tqdm
 from distrib.engine import HostResult, Progress
 from distrib.report import host_line, human_bytes
 
+BAR_FORMAT = (
+    "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"
+)
 MAX_BARS = 30  # more hosts than this: one total bar, per-host lines only for outcomes
 
 
@@ -62,7 +65,7 @@ class BarProgress(Progress):
                 leave=True,
                 file=self.stream,
                 dynamic_ncols=True,
-                bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]",
+                bar_format=BAR_FORMAT,
             )
 
     def _bar(self, host: str) -> tqdm:  # type: ignore[type-arg]

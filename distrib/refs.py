@@ -57,7 +57,7 @@ class ImageRef:
             raise InvalidReference(
                 f"invalid image reference {text!r}: {why} "
                 "(expected [registry[:port]/]name[:tag][@digest], lowercase name)"
-            )
+            ) from None
         name = match.group("name")
         domain = match.group("domain")
         if domain and not ("." in domain or ":" in domain or domain == "localhost"):

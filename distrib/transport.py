@@ -114,7 +114,9 @@ class _CheckPolicy(paramiko.MissingHostKeyPolicy):
         self.mode = mode
         self.path = path
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         if self.mode == "off":
             return
         if self.mode != "accept-new":
@@ -160,11 +162,13 @@ def connect(target: Target) -> SSHSession:
             try:
                 client.load_host_keys(known_hosts)
             except (OSError, paramiko.SSHException) as exc:
-                raise ConnectError(target.name, f"cannot read known_hosts {known_hosts}: {exc}")
+                raise ConnectError(
+                    target.name, f"cannot read known_hosts {known_hosts}: {exc}"
+                ) from None
         elif mode == "yes":
             raise ConnectError(
                 target.name,
-                f"known_hosts file {known_hosts} does not exist, so {target.address} cannot be trusted",
+                f"known_hosts file {known_hosts} does not exist: cannot trust {target.address}",
                 hint="set known_hosts in the inventory, or host_key_checking: accept-new",
             )
     client.set_missing_host_key_policy(_CheckPolicy(mode, known_hosts))
@@ -238,7 +242,9 @@ class SSHSession:
             )
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(self.target.name, f"lost connection to {self.target.label}: {exc}")
+            raise ConnectError(
+                self.target.name, f"lost connection to {self.target.label}: {exc}"
+            ) from None
         return chan
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
@@ -267,7 +273,7 @@ class SSHSession:
                 for start in range(0, len(view), CHUNK):
                     piece = view[start : start + CHUNK]
                     try:
-                        chan.sendall(piece)
+                        chan.sendall(piece.tobytes() if len(view) > CHUNK else chunk)
                     except (OSError, paramiko.SSHException, EOFError) as exc:
                         if chan.exit_status_ready():
                             break  # the remote command died early: report its stderr

@@ -12,10 +12,8 @@ import yaml
 
 from distrib.errors import ConfigError
 
-try:  # the C parser is much faster on large inventories; same semantics
-    _BaseLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover - libyaml missing
-    _BaseLoader = yaml.SafeLoader
+# The C parser is much faster on large inventories; same semantics.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -41,7 +39,7 @@ class LineList(list):  # type: ignore[type-arg]
             return self.line
 
 
-class _Loader(_BaseLoader):
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
     pass
 
 
@@ -78,7 +76,7 @@ def loads(text: str, name: str = "<string>") -> Any:
     """Parse YAML text; errors become ConfigError naming `name` and the line."""
     try:
         loader = _Loader(text)
-        loader.source_name = name  # type: ignore[attr-defined]
+        loader.source_name = name
         try:
             return loader.get_single_data()
         finally:
@@ -113,3 +111,22 @@ def _plain(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [_plain(v) for v in data]
     return data
+
+
+def line_of(node: Any) -> int:
+    """Line of a loaded mapping or sequence (0 when it did not come from a file)."""
+    return int(getattr(node, "line", 0))
+
+
+def key_line(mapping: Any, key: Any) -> int:
+    """Line of `key` in a loaded mapping, else of the mapping itself, else 0."""
+    if isinstance(mapping, LineDict):
+        return mapping.key_line(key)
+    return line_of(mapping)
+
+
+def item_line(sequence: Any, index: int) -> int:
+    """Line of item `index` of a loaded sequence, else of the sequence itself, else 0."""
+    if isinstance(sequence, LineList):
+        return sequence.item_line(index)
+    return line_of(sequence)

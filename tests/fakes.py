@@ -46,7 +46,9 @@ class FakeSession:
         if command.startswith(commands.join([*self.docker, "version"])):
             return Result(command, 1, "", "Cannot connect to the Docker daemon")
         if command.startswith(commands.join([*self.docker, "images"])):
-            out = "".join(f"{ref}\t{iid}\n" for ref, iid in h.images.items() if f"reference={ref}" in command)
+            out = "".join(
+                f"{ref}\t{iid}\n" for ref, iid in h.images.items() if f"reference={ref}" in command
+            )
             return Result(command, 0, out, "")
         if command.startswith("umask 077 && mkdir"):
             path = "/var/tmp/distrib.FAKE"

@@ -39,7 +39,12 @@ def test_list_images_quotes_and_filters_exact_refs() -> None:
     [
         ("", {}),
         (
-            "demo/web:1.0\tsha256:" + "a" * 64 + "\n" + "demo/worker:1.0\tsha256:" + "b" * 64 + "\n",
+            "demo/web:1.0\tsha256:"
+            + "a" * 64
+            + "\n"
+            + "demo/worker:1.0\tsha256:"
+            + "b" * 64
+            + "\n",
             {"demo/web:1.0": "sha256:" + "a" * 64, "demo/worker:1.0": "sha256:" + "b" * 64},
         ),
         ("<none>:<none>\tsha256:" + "c" * 64 + "\n", {}),
@@ -84,7 +89,10 @@ def test_parse_sha256(stdout: str, ok: bool) -> None:
 
 def test_load_per_codec() -> None:
     assert commands.load(["docker"], "/t/a.tar.gz", "gzip") == "docker load -i /t/a.tar.gz"
-    assert commands.load(["docker"], "/t/a b.tar.zst", "zstd") == "zstd -dc -- '/t/a b.tar.zst' | docker load"
+    assert (
+        commands.load(["docker"], "/t/a b.tar.zst", "zstd")
+        == "zstd -dc -- '/t/a b.tar.zst' | docker load"
+    )
 
 
 def test_parse_loaded() -> None:
@@ -100,5 +108,9 @@ def test_cleanup_refuses_foreign_paths() -> None:
 
 def test_every_argument_is_quoted() -> None:
     hostile = "/tmp/$(touch /tmp/canary);`id`"
-    for cmd in (commands.receive(hostile), commands.sha256(hostile), commands.promote(hostile, hostile)):
+    for cmd in (
+        commands.receive(hostile),
+        commands.sha256(hostile),
+        commands.promote(hostile, hostile),
+    ):
         assert "'/tmp/$(touch /tmp/canary);`id`'" in cmd

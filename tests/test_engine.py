@@ -131,7 +131,9 @@ def test_one_failure_does_not_stop_others(archive: Archive) -> None:
 
 
 def test_exit_codes(archive: Archive) -> None:
-    ok = run_plan(_plan(["a"], "hosts: all\nimages: [x]\n"), {0: Job(archive)}, FakeFleet(fake("a")))
+    ok = run_plan(
+        _plan(["a"], "hosts: all\nimages: [x]\n"), {0: Job(archive)}, FakeFleet(fake("a"))
+    )
     assert ok.exit_code == EXIT_OK
     failed = run_plan(
         _plan(["a", "b"], "hosts: all\nimages: [x]\n"),

@@ -69,8 +69,17 @@ def test_failure_limit(failed: int, size: int, pct: float | None, fatal: bool, s
 
 def test_host_settings_with_play_vars_overriding_inventory() -> None:
     inv = Inv(
-        H("n1", {"ansible_host": "10.0.0.1", "ansible_port": "2222", "ansible_user": "ops",
-                 "ansible_ssh_private_key_file": "~/k", "known_hosts": "/kh", "remote_tmp": "/data/tmp"}),
+        H(
+            "n1",
+            {
+                "ansible_host": "10.0.0.1",
+                "ansible_port": "2222",
+                "ansible_user": "ops",
+                "ansible_ssh_private_key_file": "~/k",
+                "known_hosts": "/kh",
+                "remote_tmp": "/data/tmp",
+            },
+        ),
         H("n2", {"docker_command": "sudo -n docker"}),
     )
     book = Playbook.from_text(
@@ -90,7 +99,9 @@ def test_host_settings_with_play_vars_overriding_inventory() -> None:
 
 
 def test_limit_and_forks_override() -> None:
-    plan = make_plan(Inv(H("a"), H("b")), Playbook.from_text("hosts: all\nimages: [x]\n"), limit="b", forks=7)
+    plan = make_plan(
+        Inv(H("a"), H("b")), Playbook.from_text("hosts: all\nimages: [x]\n"), limit="b", forks=7
+    )
     assert [h.name for h in plan.plays[0].hosts] == ["b"]
     assert plan.plays[0].forks == 7
 
@@ -111,11 +122,16 @@ def test_bad_host_vars_name_the_host_and_source(vars: dict[str, Any], message: s
 
 
 def test_pattern_matching_nothing_names_play_file_and_line() -> None:
-    book = Playbook.from_text("- hosts: all\n  images: [x]\n- hosts: nope\n  images: [x]\n", "p.yaml")
+    book = Playbook.from_text(
+        "- hosts: all\n  images: [x]\n- hosts: nope\n  images: [x]\n", "p.yaml"
+    )
     with pytest.raises(ConfigError, match=r"p.yaml:3: .*'nope' matches no host"):
         make_plan(Inv(H("a")), book)
 
 
 def test_ansible_host_key_checking_bool() -> None:
-    plan = make_plan(Inv(H("a", {"ansible_host_key_checking": False})), Playbook.from_text("hosts: all\nimages: [x]\n"))
+    plan = make_plan(
+        Inv(H("a", {"ansible_host_key_checking": False})),
+        Playbook.from_text("hosts: all\nimages: [x]\n"),
+    )
     assert plan.plays[0].hosts[0].target.host_key_checking == "off"

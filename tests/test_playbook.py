@@ -55,7 +55,10 @@ def test_single_mapping_is_one_play() -> None:
         ("- images: [x]\n", r"p.yaml:1: play is missing required key 'hosts'"),
         ("- hosts: a\n  images: []\n", r"p.yaml:2: images: must be a non-empty list"),
         ("- hosts: a\n  images: [x, x]\n", r"listed twice"),
-        ("- hosts: a\n  images: [x]\n  compression: lz4\n", r"p.yaml:3: compression: must be one of"),
+        (
+            "- hosts: a\n  images: [x]\n  compression: lz4\n",
+            r"p.yaml:3: compression: must be one of",
+        ),
         ("- hosts: a\n  images: [x]\n  serial: 10x\n", r"p.yaml:3: serial"),
         ("- hosts: a\n  images: [x]\n  serial: '0%'\n", r"percentage must be"),
         ("- hosts: a\n  images: [x]\n  max_fail_percentage: 101\n", r"max_fail_percentage"),
