@@ -1,0 +1,91 @@
+"""Shared fixtures. Integration tests (marker `lab`) run against a real lab: network namespaces
+with their own OpenSSH sshd and dockerd, brought up once per session by `distrib lab up`.
+
+Without root/Linux/dockerd the lab tests are skipped, unless DISTRIB_REQUIRE_LAB=1 (set by
+.ci/run), where a lab that cannot come up is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+LAB_HOSTS = 3
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Lab:
+    inventory: Path
+    hosts: tuple[str, ...]
+    dir: Path
+
+    def exec(self, host: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a lab host (its own netns, /tmp and docker)."""
+        return distrib("lab", "exec", host, "--", *argv, check=check)
+
+    def image_id(self, host: str, ref: str) -> str | None:
+        out = self.exec(host, "docker", "image", "inspect", "--format", "{{.Id}}", ref, check=False)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    def remove_images(self, *refs: str) -> None:
+        for host in self.hosts:
+            self.exec(host, "docker", "rmi", "-f", *refs, check=False)
+
+    def temp_files(self, host: str) -> list[str]:
+        out = self.exec(host, "sh", "-c", "ls -A /var/tmp /tmp 2>/dev/null | grep distrib || true")
+        return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def distrib(
+    *args: str, check: bool = False, timeout: float = 900, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (as a user would)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "distrib", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **kw,  # type: ignore[call-overload]
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"distrib {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def _lab_unavailable() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "the lab needs Linux"
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    for program in ("dockerd", "sshd", "ip", "nsenter"):
+        if not shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            return f"{program} is not installed"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    reason = _lab_unavailable()
+    if reason:
+        if os.environ.get("DISTRIB_REQUIRE_LAB") == "1":
+            pytest.fail(f"lab required but unavailable: {reason}")
+        pytest.skip(reason)
+    inventory = tmp_path_factory.mktemp("lab") / "inventory.yaml"
+    distrib("lab", "up", "--hosts", str(LAB_HOSTS), "--inventory", str(inventory), check=True)
+    try:
+        distrib("lab", "images", check=True)
+        lab_dir = Path(os.environ.get("DISTRIB_LAB_DIR", "/var/lib/distrib-lab"))
+        yield Lab(inventory, tuple(f"node{i}" for i in range(1, LAB_HOSTS + 1)), lab_dir)
+    finally:
+        distrib("lab", "down")
