@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install what distrib, its lab and its tests need on Debian (run as root). Idempotent: installs
+# only what is missing, then (re)installs the project into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/setup.sh: run as root (it installs Debian packages; the lab needs root)" >&2
+    exit 1
+fi
+
+packages=(docker.io openssh-server openssh-client iproute2 iptables busybox-static zstd pigz
+          xz-utils util-linux procps psmisc python3 python3-venv python3-pip)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# python3/venv may come from elsewhere (pyenv): only ask apt for them when python3 lacks venv.
+if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    filtered=()
+    for pkg in "${missing[@]}"; do
+        case "$pkg" in python3|python3-venv|python3-pip) ;; *) filtered+=("$pkg") ;; esac
+    done
+    missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The Debian packages start their own services under systemd; the lab manages its own
+# daemons and does not need them (and on machines without systemd they are not running).
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "distrib installed: $(.venv/bin/distrib --version) in $(pwd)/.venv"
