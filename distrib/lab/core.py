@@ -1,0 +1,561 @@
+"""Bringing the lab up and down, and reaching into its hosts.
+
+Each host is a network namespace on bridge `distrib0` with its own sshd (in a private mount
+namespace: own /tmp, /var/tmp, /root/.ssh, /run/docker.sock) and its own dockerd. Fixed names
+(bridge, namespaces) mean there is one lab per machine; `up` first removes any leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distrib import local, yamlio
+from distrib.errors import LabError, LocalError
+from distrib.lab import config, procs
+from distrib.lab.state import LabHost, LabState, lab_dir, load_state, save_state
+
+WORKSTATION_SOCKET = "/var/run/docker.sock"
+WORKSTATION_PIDFILE = "workstation-dockerd.pid"
+CLIENT_KEY = "id_ed25519"
+DOCKERD_TIMEOUT = 60.0
+SSHD_TIMEOUT = 20.0
+
+Echo = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def require_environment() -> None:
+    """LabError unless running as root on Linux with every program the lab uses."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        raise LabError("distrib lab needs root on Linux (network namespaces)")
+    missing = [prog for prog in config.REQUIRED_PROGRAMS if local.which(prog) is None]
+    if missing:
+        packages = sorted({config.REQUIRED_PROGRAMS[p] for p in missing})
+        raise LabError(
+            f"distrib lab needs {', '.join(missing)}",
+            hint=f"apt-get install {' '.join(packages)}",
+        )
+    if not Path(config.SFTP_SERVER).exists():
+        raise LabError(f"{config.SFTP_SERVER} is missing", hint="apt-get install openssh-server")
+
+
+def _run(cmd: Sequence[str], what: str, timeout: float = 60.0) -> local.Completed:
+    try:
+        return local.run(cmd, timeout=timeout, what=what)
+    except LocalError as exc:
+        raise LabError(str(exc)) from None
+
+
+def _try(cmd: Sequence[str], timeout: float = 30.0) -> bool:
+    # Cleanup steps: the thing may legitimately be gone already.
+    try:
+        return local.run(cmd, check=False, timeout=timeout).ok
+    except LocalError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    # Two `up`/`down` at once (parallel test sessions) would tear each other's hosts down.
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_state_lenient(root: Path) -> LabState | None:
+    try:
+        return load_state(root)
+    except LabError:
+        return None  # a corrupt or old state: the scans in _teardown still find everything
+
+
+# ---------------------------------------------------------------------------------- teardown
+
+
+def _lab_netns() -> list[str]:
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(config.NETNS_PREFIX))
+
+
+def _workstation_dockerd(root: Path) -> int | None:
+    """Pid of a workstation dockerd that a lab in `root` started (its pidfile is ours)."""
+    marker = str(root / WORKSTATION_PIDFILE)
+    for pid in procs.daemons_mentioning(marker):
+        argv = procs.cmdline(pid)
+        if argv and os.path.basename(argv[0]) == "dockerd":
+            return pid
+    return None
+
+
+def _container_ids(root: Path) -> list[str]:
+    return [p.name for p in root.glob("hosts/*/docker/containers/*") if p.is_dir()]
+
+
+def _unmount_under(root: Path) -> None:
+    # dockerd runs in the workstation's mount namespace, so its overlay mounts (and any left
+    # by a killed dockerd) sit under the lab dir; lazy-unmount them deepest first.
+    for _ in range(3):
+        text = Path("/proc/self/mountinfo").read_text()
+        points = config.mounts_under(config.parse_mountinfo(text), str(root))
+        if not points:
+            return
+        for point in points:
+            _try(["umount", "-l", point])
+    raise LabError(f"cannot unmount {', '.join(points[:3])} under {root}")
+
+
+def _teardown(
+    root: Path, state: LabState | None, *, keep_workstation: bool, keep_keys: bool, echo: Echo
+) -> None:
+    """Remove every trace of a lab in `root`, found from `state` and by scanning the system.
+
+    `up` keeps the workstation's dockerd and the key pairs: a re-created host keeps its
+    identity like a rebooted one, so inventories, known_hosts and keys already handed to a
+    running test session stay valid.
+    """
+    keep_pid = _workstation_dockerd(root) if keep_workstation else None
+    namespaces = [n for n in (procs.netns_id(f"/run/netns/{ns}") for ns in _lab_netns()) if n]
+    # Containers run in their own namespaces and outlive a SIGKILLed dockerd and shim: find
+    # them by their container ids (the cgroup path) from the hosts' data roots. Kill them
+    # first and at once: a container's pid 1 ignores SIGTERM, and a dockerd told to stop
+    # would wait on each of them.
+    containers = procs.pids_in_cgroups_named(_container_ids(root))
+    if containers:
+        echo(f"killing {len(containers)} container processes")
+        procs.terminate(containers, grace=0)
+    victims = procs.pids_in_netns(namespaces) | procs.daemons_mentioning(str(root))
+    if state is not None:
+        # Recorded pids are trusted only if they still look like ours: after a reboot or a
+        # killed session the numbers may belong to unrelated processes.
+        recorded = [p for h in state.hosts for p in (h.sshd_pid, h.dockerd_pid)]
+        if state.workstation_dockerd_pid:
+            recorded.append(state.workstation_dockerd_pid)
+        victims |= {p for p in recorded if any(str(root) in a for a in procs.cmdline(p))}
+    victims.discard(keep_pid or -1)
+    if victims:
+        echo(f"stopping {len(victims)} lab processes")
+        procs.terminate(victims)
+    _unmount_under(root)
+    for ns in _lab_netns():
+        if not _try(["ip", "netns", "delete", ns]):
+            raise LabError(f"cannot delete network namespace {ns}")
+    links = local.run(["ip", "-o", "link", "show"], check=False).stdout
+    for link in config.lab_links(config.parse_link_names(links)):
+        _try(["ip", "link", "delete", link])
+    rule = ["FORWARD", "-i", config.BRIDGE, "-o", config.BRIDGE, "-j", "ACCEPT"]
+    for _ in range(20):  # a rule inserted twice by an interrupted up needs two deletes
+        if not _try(["iptables", "-w", "-C", *rule]):
+            break
+        _try(["iptables", "-w", "-D", *rule])
+    shutil.rmtree(root / "hosts", ignore_errors=True)
+    shutil.rmtree(root / "build", ignore_errors=True)
+    removed = ["known_hosts", "inventory.yaml", "state.json"]
+    if not keep_keys:
+        removed += [CLIENT_KEY, CLIENT_KEY + ".pub"]
+        shutil.rmtree(root / "keys", ignore_errors=True)
+    for name in removed:
+        with contextlib.suppress(FileNotFoundError):
+            (root / name).unlink()
+
+
+def down(directory: str | os.PathLike[str] | None = None, *, echo: Echo = _quiet) -> None:
+    """Remove the lab: processes, mounts, namespaces, links, the iptables rule, host dirs.
+
+    Safe when nothing exists and safe to repeat. Stops the workstation's dockerd only if the
+    lab started it. Logs under `<labdir>/logs` are kept.
+    """
+    require_environment()
+    root = lab_dir(directory)
+    if not root.exists() and not _lab_netns():
+        echo("no lab")
+        return
+    with _locked(root):
+        state = _read_state_lenient(root)
+        _teardown(root, state, keep_workstation=False, keep_keys=False, echo=echo)
+        if state is not None and state.inventory and not _inside(state.inventory, root):
+            echo(f"note: {state.inventory} describes hosts that no longer exist")
+    echo("lab is down")
+
+
+def _inside(path: str, root: Path) -> bool:
+    return Path(path).absolute().is_relative_to(root)
+
+
+# ---------------------------------------------------------------------------------- up
+
+
+def _ensure_workstation_docker(root: Path, echo: Echo) -> int | None:
+    """Make sure the workstation's dockerd answers; return its pid if the lab started it."""
+    mine = _workstation_dockerd(root)
+    if procs.docker_ping(WORKSTATION_SOCKET):
+        return mine
+    if mine is not None:  # ours but hung: replace it
+        procs.terminate([mine])
+    # dockerd refuses to start while its pidfile names a live pid; after a SIGKILL that pid
+    # may linger as an unreaped zombie (or be reused), so a pidfile here is always stale.
+    with contextlib.suppress(FileNotFoundError):
+        (root / WORKSTATION_PIDFILE).unlink()
+    log = root / "logs" / "workstation-dockerd.log"
+    echo("starting the workstation's dockerd (none was answering)")
+    with open(log, "wb") as fh:
+        proc = local.spawn(
+            ["dockerd", f"--pidfile={root / WORKSTATION_PIDFILE}"],
+            stdout=fh,
+            stderr=fh,
+            new_session=True,
+        )
+    procs.wait_until(
+        lambda: procs.docker_ping(WORKSTATION_SOCKET),
+        timeout=DOCKERD_TIMEOUT,
+        what="workstation dockerd",
+        log=log,
+        proc=proc,
+    )
+    return proc.pid
+
+
+def _probe_storage_driver(root: Path) -> str:
+    """overlay2 when an overlay mount works under the lab dir (the data roots live there)."""
+    probe = root / "probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    for sub in ("lower", "upper", "work", "merged"):
+        (probe / sub).mkdir(parents=True)
+    opts = f"lowerdir={probe}/lower,upperdir={probe}/upper,workdir={probe}/work"
+    ok = _try(["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "merged")])
+    if ok:
+        _try(["umount", str(probe / "merged")])
+    shutil.rmtree(probe, ignore_errors=True)
+    return "overlay2" if ok else "vfs"
+
+
+def _setup_bridge(uplink: str | None) -> None:
+    br = config.BRIDGE
+    _run(["ip", "link", "add", br, "type", "bridge"], "creating bridge")
+    _run(["ip", "addr", "add", f"{config.WORKSTATION_ADDRESS}/24", "dev", br], "bridge address")
+    _run(["ip", "link", "set", br, "up"], "bridge up")
+    # A local dockerd sets FORWARD policy DROP, and with bridge-nf-call-iptables=1 frames
+    # bridged between two lab hosts traverse FORWARD: accept them explicitly.
+    _run(["iptables", "-w", "-I", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"], "iptables")
+    if uplink:
+        # The root qdisc of the bridge device only sees what the workstation itself sends
+        # into the bridge; frames forwarded between ports (host to host) leave through the
+        # veth ends and are not shaped. Measured here with 3 hosts and --uplink 200mbit
+        # (python TCP sender, 3 s, 64 KiB writes): workstation -> node1 ≈ 190 Mbit/s,
+        # node2 -> node1 ≈ 20 Gbit/s (unshaped). See the `lab` section of the report.
+        _run(["tc", *config.tbf_args(br, uplink)], "tc qdisc (uplink shaping)")
+
+
+def _host_paths(root: Path, index: int) -> LabHost:
+    name = config.host_name(index)
+    hd = root / "hosts" / name
+    veth_root, veth_host = config.veth_names(index)
+    return LabHost(
+        name=name,
+        address=config.host_address(index),
+        netns=config.netns_name(index),
+        veth_root=veth_root,
+        veth_host=veth_host,
+        host_dir=str(hd),
+        sshd_pid=0,
+        sshd_config=str(hd / "ssh" / "sshd_config"),
+        dockerd_pid=0,
+        docker_socket=str(hd / "docker.sock"),
+        data_root=str(hd / "docker"),
+        exec_root=str(hd / "exec"),
+        storage_driver="",
+        tmp_dir=str(hd / "tmp"),
+        var_tmp_dir=str(hd / "var-tmp"),
+        ssh_dir=str(hd / "root-ssh"),
+    )
+
+
+def _prepare_host(host: LabHost, client_pub: str) -> str:
+    """Directories, host key, sshd_config and network of one host; returns its known_hosts line."""
+    hd = Path(host.host_dir)
+    for d, mode in (
+        (hd / "ssh", 0o700),
+        (Path(host.tmp_dir), 0o1777),
+        (Path(host.var_tmp_dir), 0o1777),
+        (Path(host.ssh_dir), 0o700),
+        (Path(host.data_root), 0o711),
+        (Path(host.exec_root), 0o700),
+    ):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, mode)  # mkdir's mode is filtered by the umask; /tmp needs its sticky bit
+    key = _keypair(Path(host.host_dir).parent.parent / "keys" / f"{host.name}_ed25519", host.name)
+    auth = Path(host.ssh_dir) / "authorized_keys"
+    auth.write_text(client_pub)
+    os.chmod(auth, 0o600)
+    Path(host.sshd_config).write_text(
+        config.sshd_config(
+            address=host.address,
+            host_key=str(key),
+            # Resolved inside the host's mount namespace, where /root/.ssh is host.ssh_dir:
+            # sshd's StrictModes then checks /root/.ssh, not the lab dir's parents (which may
+            # be a world-writable /tmp for a custom --dir).
+            authorized_keys="/root/.ssh/authorized_keys",
+            pid_file=str(hd / "sshd.pid"),
+            docker_socket=host.docker_socket,
+        )
+    )
+    ns = host.netns
+    _run(["ip", "netns", "add", ns], f"{host.name}: ip netns add")
+    _run(["ip", "link", "add", host.veth_root, "type", "veth",
+          "peer", "name", host.veth_host, "netns", ns], f"{host.name}: veth")  # fmt: skip
+    _run(["ip", "link", "set", host.veth_root, "master", config.BRIDGE, "up"], "veth on bridge")
+    _run(["ip", "-n", ns, "addr", "add", f"{host.address}/24", "dev", host.veth_host], "address")
+    _run(["ip", "-n", ns, "link", "set", host.veth_host, "up"], f"{host.name}: link up")
+    _run(["ip", "-n", ns, "link", "set", "lo", "up"], f"{host.name}: lo up")
+    return config.known_hosts_line(host.address, Path(f"{key}.pub").read_text())
+
+
+def _keypair(path: Path, comment: str) -> Path:
+    """An ed25519 key pair without passphrase at `path`, generated unless both halves exist."""
+    if path.is_file() and Path(f"{path}.pub").is_file():
+        return path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in (path, Path(f"{path}.pub")):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+         f"ssh-keygen {comment}")  # fmt: skip
+    return path
+
+
+def _spawn_logged(cmd: Sequence[str], log: Path) -> local.Process[bytes]:
+    with open(log, "wb") as fh:
+        # A new session: the daemons must outlive the CLI process that started them.
+        return local.spawn(cmd, stdout=fh, stderr=fh, new_session=True)
+
+
+def _sshd_command(host: LabHost, root: Path) -> list[str]:
+    binds = [
+        config.Bind(host.tmp_dir, "/tmp"),
+        config.Bind(host.var_tmp_dir, "/var/tmp"),
+        config.Bind(host.ssh_dir, "/root/.ssh"),
+        # sudo drops DOCKER_HOST, so the default socket path must be this host's dockerd too.
+        config.Bind(host.docker_socket, "/run/docker.sock"),
+        # The workstation's client key must not be readable from a host, or host-to-host
+        # tests would pass on a key a real host never has.
+        config.Bind("/dev/null", str(root / CLIENT_KEY)),
+    ]
+    script = config.sshd_wrapper_script(binds, host.sshd_config, host.name)
+    # --uts too: `hostname` inside a host says node1, not the workstation's name.
+    return ["nsenter", f"--net=/run/netns/{host.netns}", "unshare", "--mount", "--uts",
+            "--propagation", "private", "sh", "-c", script]  # fmt: skip
+
+
+def up(
+    n_hosts: int,
+    *,
+    uplink: str | None = None,
+    inventory: str | os.PathLike[str] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+    echo: Echo = _quiet,
+) -> LabState:
+    """Create `n_hosts` lab hosts node1..nodeN (after removing any previous lab) and return
+    the saved state. Writes the client key, known_hosts and an Ansible-style inventory."""
+    require_environment()
+    config.check_host_count(n_hosts)
+    if uplink:
+        config.parse_rate(uplink)
+    root = lab_dir(directory)
+    config.check_lab_dir(str(root))
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    with _locked(root):
+        _teardown(root, _read_state_lenient(root), keep_workstation=True, keep_keys=True, echo=echo)
+        (root / "logs").mkdir(exist_ok=True)
+        try:
+            return _up(root, n_hosts, uplink, inventory, echo)
+        except BaseException:
+            # Never leave half a lab: the next `up` or `down` would have to guess.
+            _teardown(root, None, keep_workstation=True, keep_keys=True, echo=echo)
+            raise
+
+
+def _up(
+    root: Path,
+    n_hosts: int,
+    uplink: str | None,
+    inventory: str | os.PathLike[str] | None,
+    echo: Echo,
+) -> LabState:
+    if not Path("/root/.ssh").is_dir():
+        # Mount target for each host's private /root/.ssh; an empty dir changes nothing else.
+        Path("/root/.ssh").mkdir(mode=0o700)
+    ws_pid = _ensure_workstation_docker(root, echo)
+    if not Path("/run/docker.sock").exists():
+        raise LabError("/run/docker.sock is missing although the workstation dockerd answers")
+    storage = _probe_storage_driver(root)
+    key = _keypair(root / CLIENT_KEY, "distrib-lab")
+    client_pub = Path(f"{key}.pub").read_text()
+    _setup_bridge(uplink)
+
+    hosts = [_host_paths(root, k) for k in range(1, n_hosts + 1)]
+    known = [_prepare_host(h, client_pub) for h in hosts]
+    echo(f"created {n_hosts} network namespaces on {config.BRIDGE} ({storage} storage)")
+
+    # Start every dockerd before waiting on any: they take seconds each to come up.
+    started = []
+    for h in hosts:
+        argv = config.dockerd_argv(
+            data_root=h.data_root,
+            exec_root=h.exec_root,
+            socket=h.docker_socket,
+            pid_file=str(Path(h.host_dir) / "dockerd.pid"),
+            storage_driver=storage,
+        )
+        # nsenter --net only: `ip netns exec` would remount /sys and dockerd then dies
+        # with "Devices cgroup isn't mounted".
+        cmd = ["nsenter", f"--net=/run/netns/{h.netns}", *argv]
+        started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-dockerd.log"))
+    for h, proc in zip(hosts, started):
+        procs.wait_until(
+            functools.partial(procs.docker_ping, h.docker_socket),
+            timeout=DOCKERD_TIMEOUT,
+            what=f"{h.name}: dockerd",
+            log=root / "logs" / f"{h.name}-dockerd.log",
+            proc=proc,
+        )
+    # sshd comes second: its namespace bind-mounts the dockerd socket, which must exist.
+    sshds = [_spawn_logged(_sshd_command(h, root), root / "logs" / f"{h.name}-sshd.log")
+             for h in hosts]  # fmt: skip
+    for h, proc in zip(hosts, sshds):
+        procs.wait_until(
+            functools.partial(procs.ssh_banner, h.address),
+            timeout=SSHD_TIMEOUT,
+            what=f"{h.name}: sshd",
+            log=root / "logs" / f"{h.name}-sshd.log",
+            proc=proc,
+        )
+    final = tuple(
+        dataclasses.replace(h, sshd_pid=s.pid, dockerd_pid=d.pid, storage_driver=storage)
+        for h, s, d in zip(hosts, sshds, started)
+    )
+
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text("".join(line + "\n" for line in known))
+    inv = Path(inventory).absolute() if inventory else root / "inventory.yaml"
+    inv.parent.mkdir(parents=True, exist_ok=True)
+    inv.write_text(
+        yamlio.dump(
+            config.inventory_data(
+                [(h.name, h.address) for h in final],
+                private_key=str(key),
+                known_hosts=str(known_hosts),
+            )
+        )
+    )
+    state = LabState(
+        lab_dir=str(root),
+        bridge=config.BRIDGE,
+        workstation_address=str(config.WORKSTATION_ADDRESS),
+        uplink=uplink,
+        client_key=str(key),
+        known_hosts=str(known_hosts),
+        inventory=str(inv),
+        forward_rule=True,
+        workstation_dockerd_pid=ws_pid,
+        hosts=final,
+    )
+    save_state(state)
+    return state
+
+
+# ---------------------------------------------------------------------------------- use
+
+
+def require_state(directory: str | os.PathLike[str] | None = None) -> LabState:
+    """The running lab's state, or LabError telling how to start one."""
+    state = load_state(directory)
+    if state is None or not state.hosts:
+        raise LabError(f"no lab in {lab_dir(directory)}", hint="distrib lab up --hosts 3")
+    return state
+
+
+def exec_argv(host: LabHost, argv: Sequence[str]) -> list[str]:
+    """Command that runs `argv` inside `host`: its network and mount namespaces, its docker."""
+    if not argv:
+        raise LabError("lab exec needs a command")
+    return ["nsenter", "-t", str(host.sshd_pid), "-n", "-m", "-u", "--wd=/root", "--",
+            "env", f"DOCKER_HOST={host.docker_host}", *argv]  # fmt: skip
+
+
+def exec_in(
+    host: str | LabHost,
+    argv: Sequence[str],
+    *,
+    input: str | bytes | None = None,
+    check: bool = False,
+    timeout: float | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> local.Completed:
+    """Run `argv` inside lab host `host` (name or LabHost) and return its captured output."""
+    if isinstance(host, str):
+        host = require_state(directory).host(host)
+    if not procs.pid_alive(host.sshd_pid):
+        raise LabError(f"{host.name}: its sshd (pid {host.sshd_pid}) is not running")
+    try:
+        return local.run(exec_argv(host, argv), input=input, check=check, timeout=timeout,
+                         what=f"{host.name}: {' '.join(argv)}")  # fmt: skip
+    except LocalError as exc:
+        raise LabError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """What `status` saw of one host."""
+
+    name: str
+    address: str
+    sshd_up: bool
+    dockerd_up: bool
+    images: int | None  # None when dockerd does not answer
+
+    @property
+    def healthy(self) -> bool:
+        return self.sshd_up and self.dockerd_up
+
+
+def status(directory: str | os.PathLike[str] | None = None) -> list[HostStatus]:
+    """Probe every host of the running lab (LabError if there is none)."""
+    state = require_state(directory)
+    result = []
+    for h in state.hosts:
+        sshd_up = procs.pid_alive(h.sshd_pid) and procs.ssh_banner(h.address)
+        dockerd_up = procs.pid_alive(h.dockerd_pid) and procs.docker_ping(h.docker_socket)
+        images = None
+        if dockerd_up:
+            out = local.run(["docker", "-H", h.docker_host, "images", "-q"],
+                            check=False, timeout=30)  # fmt: skip
+            images = len(out.stdout.split()) if out.ok else None
+        result.append(HostStatus(h.name, h.address, sshd_up, dockerd_up, images))
+    return result
+
+
+def ssh_argv(state: LabState, host: str | LabHost, command: Sequence[str] = ()) -> list[str]:
+    """OpenSSH client command reaching `host` with the lab's key and strict host key checks."""
+    h = state.host(host) if isinstance(host, str) else host
+    return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "IdentitiesOnly=yes",
+            "-i", state.client_key, f"root@{h.address}", *command]  # fmt: skip

@@ -1,0 +1,119 @@
+"""The lab's saved state (`state.json`): what `up` created, so `down`/`status`/`exec` find it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from distrib.errors import LabError
+
+STATE_FILE = "state.json"
+DEFAULT_DIR = "/var/lib/distrib-lab"
+ENV_DIR = "DISTRIB_LAB_DIR"
+
+
+def lab_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The lab directory: `override`, else $DISTRIB_LAB_DIR, else /var/lib/distrib-lab."""
+    chosen = override or os.environ.get(ENV_DIR) or DEFAULT_DIR
+    return Path(chosen).absolute()
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One lab host: its namespace, addresses, daemons and private directories."""
+
+    name: str
+    address: str
+    netns: str
+    veth_root: str  # end enslaved to the bridge, in the workstation's namespace
+    veth_host: str  # end inside the host's namespace
+    host_dir: str
+    sshd_pid: int
+    sshd_config: str
+    dockerd_pid: int
+    docker_socket: str
+    data_root: str
+    exec_root: str
+    storage_driver: str
+    tmp_dir: str  # bind-mounted over /tmp inside the host
+    var_tmp_dir: str  # bind-mounted over /var/tmp inside the host
+    ssh_dir: str  # bind-mounted over /root/.ssh inside the host (only authorized_keys)
+
+    @property
+    def docker_host(self) -> str:
+        """DOCKER_HOST value that reaches this host's dockerd from the workstation."""
+        return f"unix://{self.docker_socket}"
+
+
+@dataclass(frozen=True)
+class LabState:
+    """Everything `up` created; `hosts` in index order (node1 first)."""
+
+    lab_dir: str
+    bridge: str
+    workstation_address: str
+    uplink: str | None
+    client_key: str  # private key; the public one is client_key + ".pub"
+    known_hosts: str
+    inventory: str
+    forward_rule: bool  # the iptables FORWARD accept rule for the bridge was inserted
+    workstation_dockerd_pid: int | None  # set only when the lab started the local dockerd
+    hosts: tuple[LabHost, ...]
+
+    def host(self, name: str) -> LabHost:
+        """The host named `name`, or LabError listing the known names."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in self.hosts) or "none"
+        raise LabError(f"no lab host {name!r} (hosts: {known})")
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON (the `state.json` text)."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = STATE_FILE) -> LabState:
+        """Parse `state.json` text; unknown or missing keys are a LabError naming `source`."""
+        try:
+            raw = json.loads(text)
+            hosts = tuple(_build(LabHost, h, source) for h in raw.pop("hosts"))
+            state: LabState = _build(cls, {**raw, "hosts": hosts}, source)
+            return state
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise LabError(f"{source}: unreadable lab state ({exc})") from None
+
+
+def _build(cls: type[Any], raw: dict[str, Any], source: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = set(raw) - names
+    missing = names - set(raw)
+    if unknown or missing:
+        raise LabError(
+            f"{source}: lab state does not match this version "
+            f"(unknown {sorted(unknown)}, missing {sorted(missing)}); run `distrib lab down`"
+        )
+    return cls(**raw)
+
+
+def load_state(directory: str | os.PathLike[str] | None = None) -> LabState | None:
+    """The saved state of the lab in `directory`, or None when no lab is up."""
+    path = lab_dir(directory) / STATE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LabError(f"{path}: cannot read lab state: {exc.strerror}") from None
+    return LabState.from_json(text, str(path))
+
+
+def save_state(state: LabState) -> None:
+    """Write `state.json` atomically (a killed `up` never leaves half a file)."""
+    path = Path(state.lab_dir) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
