@@ -68,6 +68,21 @@ def test_lab_dir_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lab_dir("/opt/other") == Path("/opt/other")
 
 
+def test_require_environment_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="needs root on Linux"):
+        core.require_environment()
+
+
+def test_require_environment_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(local, "which", lambda name: None if name == "tc" else f"/bin/{name}")
+    with pytest.raises(LabError, match="needs tc") as err:
+        core.require_environment()
+    assert "apt-get install iproute2" in str(err.value)
+
+
 # ---------------------------------------------------------------------------------- shaping
 
 
