@@ -27,14 +27,15 @@ from distrib.errors import (
     EXIT_OK,
     EXIT_PLAY_ABORTED,
 )
-from distrib.plan import HostPlan, Plan, PlayPlan, batch_failed
+from distrib.plan import STOP_LIMIT, STOP_NONE, HostPlan, Plan, PlayPlan, batch_verdict
 
 
 @dataclass
 class PlayResult:
     name: str
     hosts: list[HostResult] = field(default_factory=list)
-    aborted: bool = False
+    aborted: bool = False  # a failure limit was exceeded (exit 8)
+    stopped: bool = False  # no new batches were started
     abort_reason: str = ""
 
 
@@ -87,23 +88,26 @@ def _run_play(
     play = play_plan.play
     result = PlayResult(play.name)
     for number, batch in enumerate(play_plan.batches, 1):
-        if result.aborted or cancel.is_set():
+        if result.stopped or cancel.is_set():
             result.hosts.extend(_skipped(batch, result.abort_reason or "interrupted"))
             continue
         outcomes = _run_batch(batch, job, connect, progress, cancel, play_plan.forks)
         result.hosts.extend(outcomes)
         failed = sum(1 for r in outcomes if r.failed)
-        if batch_failed(failed, len(batch), play.max_fail_percentage, play.any_errors_fatal):
-            result.aborted = True
-            result.abort_reason = (
-                f"batch {number}: {failed}/{len(batch)} host(s) failed"
-                + (" (any_errors_fatal)" if play.any_errors_fatal else "")
-                + (
-                    f", over max_fail_percentage {play.max_fail_percentage:g}"
-                    if play.max_fail_percentage is not None
-                    else ""
+        verdict = batch_verdict(failed, len(batch), play.max_fail_percentage, play.any_errors_fatal)
+        if verdict != STOP_NONE:
+            result.stopped = True
+            result.aborted = verdict == STOP_LIMIT
+            why = (
+                "any_errors_fatal"
+                if play.any_errors_fatal
+                else (
+                    f"max_fail_percentage {play.max_fail_percentage:g}"
+                    if verdict == STOP_LIMIT
+                    else verdict
                 )
             )
+            result.abort_reason = f"batch {number}: {failed}/{len(batch)} host(s) failed ({why})"
     return result
 
 

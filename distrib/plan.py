@@ -171,14 +171,26 @@ def batches(
     return tuple(out)
 
 
-def batch_failed(
+STOP_NONE = ""
+STOP_ALL_FAILED = "all hosts of the batch failed"
+STOP_LIMIT = "failure limit exceeded"
+
+
+def batch_verdict(
     failed: int, size: int, max_fail_percentage: float | None, any_errors_fatal: bool
-) -> bool:
-    """Whether a finished batch stops the play (Ansible: the percentage must be EXCEEDED)."""
+) -> str:
+    """Whether a finished batch stops the play, as ansible-playbook decides.
+
+    `any_errors_fatal`, or a failure percentage that EXCEEDS `max_fail_percentage`, aborts the
+    play (exit 8). A batch in which every host failed also stops the play, but is not an abort:
+    the exit code stays 2 or 4.
+    """
     if failed == 0:
-        return False
+        return STOP_NONE
     if any_errors_fatal:
-        return True
-    if max_fail_percentage is None:
-        return failed == size  # Ansible stops a play when every host of a batch failed
-    return failed * 100.0 / size > max_fail_percentage
+        return STOP_LIMIT
+    if max_fail_percentage is not None and failed * 100.0 / size > max_fail_percentage:
+        return STOP_LIMIT
+    if failed == size:
+        return STOP_ALL_FAILED
+    return STOP_NONE

@@ -39,8 +39,9 @@ def recap(run: RunResult) -> str:
         cells = "  ".join(f"{k}={row[k]:<4}" for k in COUNTERS)
         lines.append(f"{host:<{width}}: {cells}".rstrip())
     for play in run.plays:
-        if play.aborted:
-            lines.append(f"play {play.name!r} aborted: {play.abort_reason}")
+        if play.stopped and len(play.hosts) > sum(1 for h in play.hosts if h.status != "skipped"):
+            verb = "aborted" if play.aborted else "stopped"
+            lines.append(f"play {play.name!r} {verb}: {play.abort_reason}")
     if run.interrupted:
         lines.append("run interrupted")
     return "\n".join(lines)

@@ -154,3 +154,13 @@ def test_failure_limit_stops_new_batches(archive: Archive) -> None:
     assert statuses == [FAILED, SKIPPED, SKIPPED]
     assert run.plays[0].aborted
     assert run.exit_code == EXIT_PLAY_ABORTED
+
+
+def test_whole_batch_failing_stops_without_abort_code(archive: Archive) -> None:
+    fleet = FakeFleet(fake("a", reachable=False), fake("b"))
+    run = run_plan(
+        _plan(["a", "b"], "hosts: all\nimages: [x]\nserial: 1\n"), {0: Job(archive)}, fleet
+    )
+    assert [r.status for r in run.plays[0].hosts] == [UNREACHABLE, SKIPPED]
+    assert run.plays[0].stopped and not run.plays[0].aborted
+    assert run.exit_code == EXIT_HOST_UNREACHABLE

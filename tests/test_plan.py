@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from distrib.errors import ConfigError
-from distrib.plan import batch_failed, batch_sizes, make_plan
+from distrib.plan import (
+    STOP_ALL_FAILED,
+    STOP_LIMIT,
+    STOP_NONE,
+    batch_sizes,
+    batch_verdict,
+    make_plan,
+)
 from distrib.playbook import Playbook
 
 
@@ -52,19 +59,21 @@ def test_batch_sizes_like_ansible(total: int, serial: list[int | str], sizes: li
 
 
 @pytest.mark.parametrize(
-    ("failed", "size", "pct", "fatal", "stop"),
+    ("failed", "size", "pct", "fatal", "verdict"),
     [
-        (0, 4, None, False, False),
-        (1, 4, None, False, False),
-        (4, 4, None, False, True),  # whole batch failed
-        (1, 4, 25, False, False),  # must be EXCEEDED
-        (2, 4, 25, False, True),
-        (1, 4, 0, False, True),
-        (1, 10, None, True, True),
+        (0, 4, None, False, STOP_NONE),
+        (1, 4, None, False, STOP_NONE),
+        (4, 4, None, False, STOP_ALL_FAILED),  # whole batch failed: stop, but not exit 8
+        (1, 4, 25, False, STOP_NONE),  # the percentage must be EXCEEDED
+        (2, 4, 25, False, STOP_LIMIT),
+        (1, 4, 0, False, STOP_LIMIT),
+        (1, 10, None, True, STOP_LIMIT),
     ],
 )
-def test_failure_limit(failed: int, size: int, pct: float | None, fatal: bool, stop: bool) -> None:
-    assert batch_failed(failed, size, pct, fatal) is stop
+def test_failure_limit(
+    failed: int, size: int, pct: float | None, fatal: bool, verdict: str
+) -> None:
+    assert batch_verdict(failed, size, pct, fatal) == verdict
 
 
 def test_host_settings_with_play_vars_overriding_inventory() -> None:
