@@ -102,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distrib.plan import make_plan
     from distrib.playbook import Playbook
     from distrib.progress import make_progress
+    from distrib.units import human_bytes
 
     if args.forks is not None and args.forks < 1:
         raise ConfigError("--forks must be at least 1")
@@ -131,11 +132,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"PLAY [{play.name}] " + "*" * max(3, 70 - len(play.name)), file=out)
         archive = archive_mod.build(images, codec, play.level)
         print(
-            f"archive: {len(images)} image(s), {codec}, {report.human_bytes(archive.size)}, "
+            f"archive: {len(images)} image(s), {codec}, {human_bytes(archive.size)}, "
             f"sha256 {archive.sha256[:12]}{' (cached)' if archive.cached else ''}",
             file=out,
         )
-        jobs[index] = Job(archive, verify=play.verify)
+        jobs[index] = Job.deploy(archive, verify=play.verify)
     # 3. ship in parallel, collect every outcome
     progress = make_progress([h.name for h in plan.hosts])
     cancel = threading.Event()

@@ -91,6 +91,31 @@ def parse_image_list(stdout: str) -> dict[str, str]:
     return found
 
 
+def inspect_layers(docker: Sequence[str], refs: Iterable[str]) -> str:
+    """For each ref: `ref<TAB>["sha256:..",..]`, or `ref<TAB>null` when the host lacks it."""
+    inspect = join([*docker, "image", "inspect", "--format", "{{json .RootFS.Layers}}", "--"])
+    parts = [
+        f"printf '%s\\t' {q(ref)}; {inspect} {q(ref)} 2>/dev/null || echo null" for ref in refs
+    ]
+    return "; ".join(parts)
+
+
+def parse_inspect_layers(stdout: str) -> dict[str, tuple[str, ...]]:
+    """`ref -> diffIDs` from `inspect_layers` output; refs the host lacks are left out."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in stdout.splitlines():
+        ref, sep, layers = line.partition("\t")
+        if not sep:
+            continue
+        try:
+            parsed = json.loads(layers)
+        except ValueError:
+            continue
+        if isinstance(parsed, list):
+            out[ref.strip()] = tuple(str(x) for x in parsed)
+    return out
+
+
 # --- local image identity ---------------------------------------------------------------------
 
 INSPECT_FORMAT = "{{.Id}}\t{{json .RootFS.Layers}}\t{{.Size}}"

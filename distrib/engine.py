@@ -25,6 +25,7 @@ from distrib.errors import (
 )
 from distrib.plan import HostPlan
 from distrib.transport import Result, Session, Target
+from distrib.units import human_bytes as _human
 
 OK = "ok"
 CHANGED = "changed"
@@ -67,6 +68,7 @@ class HostResult:
     status: str = SKIPPED
     message: str = ""
     images: dict[str, str] = field(default_factory=dict)  # ref -> image id seen on the host
+    states: dict[str, str] = field(default_factory=dict)  # ref -> present | missing | different
     bytes_sent: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: DistribError | None = None
@@ -76,12 +78,28 @@ class HostResult:
         return self.status in (FAILED, UNREACHABLE)
 
 
+DEPLOY = "deploy"  # ship what is missing, load, verify
+CHECK = "check"  # read-only: report what would be shipped
+VERIFY = "verify"  # read-only: report drift (present / missing / different per image)
+
+PRESENT = "present"
+MISSING = "missing"
+DIFFERENT = "different"
+
+
 @dataclass(frozen=True)
 class Job:
-    """What to do on each host of a play."""
+    """What to do on each host of a play. `archive` may be None in the read-only modes."""
 
-    archive: Archive
+    images: tuple[LocalImage, ...]
+    archive: Archive | None = None
     verify: bool = True
+    mode: str = DEPLOY
+    codec: str = "gzip"
+
+    @classmethod
+    def deploy(cls, archive: Archive, verify: bool = True) -> Job:
+        return cls(archive.images, archive, verify, DEPLOY, archive.codec)
 
 
 def deploy(
@@ -179,21 +197,41 @@ class _Deployment:
                 what="the container engine does not answer",
                 hint="is the engine running, and may this user use it (docker group, become)?",
             )
-        images = self.job.archive.images
-        before = self._listing(images)
+        images = self.job.images
+        before, states = self._identity(images)
         self._timed("probe", t)
-        if self._matches(before, images):
+        self.result.images, self.result.states = before, states
+        missing = [str(i.ref) for i in images if states[str(i.ref)] != PRESENT]
+        if self.job.mode == VERIFY:
+            if missing:
+                self.result.status = FAILED
+                self.result.message = "drift: " + ", ".join(
+                    f"{ref} {states[ref]}" for ref in missing
+                )
+                self.result.error = VerifyError(self.host.name, self.result.message)
+            else:
+                self.result.status = OK
+                self.result.message = f"all {len(images)} image(s) present with the same content"
+            return
+        if not missing:
             self.result.status = OK
-            self.result.images = before
             self.result.message = "all images already present"
             return
-        if self.job.archive.codec == "zstd" and not facts.has("zstd"):
+        if self.job.codec == "zstd" and not facts.has("zstd"):
             raise HostError(
                 self.host.name,
                 f"archive is zstd-compressed but the host has no zstd and its engine "
                 f"(docker {facts.engine_version}) cannot read zstd",
                 hint="use compression: gzip for this play, or install zstd on the host",
             )
+        if self.job.mode == CHECK:
+            self.result.status = CHANGED
+            size = self.job.archive.size if self.job.archive else sum(i.size for i in images)
+            kind = "" if self.job.archive else " uncompressed"
+            self.result.message = (
+                f"would send {_human(size)}{kind} for {', '.join(missing)} (check mode)"
+            )
+            return
         self._phase("upload")
         tempdir = self._run(
             commands.make_tempdir(self.host.remote_tmp),
@@ -206,7 +244,7 @@ class _Deployment:
             self._phase("load")
             t = time.monotonic()
             self._run(
-                commands.load(self.docker, final, self.job.archive.codec),
+                commands.load(self.docker, final, self.job.codec),
                 "docker load",
                 LOAD_TIMEOUT,
             )
@@ -217,10 +255,10 @@ class _Deployment:
         if self.job.verify:
             self._phase("verify")
             t = time.monotonic()
-            after = self._listing(images)
+            after, states = self._identity(images)
             self._timed("verify", t)
-            self.result.images = after
-            wrong = self._mismatches(after, images)
+            self.result.images, self.result.states = after, states
+            wrong = [f"{ref} {state}" for ref, state in states.items() if state != PRESENT]
             if wrong:
                 raise VerifyError(self.host.name, "after loading: " + "; ".join(wrong))
             self.result.message = f"loaded and verified {len(images)} image(s)"
@@ -229,6 +267,7 @@ class _Deployment:
 
     def _transfer(self, tempdir: str) -> str:
         archive = self.job.archive
+        assert archive is not None, "deploy mode needs an archive"
         part = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}.part"
         final = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}"
         t = time.monotonic()
@@ -268,6 +307,7 @@ class _Deployment:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _chunks(self) -> Iterator[bytes]:
+        assert self.job.archive is not None
         for chunk in self.job.archive.chunks():
             if self.cancel.is_set():
                 raise Cancelled("interrupted during upload")
@@ -293,16 +333,36 @@ class _Deployment:
         ).stdout
         return commands.parse_image_list(out)
 
-    @staticmethod
-    def _mismatches(found: dict[str, str], images: tuple[LocalImage, ...]) -> list[str]:
-        wrong = []
+    def _identity(self, images: tuple[LocalImage, ...]) -> tuple[dict[str, str], dict[str, str]]:
+        """What the host holds under each tag: (ref -> id, ref -> present|missing|different).
+
+        Same image ID means same content. A different ID can still be the same content: the
+        containerd image store names images by manifest digest, the classic store by config
+        digest (DESIGN.md). Then the layer diffIDs decide.
+        """
+        found = self._listing(images)
+        states: dict[str, str] = {}
+        unsure = []
         for image in images:
+            ref = str(image.ref)
             seen = found.get(image.ref.familiar)
             if seen is None:
-                wrong.append(f"{image.ref} missing")
-            elif seen != image.id:
-                wrong.append(f"{image.ref} has id {seen[:19]}, expected {image.id[:19]}")
-        return wrong
+                states[ref] = MISSING
+            elif seen == image.id:
+                states[ref] = PRESENT
+            else:
+                unsure.append(image)
+        if unsure:
+            layers = self._layers([i.ref.familiar for i in unsure])
+            for image in unsure:
+                same = layers.get(image.ref.familiar) == image.diff_ids and image.diff_ids
+                states[str(image.ref)] = PRESENT if same else DIFFERENT
+        return {
+            str(i.ref): found[i.ref.familiar] for i in images if i.ref.familiar in found
+        }, states
 
-    def _matches(self, found: dict[str, str], images: tuple[LocalImage, ...]) -> bool:
-        return not self._mismatches(found, images)
+    def _layers(self, refs: list[str]) -> dict[str, tuple[str, ...]]:
+        out = self._run(
+            commands.inspect_layers(self.docker, refs), "inspecting images", PROBE_TIMEOUT
+        )
+        return commands.parse_inspect_layers(out.stdout)

@@ -13,7 +13,8 @@ from typing import IO
 from tqdm import tqdm
 
 from distrib.engine import HostResult, Progress
-from distrib.report import host_line, human_bytes
+from distrib.report import host_line
+from distrib.units import human_bytes
 
 BAR_FORMAT = (
     "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"

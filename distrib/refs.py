@@ -60,13 +60,15 @@ class ImageRef:
             ) from None
         name = match.group("name")
         domain = match.group("domain")
-        if domain and not ("." in domain or ":" in domain or domain == "localhost"):
-            # Docker only treats the first component as a registry when it looks like one;
-            # otherwise it is a path component and must be lowercase.
-            if domain != domain.lower():
-                raise InvalidReference(
-                    f"invalid image reference {text!r}: repository name must be lowercase"
-                )
+        # Docker only treats the first component as a registry when it looks like one;
+        # otherwise it is a path component and must be lowercase.
+        looks_like_registry = (
+            "." in domain or ":" in domain or domain == "localhost" if domain else True
+        )
+        if not looks_like_registry and domain != domain.lower():
+            raise InvalidReference(
+                f"invalid image reference {text!r}: repository name must be lowercase"
+            )
         if len(name) > NAME_TOTAL_LENGTH_MAX:
             raise InvalidReference(f"invalid image reference {text!r}: name longer than 255")
         tag = match.group("tag")

@@ -7,6 +7,7 @@ from typing import Any
 
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
 from distrib.executor import RunResult
+from distrib.units import human_bytes
 
 COUNTERS = (OK, CHANGED, UNREACHABLE, FAILED, SKIPPED)
 
@@ -76,11 +77,3 @@ def to_json(run: RunResult) -> dict[str, Any]:
 
 def dumps(run: RunResult) -> str:
     return json.dumps(to_json(run), indent=2, sort_keys=False)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"  # pragma: no cover

@@ -7,6 +7,7 @@ filesystem and image store, so the engine's real logic runs unchanged.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ class FakeHost:
     corrupt_uploads: int = 0  # flip a byte in this many uploads
     load_fails: bool = False
     archive_images: dict[str, str] = field(default_factory=dict)  # what `docker load` adds
+    layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ref -> diffIDs
     log: list[str] = field(default_factory=list)
 
 
@@ -49,6 +51,13 @@ class FakeSession:
             out = "".join(
                 f"{ref}\t{iid}\n" for ref, iid in h.images.items() if f"reference={ref}" in command
             )
+            return Result(command, 0, out, "")
+        if command.startswith("printf '%s\\t' "):
+            out = ""
+            for part in command.split("; printf ")[0:]:
+                ref = part.split("'%s\\t' ", 1)[1].split(";", 1)[0]
+                found = h.layers.get(ref) if ref in h.images else None
+                out += f"{ref}\t" + (json.dumps(list(found)) if found else "null") + "\n"
             return Result(command, 0, out, "")
         if command.startswith("umask 077 && mkdir"):
             path = "/var/tmp/distrib.FAKE"
