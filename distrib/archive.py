@@ -120,6 +120,20 @@ def cache_key(images: Sequence[LocalImage], codec: str, level: int) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
+def find_cached(
+    images: Sequence[LocalImage], codec: str, level: int | None = None, directory: str | None = None
+) -> Archive | None:
+    """The cached archive for exactly these images and codec, without building one."""
+    level = DEFAULT_LEVELS[codec] if level is None else level
+    directory = os.path.join(directory or cache_dir(), "archives")
+    key = cache_key(images, codec, level)
+    path = os.path.join(directory, key + EXTENSIONS[codec])
+    cached = _load_cached(path, os.path.join(directory, key + ".json"))
+    if cached is None:
+        return None
+    return Archive(path, codec, level, cached[0], cached[1], tuple(images), cached=True)
+
+
 def build(
     images: Sequence[LocalImage], codec: str, level: int | None = None, directory: str | None = None
 ) -> Archive:

@@ -47,7 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
     run.add_argument("-f", "--forks", type=int, help="hosts handled in parallel (overrides plays)")
     run.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    run.add_argument(
+        "-C", "--check", action="store_true", help="read-only: show what would be shipped"
+    )
+    run.add_argument("--retry-file", metavar="PATH", help="write failed/unreachable hosts here")
     run.set_defaults(func=cmd_run)
+
+    plan = sub.add_parser("plan", help="same as run --check: what would be shipped, per host")
+    plan.add_argument("playbook", help="playbook YAML file")
+    _inventory_args(plan)
+    plan.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
+    plan.add_argument("-f", "--forks", type=int, help="hosts handled in parallel")
+    plan.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    plan.set_defaults(func=cmd_run, check=True)
+
+    verify = sub.add_parser(
+        "verify", help="check that hosts hold images with the local content (no shipping)"
+    )
+    verify.add_argument("images", nargs="+", metavar="IMAGE", help="image references")
+    _inventory_args(verify)
+    verify.add_argument("--hosts", default="all", help="host pattern (default: all)")
+    verify.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
+    verify.add_argument("-f", "--forks", type=int, default=None, help="hosts checked in parallel")
+    verify.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    verify.add_argument("--retry-file", metavar="PATH", help="write drifted/unreachable hosts here")
+    verify.set_defaults(func=cmd_verify)
 
     inv = sub.add_parser("inventory", help="show the parsed inventory (like ansible-inventory)")
     _inventory_args(inv)
@@ -93,25 +117,11 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _local_images(playbook: Any) -> dict[Any, Any]:
+    """Identity of every image of the playbook in the local docker; a missing one is a
+    config error naming the playbook line, raised before any connection."""
     from distrib import archive as archive_mod
-    from distrib import report, transport
-    from distrib.engine import Job
-    from distrib.executor import RunResult, run_plan
-    from distrib.patterns import read_limit
-    from distrib.plan import make_plan
-    from distrib.playbook import Playbook
-    from distrib.progress import make_progress
-    from distrib.units import human_bytes
 
-    if args.forks is not None and args.forks < 1:
-        raise ConfigError("--forks must be at least 1")
-    out = sys.stderr if args.json else sys.stdout
-    # 1. everything that can be wrong in the input is found before any connection
-    playbook = Playbook.load(args.playbook)
-    inventory = _inventory(args)
-    limit = read_limit(args.limit) if args.limit else None
-    plan = make_plan(inventory, playbook, limit=limit, forks=args.forks)
     refs = list(dict.fromkeys(spec.ref for p in playbook.plays for spec in p.images))
     found, missing = archive_mod.inspect_local(refs)
     if missing:
@@ -123,27 +133,87 @@ def cmd_run(args: argparse.Namespace) -> int:
             line=spec.where.line,
             hint="build or pull it on this workstation first (docker images lists what exists)",
         )
+    return found
+
+
+def _plan(args: argparse.Namespace, playbook: Any) -> Any:
+    from distrib.patterns import read_limit
+    from distrib.plan import make_plan
+
+    if args.forks is not None and args.forks < 1:
+        raise ConfigError("--forks must be at least 1")
+    inventory = _inventory(args)
+    limit = read_limit(args.limit) if args.limit else None
+    return make_plan(inventory, playbook, limit=limit, forks=args.forks)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from distrib import archive as archive_mod
+    from distrib.engine import CHECK, Job
+    from distrib.playbook import Playbook
+    from distrib.units import human_bytes
+
+    check = bool(getattr(args, "check", False))
+    out = sys.stderr if args.json else sys.stdout
+    # 1. everything that can be wrong in the input is found before any connection
+    playbook = Playbook.load(args.playbook)
+    plan = _plan(args, playbook)
+    found = _local_images(playbook)
     # 2. save + compress once per distinct image set and codec (cached across runs)
     jobs = {}
     for index, play_plan in enumerate(plan.plays):
         play = play_plan.play
         codec = "gzip" if play.compression == "auto" else play.compression
-        images = [found[s.ref] for s in play.images]
-        print(f"PLAY [{play.name}] " + "*" * max(3, 70 - len(play.name)), file=out)
+        images = tuple(found[s.ref] for s in play.images)
+        if check:  # read-only everywhere: use the cached archive's size if there is one
+            cached = archive_mod.find_cached(images, codec, play.level)
+            jobs[index] = Job(images, cached, play.verify, CHECK, codec)
+            continue
         archive = archive_mod.build(images, codec, play.level)
         print(
-            f"archive: {len(images)} image(s), {codec}, {human_bytes(archive.size)}, "
-            f"sha256 {archive.sha256[:12]}{' (cached)' if archive.cached else ''}",
+            f"archive for play {play.name!r}: {len(images)} image(s), {codec}, "
+            f"{human_bytes(archive.size)}, sha256 {archive.sha256[:12]}"
+            f"{' (cached)' if archive.cached else ''}",
             file=out,
         )
         jobs[index] = Job.deploy(archive, verify=play.verify)
     # 3. ship in parallel, collect every outcome
+    return _execute(args, plan, jobs, out)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from distrib.engine import VERIFY, Job
+    from distrib.playbook import Playbook, adhoc_play
+
+    play = adhoc_play(args.hosts, list(args.images), name="verify")
+    playbook = Playbook("<command line>", (play,))
+    plan = _plan(args, playbook)
+    found = _local_images(playbook)
+    images = tuple(found[s.ref] for s in play.images)
+    out = sys.stderr if args.json else sys.stdout
+    return _execute(args, plan, {0: Job(images, None, True, VERIFY)}, out, matrix=True)
+
+
+def _execute(
+    args: argparse.Namespace, plan: Any, jobs: dict[int, Any], out: Any, matrix: bool = False
+) -> int:
+    from distrib import report, transport
+    from distrib.executor import RunResult, run_plan
+    from distrib.progress import make_progress
+
     progress = make_progress([h.name for h in plan.hosts])
     cancel = threading.Event()
     holder: dict[str, RunResult] = {}
 
     def work() -> None:
-        holder["run"] = run_plan(plan, jobs, transport.connect, progress, cancel)
+        holder["run"] = run_plan(
+            plan,
+            jobs,
+            transport.connect,
+            progress,
+            cancel,
+            on_play=lambda p: print(report.play_banner(p.play.name, p.hosts), file=out),
+        )
 
     worker = threading.Thread(target=work, name="executor", daemon=True)
     interrupted = _run_interruptibly(worker, cancel)
@@ -159,7 +229,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for play_result in run.plays:
         for host_result in play_result.hosts:
             print(report.host_line(host_result), file=out)
+    if matrix:
+        print(report.matrix(run), file=out)
     print(report.recap(run), file=out)
+    if getattr(args, "retry_file", None):
+        report.write_retry_file(run, args.retry_file)
     if args.json:
         print(report.dumps(run))
     return EXIT_INTERRUPTED if run.interrupted else run.exit_code

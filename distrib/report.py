@@ -24,6 +24,39 @@ def host_line(result: HostResult) -> str:
     return f"{text} => {detail}" if detail else text
 
 
+def play_banner(name: str, hosts: object) -> str:
+    """`PLAY [name] *****` as ansible-playbook prints it."""
+    return f"PLAY [{name}] " + "*" * max(3, 72 - len(name))
+
+
+def matrix(run: RunResult) -> str:
+    """Host x image table for `distrib verify`: present / missing / different / unreachable."""
+    results = [r for play in run.plays for r in play.hosts]
+    refs: list[str] = []
+    for r in results:
+        refs.extend(ref for ref in r.states if ref not in refs)
+    host_width = max([len(r.host) for r in results] + [4])
+    widths = [max(len(ref), 11) for ref in refs]
+    header = (
+        "HOST".ljust(host_width) + "  " + "  ".join(ref.ljust(w) for ref, w in zip(refs, widths))
+    )
+    lines = [header.rstrip()]
+    for r in results:
+        cells = [
+            (r.states.get(ref) or ("unreachable" if r.status == UNREACHABLE else "?")).ljust(w)
+            for ref, w in zip(refs, widths)
+        ]
+        lines.append((r.host.ljust(host_width) + "  " + "  ".join(cells)).rstrip())
+    return "\n".join(lines)
+
+
+def write_retry_file(run: RunResult, path: str) -> None:
+    """Failed and unreachable hosts, one per line: `--limit @PATH` retries just those."""
+    hosts = [r.host for play in run.plays for r in play.hosts if r.failed]
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("".join(f"{h}\n" for h in dict.fromkeys(hosts)))
+
+
 def recap(run: RunResult) -> str:
     """The PLAY RECAP block: one line per host with Ansible's counters."""
     counts: dict[str, dict[str, int]] = {}
@@ -64,6 +97,7 @@ def to_json(run: RunResult) -> dict[str, Any]:
                         "message": r.message,
                         "hint": r.error.hint if r.error else None,
                         "images": r.images,
+                        "states": r.states,
                         "bytes_sent": r.bytes_sent,
                         "timings": r.timings,
                     }
