@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from distrib.engine import (
     FAILED,
@@ -28,6 +29,10 @@ from distrib.errors import (
     EXIT_PLAY_ABORTED,
 )
 from distrib.plan import STOP_LIMIT, STOP_NONE, HostPlan, Plan, PlayPlan, batch_verdict
+
+# The per-host step: (host, job, connect, progress, cancel) -> HostResult. `engine.deploy` by
+# default; other workflows (registry pull, backup) plug in their own and reuse batching.
+HostStep = Callable[[HostPlan, Any, Connector, "Progress | None", threading.Event], HostResult]
 
 
 @dataclass
@@ -64,6 +69,7 @@ def run_plan(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     on_play: Callable[[PlayPlan], None] | None = None,
+    step: HostStep = deploy,
 ) -> RunResult:
     """Execute each play's job (`jobs[index]`) on its hosts; collect every outcome."""
     cancel = cancel or threading.Event()
@@ -71,7 +77,7 @@ def run_plan(
     for index, play_plan in enumerate(plan.plays):
         if on_play:
             on_play(play_plan)
-        run.plays.append(_run_play(play_plan, jobs[index], connect, progress, cancel))
+        run.plays.append(_run_play(play_plan, jobs[index], connect, progress, cancel, step))
         if cancel.is_set():
             run.interrupted = True
             break
@@ -84,6 +90,7 @@ def _run_play(
     connect: Connector,
     progress: Progress | None,
     cancel: threading.Event,
+    step: HostStep,
 ) -> PlayResult:
     play = play_plan.play
     result = PlayResult(play.name)
@@ -91,7 +98,7 @@ def _run_play(
         if result.stopped or cancel.is_set():
             result.hosts.extend(_skipped(batch, result.abort_reason or "interrupted"))
             continue
-        outcomes = _run_batch(batch, job, connect, progress, cancel, play_plan.forks)
+        outcomes = _run_batch(batch, job, connect, progress, cancel, play_plan.forks, step)
         result.hosts.extend(outcomes)
         failed = sum(1 for r in outcomes if r.failed)
         verdict = batch_verdict(failed, len(batch), play.max_fail_percentage, play.any_errors_fatal)
@@ -118,11 +125,12 @@ def _run_batch(
     progress: Progress | None,
     cancel: threading.Event,
     forks: int,
+    step: HostStep,
 ) -> list[HostResult]:
     with ThreadPoolExecutor(
         max_workers=max(1, min(forks, len(batch))), thread_name_prefix="host"
     ) as pool:
-        futures = [pool.submit(deploy, host, job, connect, progress, cancel) for host in batch]
+        futures = [pool.submit(step, host, job, connect, progress, cancel) for host in batch]
         return [f.result() for f in futures]
 
 
