@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a playbook (like ansible-playbook)")
     run.add_argument("playbook", help="playbook YAML file")
     _inventory_args(run)
+    _output_args(run)
     run.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
     run.add_argument("-f", "--forks", type=int, help="hosts handled in parallel (overrides plays)")
     run.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="same as run --check: what would be shipped, per host")
     plan.add_argument("playbook", help="playbook YAML file")
     _inventory_args(plan)
+    _output_args(plan)
     plan.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
     plan.add_argument("-f", "--forks", type=int, help="hosts handled in parallel")
     plan.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("images", nargs="+", metavar="IMAGE", help="image references")
     _inventory_args(verify)
+    _output_args(verify)
     verify.add_argument("--hosts", default="all", help="host pattern (default: all)")
     verify.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
     verify.add_argument("-f", "--forks", type=int, default=None, help="hosts checked in parallel")
@@ -87,6 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     if lab is not None and hasattr(lab, "register"):
         lab.register(sub)
     return parser
+
+
+def _output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: per-host timings; -vv: also each remote command; -vvv: also SSH debug log. "
+        "Colour only on a terminal and never with NO_COLOR set",
+    )
+
+
+def _enable_ssh_debug_log() -> None:
+    """-vvv: paramiko's debug log to stderr (handshake, auth methods, channels; no secrets)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logger = logging.getLogger("paramiko")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
 
 
 def _inventory_args(parser: argparse.ArgumentParser) -> None:
@@ -199,9 +224,16 @@ def _execute(
 ) -> int:
     from distrib import report, transport
     from distrib.executor import RunResult, run_plan
-    from distrib.progress import make_progress
+    from distrib.progress import logged, make_progress
 
-    progress = make_progress([h.name for h in plan.hosts])
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    colour = report.use_colour(out)
+    progress = make_progress(
+        [h.name for h in plan.hosts], runs=sum(len(p.hosts) for p in plan.plays), verbose=verbose
+    )
+    connect = logged(transport.connect, progress.log) if verbose >= 2 else transport.connect
+    if verbose >= 3:
+        _enable_ssh_debug_log()
     cancel = threading.Event()
     holder: dict[str, RunResult] = {}
 
@@ -209,17 +241,15 @@ def _execute(
         holder["run"] = run_plan(
             plan,
             jobs,
-            transport.connect,
+            connect,
             progress,
             cancel,
-            on_play=lambda p: print(report.play_banner(p.play.name, p.hosts), file=out),
+            on_play=lambda p: progress.write(report.play_banner(p.play.name, p.hosts), out),
         )
 
     worker = threading.Thread(target=work, name="executor", daemon=True)
     interrupted = _run_interruptibly(worker, cancel)
-    close = getattr(progress, "close", None)
-    if close:
-        close()
+    progress.close()
     run = holder.get("run")
     if run is None:
         print("interrupted before any host finished", file=sys.stderr)
@@ -228,10 +258,10 @@ def _execute(
         run.interrupted = True
     for play_result in run.plays:
         for host_result in play_result.hosts:
-            print(report.host_line(host_result), file=out)
+            print(report.host_line(host_result, verbose, colour), file=out)
     if matrix:
         print(report.matrix(run), file=out)
-    print(report.recap(run), file=out)
+    print(report.recap(run, colour), file=out)
     if getattr(args, "retry_file", None):
         report.write_retry_file(run, args.retry_file)
     if args.json:

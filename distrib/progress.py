@@ -1,37 +1,78 @@
-"""Progress display. On a terminal: one tqdm bar per host (phase, bytes, rate, ETA), fixed
-positions so parallel hosts never garble each other. Elsewhere (CI logs, pipes): one plain line
-per host per phase, no escape codes.
+"""Progress display, written from many worker threads at once.
+
+On a terminal (`BarProgress`): one tqdm bar per host (phase, bytes, rate, ETA) at a fixed
+position, plus a TOTAL bar; when the hosts do not fit in the terminal's height, only the TOTAL
+bar and one line counting hosts per phase (`upload 12 · load 3 · ok 30`). Every draw holds one
+lock, and other text (play banners, -vv command logs) goes through `write`, which lifts the bars,
+prints, and redraws them, so lines never interleave with a half-drawn bar.
+
+Elsewhere (CI logs, pipes, `-vvv`): `LineProgress`, one plain line per host per phase, no escape
+codes.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
-from collections.abc import Sequence
-from typing import IO
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any
 
 from tqdm import tqdm
 
-from distrib.engine import HostResult, Progress
-from distrib.report import host_line
+from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, Connector, HostResult
+from distrib.engine import Progress as _EngineProgress
+from distrib.report import PHASE_ORDER, host_line, paint, use_colour
+from distrib.transport import Result, Session, Target
 from distrib.units import human_bytes
 
 BAR_FORMAT = (
     "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"
 )
-MAX_BARS = 30  # more hosts than this: one total bar, per-host lines only for outcomes
+IDLE_FORMAT = "{desc}"  # before a transfer there are no bytes: no bar, no rate, no ETA
+TERMINAL_MARGIN = 4  # lines kept free for the banner, the prompt and a line of output
+STATUSES = (OK, CHANGED, FAILED, UNREACHABLE, SKIPPED)
+
+# The -vv log hook: (host, command). It receives exactly the command string sent over the SSH
+# channel. Secrets must never be part of a command: a become password (a later issue) travels on
+# the channel's stdin only, so it never reaches argv on the host, this log, or the JSON.
+CommandLog = Callable[[str, str], None]
+
+
+class Progress(_EngineProgress):
+    """The engine's progress events, plus what the CLI needs: text that must not garble the
+    display, a command log for -vv, and close()."""
+
+    def write(self, text: str, file: IO[str] | None = None) -> None:
+        print(text, file=file or sys.stdout, flush=True)
+
+    def log(self, host: str, command: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class LineProgress(Progress):
-    """Plain lines to `stream`: `[node1] upload 4.1 MB`, then the host's outcome line."""
+    """Plain lines to `stream`: `[node1] upload`, then the host's outcome line."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, verbose: int = 0, colour: bool = False
+    ) -> None:
         self.stream = stream or sys.stderr
+        self.verbose = verbose
+        self.colour = colour
         self.lock = threading.Lock()
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, file: IO[str] | None = None) -> None:
         with self.lock:
-            print(text, file=self.stream, flush=True)
+            print(text, file=file or self.stream, flush=True)
+
+    def write(self, text: str, file: IO[str] | None = None) -> None:
+        self._say(text, file or sys.stdout)
+
+    def log(self, host: str, command: str) -> None:
+        self._say(f"[{host}] $ {command}")
 
     def phase(self, host: str, phase: str) -> None:
         self._say(f"[{host}] {phase}")
@@ -40,76 +81,204 @@ class LineProgress(Progress):
         self._say(f"[{host}] sending {human_bytes(total)}")
 
     def finished(self, result: HostResult) -> None:
-        self._say(host_line(result))
+        self._say(host_line(result, self.verbose, self.colour))
+
+
+def phase_summary(phases: Iterable[str]) -> str:
+    """`connect 2 · upload 12 · ok 30`: how many hosts are in each phase or final status,
+    in pipeline order, zero counts left out (the one-line view for too many hosts)."""
+    counts: dict[str, int] = {}
+    for phase in phases:
+        counts[phase] = counts.get(phase, 0) + 1
+    order = ["waiting", *PHASE_ORDER, *STATUSES]
+    order += sorted(p for p in counts if p not in order)
+    return " · ".join(f"{p} {counts[p]}" for p in order if counts.get(p))
+
+
+def fits(hosts: int, rows: int, margin: int = TERMINAL_MARGIN) -> bool:
+    """Whether one bar per host plus the TOTAL bar fit in a terminal of `rows` lines."""
+    return hosts + 1 <= rows - margin
 
 
 class BarProgress(Progress):
-    """tqdm bars, one per host (or one in total when there are too many hosts)."""
+    """tqdm bars: one per host plus TOTAL, or TOTAL plus a phase summary when too many hosts."""
 
-    def __init__(self, hosts: Sequence[str], stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        stream: IO[str] | None = None,
+        *,
+        runs: int | None = None,
+        rows: int | None = None,
+        colour: bool = False,
+    ) -> None:
         self.stream = stream or sys.stderr
+        self.colour = colour
         self.lock = threading.RLock()
-        tqdm.set_lock(self.lock)
-        self.per_host = len(hosts) <= MAX_BARS
-        width = max((len(h) for h in hosts), default=4)
-        self.bars: dict[str, tqdm] = {}  # type: ignore[type-arg]
-        self.labels = {h: h.ljust(width) for h in hosts}
-        names = hosts if self.per_host else ["total"]
-        for position, host in enumerate(names):
-            self.bars[host] = tqdm(
-                total=0,
-                desc=f"{self.labels.get(host, host)} waiting ",
-                position=position,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1000,
-                leave=True,
-                file=self.stream,
-                dynamic_ncols=True,
-                bar_format=BAR_FORMAT,
-            )
+        tqdm.set_lock(self.lock)  # tqdm's own redraws (refresh, write) take the same lock
+        rows = rows if rows is not None else _terminal_rows(self.stream)
+        self.per_host = fits(len(hosts), rows)
+        self.runs = runs if runs is not None else len(hosts)  # host x play outcomes expected
+        self.done = 0
+        self.state = dict.fromkeys(hosts, "waiting")
+        self.width = max((len(h) for h in [*hosts, "TOTAL"]), default=5)
+        self.labels = {h: h.ljust(self.width) for h in hosts}
+        self.bars: dict[str, tqdm[Any]] = {}
+        if self.per_host:
+            for position, host in enumerate(hosts):
+                self.bars[host] = self._bar(position, f"{self.labels[host]} waiting  ")
+        self.total = self._bar(len(self.bars), self._total_desc())
+        self.summary = None if self.per_host else self._bar(1, self._summary_desc())
 
-    def _bar(self, host: str) -> tqdm:  # type: ignore[type-arg]
-        return self.bars[host if self.per_host else "total"]
+    def _bar(self, position: int, desc: str, fmt: str = IDLE_FORMAT) -> tqdm[Any]:
+        return tqdm(
+            total=None,
+            desc=desc,
+            position=position,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1000,
+            leave=True,
+            file=self.stream,
+            dynamic_ncols=True,
+            bar_format=fmt,
+            mininterval=0.2,
+        )
+
+    def _total_desc(self) -> str:
+        return f"{'TOTAL'.ljust(self.width)} {self.done}/{self.runs} "
+
+    def _summary_desc(self) -> str:
+        return phase_summary(self.state.values()) or "waiting"
+
+    def _set_state(self, host: str, state: str) -> None:
+        self.state[host] = state
+        if self.summary is not None:
+            self.summary.set_description_str(self._summary_desc())
+
+    def write(self, text: str, file: IO[str] | None = None) -> None:
+        # tqdm.write clears every bar, prints, then redraws them (under the shared lock)
+        with self.lock:
+            tqdm.write(text, file=file or sys.stdout)
+
+    def log(self, host: str, command: str) -> None:
+        self.write(f"[{host}] $ {command}", self.stream)
 
     def phase(self, host: str, phase: str) -> None:
-        if self.per_host:
-            with self.lock:
-                self.bars[host].set_description_str(f"{self.labels[host]} {phase:<8}")
+        with self.lock:
+            self._set_state(host, phase)
+            bar = self.bars.get(host)
+            if bar is not None:
+                bar.set_description_str(f"{self.labels[host]} {phase:<8} ")
 
     def transfer_started(self, host: str, total: int) -> None:
         with self.lock:
-            bar = self._bar(host)
-            if self.per_host:
+            bar = self.bars.get(host)
+            if bar is not None:
+                bar.bar_format = BAR_FORMAT
                 bar.reset(total=total)
+            if not self.total.total:
+                self.total.bar_format = BAR_FORMAT
+                self.total.reset(total=total)
             else:
-                bar.total = (bar.total or 0) + total
-                bar.refresh()
+                self.total.total += total
+                self.total.refresh()
 
     def advance(self, host: str, nbytes: int) -> None:
         with self.lock:
-            self._bar(host).update(nbytes)
+            bar = self.bars.get(host)
+            if bar is not None:
+                bar.update(nbytes)
+            self.total.update(nbytes)
 
     def finished(self, result: HostResult) -> None:
         with self.lock:
-            if self.per_host:
-                bar = self.bars[result.host]
-                bar.set_description_str(f"{self.labels[result.host]} {result.status:<8}")
-                if not bar.total:
-                    bar.total = 1
-                    bar.n = 1
-                bar.refresh()
-            else:
-                self.bars["total"].write(host_line(result))
+            self.done += 1
+            self._set_state(result.host, result.status)
+            self.total.set_description_str(self._total_desc(), refresh=False)
+            self.total.refresh()
+            bar = self.bars.get(result.host)
+            if bar is not None:
+                word = paint(f"{result.status:<8}", result.status, self.colour)
+                desc = f"{self.labels[result.host]} {word} "
+                if not bar.total:  # nothing was sent: the outcome instead of an empty bar
+                    desc += " ".join(result.message.split())
+                bar.set_description_str(desc)
 
     def close(self) -> None:
         with self.lock:
-            for bar in self.bars.values():
+            for host, state in self.state.items():
+                bar = self.bars.get(host)
+                if state == "waiting" and bar is not None:  # never started: reported skipped
+                    word = paint(f"{SKIPPED:<8}", SKIPPED, self.colour)
+                    bar.set_description_str(f"{self.labels[host]} {word} ")
+            # close in position order: tqdm leaves each bar on its own line, top to bottom
+            for bar in [*self.bars.values(), self.total]:
                 bar.close()
+            if self.summary is not None:
+                self.summary.close()
 
 
-def make_progress(hosts: Sequence[str], stream: IO[str] | None = None) -> Progress:
+def _terminal_rows(stream: IO[str]) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).lines
+    except (OSError, ValueError, AttributeError):
+        return 24
+
+
+def make_progress(
+    hosts: Sequence[str],
+    stream: IO[str] | None = None,
+    *,
+    runs: int | None = None,
+    verbose: int = 0,
+) -> Progress:
+    """Bars on a terminal, plain lines elsewhere. At -vvv paramiko's debug log shares stderr,
+    so plain lines then too (redrawn bars would tear its output apart)."""
     stream = stream or sys.stderr
-    if stream.isatty():
-        return BarProgress(hosts, stream)
-    return LineProgress(stream)
+    colour = use_colour(stream)
+    if stream.isatty() and verbose < 3:
+        return BarProgress(hosts, stream, runs=runs, colour=colour)
+    return LineProgress(stream, verbose, colour)
+
+
+class _LoggedSession:
+    """A Session that reports each command to `log` just before sending it (-vv)."""
+
+    def __init__(self, session: Session, host: str, log: CommandLog) -> None:
+        self._session = session
+        self._host = host
+        self._log = log
+
+    def run(self, command: str, *, timeout: float | None = None) -> Result:
+        self._log(self._host, command)
+        return self._session.run(command, timeout=timeout)
+
+    def upload(
+        self,
+        command: str,
+        chunks: Iterable[bytes],
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        self._log(self._host, f"{command}  < archive")
+        return self._session.upload(command, chunks, on_bytes=on_bytes, timeout=timeout)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the transport offers
+        return getattr(self._session, name)
+
+
+def logged(connect: Connector, log: CommandLog) -> Connector:
+    """Wrap a connector so every remote command is logged as it goes over the wire.
+
+    Done at the session boundary rather than inside the engine, so every step (deploy, check,
+    verify and any future executor step) is covered and the engine needs no hook."""
+
+    def connect_logged(target: Target) -> Session:
+        return _LoggedSession(connect(target), target.name, log)
+
+    return connect_logged

@@ -1,9 +1,16 @@
-"""What the user reads at the end: per-host lines, the PLAY RECAP, and the --json document."""
+"""What the user reads at the end: per-host lines, the PLAY RECAP, and the --json document.
+
+Pure text functions. Colour (ansible-playbook's: green ok, yellow changed, red failed and
+unreachable, cyan skipped) is applied only when the caller says so; `use_colour` is the one
+place that decides, from the stream and the environment.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+from collections.abc import Mapping
+from typing import IO, Any
 
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
 from distrib.executor import RunResult
@@ -11,9 +18,40 @@ from distrib.units import human_bytes
 
 COUNTERS = (OK, CHANGED, UNREACHABLE, FAILED, SKIPPED)
 
+# SGR codes as ansible-playbook uses them (its COLOR_OK/CHANGED/ERROR/UNREACHABLE/SKIP).
+COLOURS = {OK: "32", CHANGED: "33", FAILED: "31", UNREACHABLE: "1;31", SKIPPED: "36"}
+PHASE_ORDER = ("connect", "probe", "upload", "checksum", "load", "verify")
 
-def host_line(result: HostResult) -> str:
-    """`changed: [node1] => loaded and verified 2 image(s) (4.1 MB sent)`, Ansible-like."""
+
+def use_colour(stream: IO[str], environ: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, never when NO_COLOR is set (any value, no-color.org) or
+    TERM=dumb: piped output and CI logs carry no escape codes at all."""
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def paint(text: str, status: str, colour: bool) -> str:
+    """`text` in the colour of `status` (unchanged when colour is off or status has none)."""
+    code = COLOURS.get(status)
+    return f"\033[{code}m{text}\033[0m" if colour and code else text
+
+
+def timings_text(timings: Mapping[str, float]) -> str:
+    """`connect 0.12s, probe 0.05s, upload 1.30s, total 2.10s`: phases in pipeline order."""
+    names = [n for n in PHASE_ORDER if n in timings]
+    names += sorted(n for n in timings if n not in PHASE_ORDER and n != "total")
+    if "total" in timings:
+        names.append("total")
+    return ", ".join(f"{n} {timings[n]:.2f}s" for n in names)
+
+
+def host_line(result: HostResult, verbose: int = 0, colour: bool = False) -> str:
+    """`changed: [node1] => loaded and verified 2 image(s) (4.1 MB sent)`, Ansible-like.
+
+    With `verbose` >= 1 the host's phase timings follow in brackets."""
     label = "fatal" if result.status == FAILED else result.status
     text = f"{label}: [{result.host}]"
     detail = result.message
@@ -21,7 +59,9 @@ def host_line(result: HostResult) -> str:
         detail += f" (hint: {result.error.hint})"
     if result.bytes_sent:
         detail += f" ({human_bytes(result.bytes_sent)} sent)"
-    return f"{text} => {detail}" if detail else text
+    if verbose >= 1 and result.timings:
+        detail += f" [{timings_text(result.timings)}]"
+    return paint(f"{text} => {detail}" if detail else text, result.status, colour)
 
 
 def play_banner(name: str, hosts: object) -> str:
@@ -57,8 +97,11 @@ def write_retry_file(run: RunResult, path: str) -> None:
         fh.write("".join(f"{h}\n" for h in dict.fromkeys(hosts)))
 
 
-def recap(run: RunResult) -> str:
-    """The PLAY RECAP block: one line per host with Ansible's counters."""
+def recap(run: RunResult, colour: bool = False) -> str:
+    """The PLAY RECAP block: one line per host with Ansible's counters.
+
+    In colour (as ansible-playbook): the host name in its worst outcome's colour, each
+    non-zero counter in its own colour; the columns stay aligned either way."""
     counts: dict[str, dict[str, int]] = {}
     for play in run.plays:
         for result in play.hosts:
@@ -70,8 +113,13 @@ def recap(run: RunResult) -> str:
     width = max((len(h) for h in counts), default=0) + 2
     width = max(width, 27)
     for host, row in counts.items():
-        cells = "  ".join(f"{k}={row[k]:<4}" for k in COUNTERS)
-        lines.append(f"{host:<{width}}: {cells}".rstrip())
+        cells = "  ".join(
+            paint(f"{k}={row[k]}", k, colour and row[k] > 0) + " " * (4 - len(str(row[k])))
+            for k in COUNTERS
+        )
+        worst = next((k for k in (UNREACHABLE, FAILED, CHANGED, OK) if row[k]), SKIPPED)
+        name = paint(host, worst, colour) + " " * (width - len(host))
+        lines.append(f"{name}: {cells}".rstrip())
     for play in run.plays:
         if play.stopped and len(play.hosts) > sum(1 for h in play.hosts if h.status != "skipped"):
             verb = "aborted" if play.aborted else "stopped"
@@ -90,6 +138,7 @@ def to_json(run: RunResult) -> dict[str, Any]:
             {
                 "name": play.name,
                 "aborted": play.aborted,
+                "stopped": play.stopped,
                 "abort_reason": play.abort_reason or None,
                 "hosts": {
                     r.host: {
