@@ -47,6 +47,19 @@ class Archive:
     def extension(self) -> str:
         return EXTENSIONS[self.codec]
 
+    def prefix_sha256(self, nbytes: int) -> str:
+        """sha256 of the first `nbytes` (to check a partial upload before resuming it)."""
+        digest = hashlib.sha256()
+        remaining = nbytes
+        with open(self.path, "rb") as fh:
+            while remaining > 0:
+                block = fh.read(min(READ_SIZE, remaining))
+                if not block:
+                    break
+                digest.update(block)
+                remaining -= len(block)
+        return digest.hexdigest()
+
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
         """The archive's bytes from `offset`, in large chunks (never all in memory)."""
         with open(self.path, "rb") as fh:

@@ -29,12 +29,19 @@ def join(argv: Sequence[str]) -> str:
 TOOLS = ("zstd", "pigz", "gzip", "xz", "sha256sum")
 
 
-def probe(docker: Sequence[str]) -> str:
-    """One round trip that reports the engine version and the helper tools present."""
+def probe(docker: Sequence[str], remote_tmp: str) -> str:
+    """One read-only round trip: engine version, its data root and the free space there and
+    where archives are staged, and the helper tools present. Changes nothing on the host."""
     version = join([*docker, "version", "--format", "{{.Server.Version}}"])
+    root = join([*docker, "info", "--format", "{{.DockerRootDir}}"])
     tools = " ".join(TOOLS)
+    # df of the nearest existing ancestor: the staging dir may not exist yet (check mode).
     return (
         f"printf 'engine_version=%s\\n' \"$({version} 2>/dev/null)\"; "
+        f"r=\"$({root} 2>/dev/null)\"; printf 'docker_root=%s\\n' \"$r\"; "
+        "[ -n \"$r\" ] && df -Pk -- \"$r\" 2>/dev/null | awk 'NR==2{print \"root_avail_kb=\"$4}'; "
+        f"p={q(remote_tmp)}; while [ ! -d \"$p\" ]; do p=$(dirname -- \"$p\"); done; "
+        "df -Pk -- \"$p\" 2>/dev/null | awk 'NR==2{print \"tmp_avail_kb=\"$4}'; "
         f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
         "true"
     )
@@ -44,6 +51,9 @@ def probe(docker: Sequence[str]) -> str:
 class Facts:
     engine_version: str
     tools: frozenset[str]
+    docker_root: str = ""
+    root_avail: int | None = None  # bytes free in the engine's data root (None: unknown)
+    tmp_avail: int | None = None  # bytes free where archives are staged (None: unknown)
 
     @property
     def engine_ok(self) -> bool:
@@ -60,7 +70,18 @@ def parse_probe(stdout: str) -> Facts:
         if sep:
             values[key.strip()] = value.strip()
     tools = frozenset(k[4:] for k, v in values.items() if k.startswith("has_") and v == "1")
-    return Facts(values.get("engine_version", ""), tools)
+
+    def kib(key: str) -> int | None:
+        value = values.get(key, "")
+        return int(value) * 1024 if value.isdigit() else None
+
+    return Facts(
+        values.get("engine_version", ""),
+        tools,
+        values.get("docker_root", ""),
+        kib("root_avail_kb"),
+        kib("tmp_avail_kb"),
+    )
 
 
 # --- image listing (probe before shipping, verify after loading) ------------------------------
@@ -127,25 +148,56 @@ def parse_inspect_line(line: str) -> tuple[str, tuple[str, ...], int]:
     return image_id, tuple(json.loads(layers) or ()), int(size)
 
 
-# --- staging: private temp dir, upload, checksum, load, cleanup --------------------------------
+# --- staging: private temp dir, upload (resumable), checksum, load, cleanup -------------------
+#
+# The staging dir is named after the archive's sha256, so that an upload cut off by a lost
+# connection (when nothing can be cleaned up) is found and resumed by the next run. It is
+# private: created 0700 by us; an existing one is used only if it is ours, not a symlink, and
+# not accessible to others. Stale ones (a day old) are removed when a new one is made.
+
+STAGING_PREFIX = "distrib."
+RESUME_STALE_MINUTES = 24 * 60
 
 
-def make_tempdir(remote_tmp: str) -> str:
-    """Create a private (0700) directory under `remote_tmp`, print its path."""
+def staging_dir(remote_tmp: str, sha256: str) -> str:
+    return f"{remote_tmp.rstrip('/') or ''}/{STAGING_PREFIX}{sha256[:24]}"
+
+
+def make_staging(remote_tmp: str, sha256: str, part: str) -> str:
+    """Create (or re-open, if ours) the private staging dir; print the bytes already in `part`."""
     base = q(remote_tmp)
-    return f"umask 077 && mkdir -p -- {base} && mktemp -d -- {base}/distrib.XXXXXXXXXX"
+    d = q(staging_dir(remote_tmp, sha256))
+    stale = (
+        f"find {base} -maxdepth 1 -name {q(STAGING_PREFIX + '*')} -user \"$(id -u)\" "
+        f"-mmin +{RESUME_STALE_MINUTES} -exec rm -rf -- {{}} + 2>/dev/null; "
+    )
+    return (
+        f"umask 077 && mkdir -p -- {base} && {{ {stale}true; }} && "
+        f"if mkdir -- {d} 2>/dev/null; then :; "
+        f"elif [ -d {d} ] && [ ! -L {d} ] && [ -O {d} ] && "
+        f"[ -z \"$(find {d} -maxdepth 0 -perm /077)\" ]; then touch -- {d}; "
+        f"else echo 'staging dir exists and is not private to this user' >&2; exit 3; fi && "
+        f"printf 'partial=%s\\n' \"$(stat -c %s -- {q(part)} 2>/dev/null || echo 0)\""
+    )
 
 
-def parse_tempdir(stdout: str, remote_tmp: str) -> str:
-    path = stdout.strip().splitlines()[-1].strip() if stdout.strip() else ""
-    if not path.startswith(remote_tmp.rstrip("/") + "/distrib."):
-        raise ValueError(f"unexpected mktemp output {stdout!r}")
-    return path
+def parse_staging(stdout: str) -> int:
+    """Bytes already present in the partial file (0 when none)."""
+    for line in stdout.splitlines():
+        if line.startswith("partial="):
+            value = line[len("partial=") :].strip()
+            return int(value) if value.isdigit() else 0
+    raise ValueError(f"unexpected staging output {stdout!r}")
 
 
-def receive(path: str) -> str:
-    """Write stdin to `path` (the caller streams the archive into it)."""
-    return f"umask 077 && cat > {q(path)}"
+def prefix_sha256(path: str, nbytes: int) -> str:
+    """sha256 of the first `nbytes` of `path` (to check a partial upload before resuming)."""
+    return f"head -c {int(nbytes)} -- {q(path)} | sha256sum"
+
+
+def receive(path: str, append: bool = False) -> str:
+    """Write stdin to `path` (the caller streams the archive into it), or append to it."""
+    return f"umask 077 && cat {'>>' if append else '>'} {q(path)}"
 
 
 def sha256(path: str) -> str:
@@ -162,6 +214,21 @@ def parse_sha256(stdout: str) -> str:
 def promote(part: str, final: str) -> str:
     """The complete, verified file appears under its final name only now."""
     return f"mv -f -- {q(part)} {q(final)}"
+
+
+def remove(path: str) -> str:
+    return f"rm -f -- {q(path)}"
+
+
+def stream_load(docker: Sequence[str], codec: str) -> str:
+    """Load straight from stdin, no temp file (when staging space is short, or asked for).
+
+    docker 20.10 reads gzip/xz itself but not zstd: decompress on the host. Integrity comes
+    from the verification after loading: image IDs and layer diffIDs are content digests.
+    """
+    if codec == "zstd":
+        return f"zstd -dc | {join([*docker, 'load'])}"
+    return join([*docker, "load"])
 
 
 def load(docker: Sequence[str], path: str, codec: str) -> str:
@@ -182,7 +249,7 @@ def parse_loaded(stdout: str) -> list[str]:
 
 
 def cleanup(tempdir: str) -> str:
-    """Remove our private temp dir; refuses anything that is not one of ours."""
-    if "/distrib." not in tempdir:
+    """Remove our staging dir; refuses anything that is not one of ours."""
+    if f"/{STAGING_PREFIX}" not in tempdir:
         raise ValueError(f"refusing to remove {tempdir!r}")
     return f"rm -rf -- {q(tempdir)}"

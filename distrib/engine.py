@@ -38,6 +38,12 @@ CHECKSUM_TIMEOUT = 900.0
 LOAD_TIMEOUT = 3600.0
 CLEANUP_TIMEOUT = 30.0
 UPLOAD_ATTEMPTS = 2  # a checksum mismatch is re-sent once, never loaded
+DISK_MARGIN = 1.1  # free space asked for beyond the bytes themselves
+
+AUTO = "auto"
+STAGED = "staged"
+STREAM = "stream"
+TRANSFER_MODES = (AUTO, STAGED, STREAM)
 
 Connector = Callable[[Target], Session]
 
@@ -70,6 +76,7 @@ class HostResult:
     images: dict[str, str] = field(default_factory=dict)  # ref -> image id seen on the host
     states: dict[str, str] = field(default_factory=dict)  # ref -> present | missing | different
     bytes_sent: int = 0
+    resumed_from: int = 0  # bytes of an earlier cut-off upload that were kept
     timings: dict[str, float] = field(default_factory=dict)
     error: DistribError | None = None
 
@@ -182,7 +189,9 @@ class _Deployment:
         self._phase("probe")
         t = time.monotonic()
         facts = commands.parse_probe(
-            self._run(commands.probe(self.docker), "probe", PROBE_TIMEOUT).stdout
+            self._run(
+                commands.probe(self.docker, self.host.remote_tmp), "probe", PROBE_TIMEOUT
+            ).stdout
         )
         if not facts.engine_ok:
             why = self.session.run(  # type: ignore[union-attr]
@@ -232,25 +241,20 @@ class _Deployment:
                 f"would send {_human(size)}{kind} for {', '.join(missing)} (check mode)"
             )
             return
-        self._phase("upload")
-        tempdir = self._run(
-            commands.make_tempdir(self.host.remote_tmp),
-            "creating the remote temp dir",
-            PROBE_TIMEOUT,
-        ).stdout
-        tempdir = commands.parse_tempdir(tempdir, self.host.remote_tmp)
-        try:
-            final = self._transfer(tempdir)
-            self._phase("load")
-            t = time.monotonic()
-            self._run(
-                commands.load(self.docker, final, self.job.codec),
-                "docker load",
-                LOAD_TIMEOUT,
+        mode = self._transfer_mode(facts, [i for i in images if str(i.ref) in missing])
+        if self.job.mode == CHECK:
+            self.result.status = CHANGED
+            size = self.job.archive.size if self.job.archive else sum(i.size for i in images)
+            kind = "" if self.job.archive else " uncompressed"
+            self.result.message = (
+                f"would send {_human(size)}{kind} for {', '.join(missing)} "
+                f"({mode} transfer, check mode)"
             )
-            self._timed("load", t)
-        finally:
-            self._cleanup(tempdir)
+            return
+        if mode == STREAM:
+            self._stream()
+        else:
+            self._staged()
         self.result.status = CHANGED
         if self.job.verify:
             self._phase("verify")
@@ -264,19 +268,82 @@ class _Deployment:
             self.result.message = f"loaded and verified {len(images)} image(s)"
         else:
             self.result.message = f"loaded {len(images)} image(s) (verify off)"
+        if mode == STREAM:
+            self.result.message += (
+                " (streamed: staging space too small)"
+                if (self.host.transfer == AUTO)
+                else " (streamed)"
+            )
 
-    def _transfer(self, tempdir: str) -> str:
+    def _transfer_mode(self, facts: commands.Facts, missing: list[LocalImage]) -> str:
+        """Disk preflight: fail before a byte is sent when the engine's data root cannot hold
+        the images; stream into `docker load` when only the staging area is too small."""
+        unpacked = int(sum(i.size for i in missing) * DISK_MARGIN)
+        if facts.root_avail is not None and facts.root_avail < unpacked:
+            raise HostError(
+                self.host.name,
+                f"not enough space in the engine's data root {facts.docker_root or '?'}: "
+                f"the images need about {_human(unpacked)}, {_human(facts.root_avail)} free; "
+                "nothing was sent",
+                hint="free space on the host (docker image prune) and run again",
+            )
+        archive_size = self.job.archive.size if self.job.archive else sum(i.size for i in missing)
+        staging_fits = facts.tmp_avail is None or facts.tmp_avail >= archive_size * DISK_MARGIN
+        wanted = self.host.transfer
+        if wanted == STAGED and not staging_fits:
+            raise HostError(
+                self.host.name,
+                f"not enough space in {self.host.remote_tmp} for the archive: need "
+                f"{_human(archive_size * DISK_MARGIN)}, {_human(facts.tmp_avail or 0)} free; "
+                "nothing was sent",
+                hint="use transfer: stream (or auto), or another remote_tmp",
+            )
+        if wanted == AUTO:
+            return STAGED if staging_fits else STREAM
+        return wanted
+
+    # -- staged transfer: private dir, resumable upload, checksum, then load ------------------
+
+    def _staged(self) -> None:
         archive = self.job.archive
-        assert archive is not None, "deploy mode needs an archive"
+        assert archive is not None and self.session is not None
+        tempdir = commands.staging_dir(self.host.remote_tmp, archive.sha256)
         part = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}.part"
         final = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}"
+        self._phase("upload")
+        present = commands.parse_staging(
+            self._run(
+                commands.make_staging(self.host.remote_tmp, archive.sha256, part),
+                "creating the private staging dir",
+                PROBE_TIMEOUT,
+            ).stdout
+        )
+        keep_partial = False
+        try:
+            self._transfer(part, final, present)
+            self._phase("load")
+            t = time.monotonic()
+            self._run(
+                commands.load(self.docker, final, self.job.codec), "docker load", LOAD_TIMEOUT
+            )
+            self._timed("load", t)
+        except ConnectError:
+            keep_partial = True  # the link is gone: what arrived stays for the next run to resume
+            raise
+        finally:
+            if not keep_partial:
+                self._cleanup(tempdir)
+
+    def _transfer(self, part: str, final: str, present: int) -> None:
+        archive = self.job.archive
+        assert archive is not None and self.session is not None
         t = time.monotonic()
+        offset = self._resume_offset(part, present)
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            self.progress.transfer_started(self.host.name, archive.size)
-            assert self.session is not None
+            self.progress.transfer_started(self.host.name, archive.size - offset)
             sent = self.session.upload(
-                commands.receive(part),
-                self._chunks(),
+                commands.receive(part, append=offset > 0),
+                self._chunks(offset),
                 on_bytes=self._count,
                 timeout=CHECKSUM_TIMEOUT,
             )
@@ -296,22 +363,69 @@ class _Deployment:
             if remote == archive.sha256:
                 self._run(commands.promote(part, final), "renaming the archive", PROBE_TIMEOUT)
                 self._timed("upload", t)
-                return final
+                return
             if attempt == UPLOAD_ATTEMPTS:
                 raise TransferError(
                     self.host.name,
                     f"checksum mismatch after {attempt} attempts "
                     f"(expected {archive.sha256[:12]}, host has {remote[:12]}); not loaded",
                 )
+            self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
+            offset = 0
             self._phase("upload")
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _resume_offset(self, part: str, present: int) -> int:
+        """Bytes of a previous, cut-off upload that can be kept (prefix checked by sha256)."""
+        archive = self.job.archive
+        assert archive is not None
+        if present <= 0:
+            return 0
+        if present < archive.size:
+            remote = commands.parse_sha256(
+                self._run(
+                    commands.prefix_sha256(part, present),
+                    "checking the partial upload",
+                    CHECKSUM_TIMEOUT,
+                ).stdout
+            )
+            if remote == archive.prefix_sha256(present):
+                self.result.resumed_from = present
+                return present
+        # longer than the archive, or a different prefix: start over
+        self._run(commands.remove(part), "removing a stale partial upload", PROBE_TIMEOUT)
+        return 0
+
+    def _chunks(self, offset: int = 0) -> Iterator[bytes]:
         assert self.job.archive is not None
-        for chunk in self.job.archive.chunks():
+        for chunk in self.job.archive.chunks(offset):
             if self.cancel.is_set():
                 raise Cancelled("interrupted during upload")
             yield chunk
+
+    # -- streamed transfer: straight into docker load, no temp file ----------------------------
+
+    def _stream(self) -> None:
+        archive = self.job.archive
+        assert archive is not None and self.session is not None
+        self._phase("stream")
+        t = time.monotonic()
+        self.progress.transfer_started(self.host.name, archive.size)
+        loaded = self.session.upload(
+            commands.stream_load(self.docker, self.job.codec),
+            self._chunks(),
+            on_bytes=self._count,
+            timeout=LOAD_TIMEOUT,
+        )
+        if not loaded.ok:
+            raise CommandError(
+                self.host.name,
+                loaded.command,
+                loaded.exit_status,
+                loaded.stdout,
+                loaded.stderr,
+                what="docker load (streamed)",
+            )
+        self._timed("upload", t)
 
     def _count(self, nbytes: int) -> None:
         self.result.bytes_sent += nbytes

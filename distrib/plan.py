@@ -36,6 +36,7 @@ class HostPlan:
     target: Target
     docker: tuple[str, ...]
     remote_tmp: str
+    transfer: str = "auto"  # auto | staged | stream
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         checking = "off"
     if checking not in HOST_KEY_MODES:
         raise bad("host_key_checking", f"must be one of {', '.join(HOST_KEY_MODES)}")
+    io_value = merged.get("io_timeout", 60)
+    try:
+        io_timeout = float(io_value)
+    except (TypeError, ValueError):
+        raise bad("io_timeout", f"not a number of seconds: {io_value!r}") from None
     timeout_value = merged.get(
         "connect_timeout", merged.get("ansible_timeout", DEFAULT_CONNECT_TIMEOUT)
     )
@@ -128,8 +134,12 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         known_hosts=str(merged["known_hosts"]) if merged.get("known_hosts") else None,
         host_key_checking=str(checking),
         connect_timeout=timeout,
+        io_timeout=io_timeout,
     )
-    return HostPlan(host.name, target, docker, remote_tmp)
+    transfer = str(play.transfer or merged.get("transfer") or "auto")
+    if transfer not in ("auto", "staged", "stream"):
+        raise bad("transfer", f"must be auto, staged or stream, not {transfer!r}")
+    return HostPlan(host.name, target, docker, remote_tmp, transfer)
 
 
 def batch_sizes(total: int, serial: Sequence[int | str]) -> list[int]:

@@ -53,6 +53,7 @@ class Play:
     any_errors_fatal: bool = False
     remote_tmp: str | None = None
     verify: bool = True
+    transfer: str | None = None  # auto | staged | stream (None: host var, else auto)
     vars: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -160,6 +161,15 @@ def _compression(value: Any, where: Located, key: str) -> str:
     return str(value)
 
 
+def _choice(*allowed: str) -> Callable[[Any, Located, str], str]:
+    def check(value: Any, where: Located, key: str) -> str:
+        if value not in allowed:
+            raise _err(where, key, f"must be one of {', '.join(allowed)}, not {value!r}")
+        return str(value)
+
+    return check
+
+
 def _serial(value: Any, where: Located, key: str) -> tuple[int | str, ...]:
     items = value if isinstance(value, list) else [value]
     if not items:
@@ -208,6 +218,7 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "any_errors_fatal": _bool,
     "remote_tmp": _remote_tmp,
     "verify": _bool,
+    "transfer": _choice("auto", "staged", "stream"),
     "vars": _vars,
 }
 

@@ -48,6 +48,7 @@ class Target:
     known_hosts: str | None = None  # None: the user's ~/.ssh/known_hosts
     host_key_checking: str = "yes"  # yes | accept-new | off
     connect_timeout: float = 10.0
+    io_timeout: float = 60.0  # no progress / no keepalive answer for this long: link is dead
 
     @property
     def label(self) -> str:
@@ -226,12 +227,26 @@ def _translate(target: Target, known_hosts: str, exc: BaseException) -> BaseExce
 
 
 class SSHSession:
-    """An open SSH connection to one host. Not thread-safe per channel; one per host."""
+    """An open SSH connection to one host. One per host; not shared between threads.
 
-    def __init__(self, target: Target, conn: Connection, transport: paramiko.Transport) -> None:
+    Liveness: keepalives are sent every KEEPALIVE_SECONDS; while a command runs silently, the
+    session asks the server for a reply every `io_timeout` seconds and treats no answer within
+    `io_timeout` as a dead link (like OpenSSH's ServerAliveInterval/CountMax). An upload that
+    makes no progress for `io_timeout` is cut off. Both raise ConnectError (host unreachable).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        conn: Connection,
+        transport: paramiko.Transport,
+    ) -> None:
         self.target = target
         self._conn = conn
         self._transport = transport
+
+    def _lost(self, what: str) -> ConnectError:
+        return ConnectError(self.target.name, f"connection to {self.target.label} lost: {what}")
 
     def _channel(self, command: str) -> paramiko.Channel:
         try:
@@ -242,9 +257,7 @@ class SSHSession:
             )
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(
-                self.target.name, f"lost connection to {self.target.label}: {exc}"
-            ) from None
+            raise self._lost(str(exc) or type(exc).__name__) from None
         return chan
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
@@ -264,22 +277,26 @@ class SSHSession:
         on_bytes: Callable[[int], None] | None = None,
         timeout: float | None = None,
     ) -> Result:
-        """Stream `chunks` into the stdin of `command`; return its result after EOF."""
+        """Stream `chunks` into the stdin of `command`; return its result after EOF.
+
+        `timeout` bounds the wait for the command to finish after the last byte.
+        """
         chan = self._channel(command)
+        io_timeout = self.target.io_timeout
         try:
-            chan.settimeout(timeout)
+            chan.settimeout(io_timeout)
             for chunk in chunks:
                 view = memoryview(chunk)
                 for start in range(0, len(view), CHUNK):
                     piece = view[start : start + CHUNK]
                     try:
                         chan.sendall(piece.tobytes() if len(view) > CHUNK else chunk)
+                    except socket.timeout:
+                        raise self._lost(f"no upload progress for {io_timeout:g}s") from None
                     except (OSError, paramiko.SSHException, EOFError) as exc:
                         if chan.exit_status_ready():
                             break  # the remote command died early: report its stderr
-                        raise HostError(
-                            self.target.name, f"upload to {self.target.label} cut off: {exc}"
-                        ) from None
+                        raise self._lost(f"upload cut off: {exc or type(exc).__name__}") from None
                     if on_bytes:
                         on_bytes(len(piece))
                 if chan.exit_status_ready():
@@ -291,13 +308,21 @@ class SSHSession:
 
     def _finish(self, chan: paramiko.Channel, command: str, timeout: float | None) -> Result:
         deadline = None if timeout is None else time.monotonic() + timeout
+        io_timeout = self.target.io_timeout
         out = bytearray()
         err = bytearray()
+        last_heard = time.monotonic()
         while True:
+            got = False
             while chan.recv_ready():
                 out += chan.recv(65536)
+                got = True
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
+                got = True
+            now = time.monotonic()
+            if got:
+                last_heard = now
             if chan.exit_status_ready() and chan.eof_received:
                 if not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
@@ -305,15 +330,17 @@ class SSHSession:
             if chan.closed or not self._transport.is_active():
                 if chan.exit_status_ready():
                     break
-                raise HostError(self.target.name, f"connection to {self.target.label} lost")
-            wait = 1.0
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise HostError(
-                        self.target.name, f"remote command timed out after {timeout:g}s: {command}"
-                    )
-                wait = min(wait, 1.0)
+                raise self._lost("closed by the remote side")
+            if deadline is not None and now >= deadline:
+                raise HostError(
+                    self.target.name, f"remote command timed out after {timeout:g}s: {command}"
+                )
+            if now - last_heard >= io_timeout:
+                if not self._ping(io_timeout):
+                    self._transport.close()
+                    raise self._lost(f"no answer to keepalive for {io_timeout:g}s")
+                last_heard = time.monotonic()
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
             select.select([chan], [], [], wait)
         return Result(
             command,
@@ -321,6 +348,21 @@ class SSHSession:
             out.decode("utf-8", "replace"),
             err.decode("utf-8", "replace"),
         )
+
+    def _ping(self, timeout: float) -> bool:
+        """Whether the server answers a global request within `timeout` seconds."""
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:
+                self._transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # noqa: BLE001 - any answer or error ends the wait
+                pass
+            finally:
+                answered.set()
+
+        threading.Thread(target=ask, name=f"ping-{self.target.name}", daemon=True).start()
+        return answered.wait(timeout) and self._transport.is_active()
 
     def close(self) -> None:
         self._conn.close()

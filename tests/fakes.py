@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,9 @@ class FakeHost:
     load_fails: bool = False
     archive_images: dict[str, str] = field(default_factory=dict)  # what `docker load` adds
     layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ref -> diffIDs
+    root_avail: int | None = 10**12
+    tmp_avail: int | None = 10**12
+    cut_after: int | None = None  # the link dies after this many bytes of an upload
     log: list[str] = field(default_factory=list)
 
 
@@ -41,8 +45,12 @@ class FakeSession:
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         h = self.host
         h.log.append(command)
-        if command == commands.probe(self.docker):
-            lines = [f"engine_version={'20.10.24' if h.engine_up else ''}"]
+        if command.startswith("printf 'engine_version="):
+            lines = [f"engine_version={'20.10.24' if h.engine_up else ''}", "docker_root=/d"]
+            if h.root_avail is not None:
+                lines.append(f"root_avail_kb={h.root_avail // 1024}")
+            if h.tmp_avail is not None:
+                lines.append(f"tmp_avail_kb={h.tmp_avail // 1024}")
             lines += [f"has_{t}=1" for t in h.tools]
             return Result(command, 0, "\n".join(lines) + "\n", "")
         if command.startswith(commands.join([*self.docker, "version"])):
@@ -59,10 +67,19 @@ class FakeSession:
                 found = h.layers.get(ref) if ref in h.images else None
                 out += f"{ref}\t" + (json.dumps(list(found)) if found else "null") + "\n"
             return Result(command, 0, out, "")
-        if command.startswith("umask 077 && mkdir"):
-            path = "/var/tmp/distrib.FAKE"
+        if command.startswith("umask 077 && mkdir -p"):
+            path = shlex.split(command.split("if mkdir -- ", 1)[1].split(" ", 1)[0])[0]
+            part = shlex.split(command.rsplit("stat -c %s -- ", 1)[1].split(" 2>", 1)[0])[0]
             h.dirs.add(path)
-            return Result(command, 0, path + "\n", "")
+            return Result(command, 0, f"partial={len(h.files.get(part, b''))}\n", "")
+        if command.startswith("head -c "):
+            n = int(command.split()[2])
+            path = shlex.split(command.split(" -- ", 1)[1].split(" |", 1)[0])[0]
+            digest = hashlib.sha256(h.files.get(path, b"")[:n]).hexdigest()
+            return Result(command, 0, f"{digest}  -\n", "")
+        if command.startswith("rm -f -- "):
+            h.files.pop(command[len("rm -f -- ") :], None)
+            return Result(command, 0, "", "")
         if command.startswith("sha256sum -- "):
             path = command.split(" -- ", 1)[1]
             data = h.files.get(path)
@@ -94,18 +111,32 @@ class FakeSession:
         on_bytes: Callable[[int], None] | None = None,
         timeout: float | None = None,
     ) -> Result:
-        self.host.log.append(command)
-        path = command.split("cat > ", 1)[1]
+        h = self.host
+        h.log.append(command)
         data = bytearray()
         for chunk in chunks:
+            if h.cut_after is not None and len(data) + len(chunk) > h.cut_after:
+                data += chunk[: h.cut_after - len(data)]
+                h.reachable = False
+                self._store(command, data)
+                raise ConnectError(h.name, "connection lost: upload cut off")
             data += chunk
             if on_bytes:
                 on_bytes(len(chunk))
-        if self.host.corrupt_uploads > 0:
-            self.host.corrupt_uploads -= 1
+        if not command.startswith("umask"):  # streamed into docker load
+            return self.run(command)
+        if h.corrupt_uploads > 0:
+            h.corrupt_uploads -= 1
             data[0] ^= 0xFF
-        self.host.files[path] = bytes(data)
+        self._store(command, data)
         return Result(command, 0, "", "")
+
+    def _store(self, command: str, data: bytearray) -> None:
+        if ">> " in command:
+            path = command.split("cat >> ", 1)[1]
+            self.host.files[path] = self.host.files.get(path, b"") + bytes(data)
+        else:
+            self.host.files[command.split("cat > ", 1)[1]] = bytes(data)
 
     def close(self) -> None:
         self.closed = True

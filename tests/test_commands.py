@@ -61,14 +61,40 @@ def test_parse_inspect_line() -> None:
     assert commands.parse_inspect_line("sha256:abc\tnull\t0") == ("sha256:abc", (), 0)
 
 
-def test_tempdir_pair() -> None:
-    cmd = commands.make_tempdir("/var/tmp/my dir")
-    assert "umask 077" in cmd and "'/var/tmp/my dir'" in cmd
-    assert commands.parse_tempdir("/var/tmp/my dir/distrib.Ab12\n", "/var/tmp/my dir") == (
-        "/var/tmp/my dir/distrib.Ab12"
-    )
+def test_staging_pair() -> None:
+    sha = "ab" * 32
+    path = commands.staging_dir("/var/tmp/my dir", sha)
+    assert path == "/var/tmp/my dir/distrib." + sha[:24]
+    cmd = commands.make_staging("/var/tmp/my dir", sha, path + "/images.tar.gz.part")
+    assert "umask 077" in cmd and "'/var/tmp/my dir/distrib.abab" in cmd
+    assert "[ ! -L " in cmd and "[ -O " in cmd, "an existing dir is used only if private and ours"
+    assert commands.parse_staging("partial=0\n") == 0
+    assert commands.parse_staging("partial=1048576\n") == 1048576
     with pytest.raises(ValueError):
-        commands.parse_tempdir("/etc\n", "/var/tmp")
+        commands.parse_staging("mkdir: cannot create directory\n")
+
+
+def test_probe_reads_disk_space() -> None:
+    facts = commands.parse_probe(
+        "engine_version=20.10.24\ndocker_root=/var/lib/docker\nroot_avail_kb=1000\n"
+        "tmp_avail_kb=20\nhas_gzip=1\n"
+    )
+    assert facts.docker_root == "/var/lib/docker"
+    assert facts.root_avail == 1024000 and facts.tmp_avail == 20480
+    unknown = commands.parse_probe("engine_version=20.10.24\ndocker_root=\n")
+    assert unknown.root_avail is None and unknown.tmp_avail is None
+    assert "'/srv/my tmp'" in commands.probe(["docker"], "/srv/my tmp")
+
+
+def test_resume_commands() -> None:
+    assert commands.prefix_sha256("/t/a b", 1024) == "head -c 1024 -- '/t/a b' | sha256sum"
+    assert commands.receive("/t/p", append=True) == "umask 077 && cat >> /t/p"
+    assert commands.receive("/t/p") == "umask 077 && cat > /t/p"
+
+
+def test_stream_load() -> None:
+    assert commands.stream_load(["docker"], "gzip") == "docker load"
+    assert commands.stream_load(["sudo", "docker"], "zstd") == "zstd -dc | sudo docker load"
 
 
 @pytest.mark.parametrize(
@@ -102,6 +128,8 @@ def test_parse_loaded() -> None:
 
 def test_cleanup_refuses_foreign_paths() -> None:
     assert commands.cleanup("/var/tmp/distrib.x1") == "rm -rf -- /var/tmp/distrib.x1"
+    with pytest.raises(ValueError):
+        commands.cleanup("/var/tmp")
     with pytest.raises(ValueError):
         commands.cleanup("/")
 

@@ -20,6 +20,7 @@ from distrib.engine import (
     UNREACHABLE,
     VERIFY,
     Job,
+    Progress,
     deploy,
 )
 from distrib.errors import EXIT_HOST_FAILED, EXIT_HOST_UNREACHABLE, EXIT_OK, EXIT_PLAY_ABORTED
@@ -215,3 +216,67 @@ def test_verify_mode_reports_drift(archive: Archive) -> None:
     assert "drift" in result.message
     ok = fake("b", images={"demo/web:1.0": WEB, "demo/worker:1.0": WORKER})
     assert deploy(host("b"), Job(archive.images, None, mode=VERIFY), FakeFleet(ok)).status == OK
+
+
+def test_cut_off_upload_resumes_from_checked_prefix(archive: Archive) -> None:
+    h = fake("a", cut_after=archive.size // 2)
+    first = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert first.status == UNREACHABLE and "cut off" in first.message
+    kept = [f for f in h.files if f.endswith(".part")]
+    assert kept and len(h.files[kept[0]]) == archive.size // 2, "partial kept for resume"
+    h.reachable, h.cut_after = True, None
+    second = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert second.status == CHANGED, second.message
+    assert second.resumed_from == archive.size // 2
+    assert second.bytes_sent == archive.size - archive.size // 2
+    assert not h.files and not h.dirs
+
+
+def test_partial_with_wrong_prefix_starts_over(archive: Archive) -> None:
+    h = fake("a", cut_after=1000)
+    deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    part = next(f for f in h.files if f.endswith(".part"))
+    h.files[part] = b"X" * 1000  # not a prefix of our archive
+    h.reachable, h.cut_after = True, None
+    result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert result.status == CHANGED and result.resumed_from == 0
+    assert result.bytes_sent == archive.size
+
+
+def test_small_staging_area_streams_into_load(archive: Archive) -> None:
+    h = fake("a", tmp_avail=archive.size // 2)
+    result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert result.status == CHANGED and "streamed" in result.message
+    assert not any("cat >" in c for c in h.log), "no temp file in stream mode"
+    assert not h.files and not h.dirs
+
+
+def test_staged_forced_with_small_staging_area_fails_before_sending(archive: Archive) -> None:
+    h = fake("a", tmp_avail=10)
+    plan = HostPlan("a", Target("a", "a.lab"), ("docker",), "/var/tmp", transfer="staged")
+    result = deploy(plan, Job.deploy(archive), FakeFleet(h))
+    assert result.status == FAILED and "not enough space in /var/tmp" in result.message
+    assert result.bytes_sent == 0
+
+
+def test_full_data_root_fails_before_sending(archive: Archive) -> None:
+    h = fake("a", root_avail=5)
+    result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert result.status == FAILED and "data root" in result.message
+    assert result.bytes_sent == 0 and not any("cat >" in c for c in h.log)
+
+
+def test_cancel_during_upload_cleans_up(archive: Archive) -> None:
+    import threading
+
+    cancel = threading.Event()
+
+    class CancelOnFirstChunk(Progress):
+        def advance(self, host: str, nbytes: int) -> None:
+            cancel.set()
+
+    h = fake("a")
+    result = deploy(host("a"), Job.deploy(archive), FakeFleet(h), CancelOnFirstChunk(), cancel)
+    assert result.status == FAILED and "interrupted" in result.message
+    assert not h.files and not h.dirs
+    assert not any(" load" in c for c in h.log)
