@@ -14,8 +14,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 LAB_HOSTS = 3
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,44 @@ class Lab:
     def temp_files(self, host: str) -> list[str]:
         out = self.exec(host, "sh", "-c", "ls -A /var/tmp /tmp 2>/dev/null | grep distrib || true")
         return [line for line in out.stdout.splitlines() if line.strip()]
+
+    def state(self) -> Any:
+        """The lab's current state (pids change when the lab is restored: never cache it)."""
+        from distrib.lab import require_state
+
+        return require_state()
+
+    def spare_address(self, index: int) -> str:
+        """An address on the lab subnet where no host lives (.100 + index): connects time out
+        there, and the traffic never leaves the lab bridge."""
+        if not 0 <= index < 150:
+            raise ValueError(index)
+        prefix = self.state().workstation_address.rsplit(".", 1)[0]
+        return f"{prefix}.{100 + index}"
+
+    def restore(self) -> None:
+        """Bring every host back (after a test broke one): `lab up` over the existing lab."""
+        distrib("lab", "up", "--hosts", str(len(self.hosts)), "--inventory", str(self.inventory), check=True)
+
+    def inventory_with(
+        self,
+        directory: Path,
+        *,
+        extra_vars: dict[str, Any] | None = None,
+        host_vars: dict[str, dict[str, Any]] | None = None,
+        extra_hosts: dict[str, dict[str, Any]] | None = None,
+    ) -> Path:
+        """A copy of the lab inventory with vars changed or hosts added to group `lab`."""
+        data = yaml.safe_load(self.inventory.read_text())
+        data["all"].setdefault("vars", {}).update(extra_vars or {})
+        hosts = data["all"]["children"]["lab"]["hosts"]
+        for name, hv in (host_vars or {}).items():
+            hosts[name] = {**(hosts.get(name) or {}), **hv}
+        hosts.update(extra_hosts or {})
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "inventory.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
 
 
 def distrib(
@@ -85,7 +125,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     distrib("lab", "up", "--hosts", str(LAB_HOSTS), "--inventory", str(inventory), check=True)
     try:
         distrib("lab", "images", check=True)
-        lab_dir = Path(os.environ.get("DISTRIB_LAB_DIR", "/var/lib/distrib-lab"))
+        from distrib.lab import lab_dir as lab_dir_of  # $DISTRIB_LAB_DIR, else per instance
+
+        lab_dir = lab_dir_of()
         yield Lab(inventory, tuple(f"node{i}" for i in range(1, LAB_HOSTS + 1)), lab_dir)
     finally:
         distrib("lab", "down")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing
 import os
 import sys
 import tarfile
@@ -17,7 +18,7 @@ import pytest
 from distrib import local, yamlio
 from distrib.errors import LabError
 from distrib.lab import cli, config, core, images, procs, testing
-from distrib.lab.state import LabHost, LabState, lab_dir, load_state
+from distrib.lab.state import LabHost, LabState, current_instance, lab_dir, load_state
 
 # ---------------------------------------------------------------------------------- addressing
 
@@ -36,6 +37,100 @@ def test_host_naming(index: int, name: str, address: str, netns: str, veth: str)
     assert config.netns_name(index) == netns
     assert config.veth_names(index) == (veth, "eth0")
     assert len(config.veth_names(index)[0]) < 16  # IFNAMSIZ
+
+
+@pytest.mark.parametrize(
+    ("instance", "bridge", "netns_prefix", "veth_prefix", "subnet", "workstation", "lab_dir"),
+    [
+        # instance 0 keeps exactly the names the lab always had
+        (0, "distrib0", "distrib-", "dlab-", "10.213.0.0/24", "10.213.0.1", "/var/lib/distrib-lab"),
+        (
+            1,
+            "distrib1",
+            "distrib1-",
+            "dl1-",
+            "10.213.1.0/24",
+            "10.213.1.1",
+            "/var/lib/distrib-lab-1",
+        ),
+        (
+            9,
+            "distrib9",
+            "distrib9-",
+            "dl9-",
+            "10.213.9.0/24",
+            "10.213.9.1",
+            "/var/lib/distrib-lab-9",
+        ),
+    ],
+)
+def test_instance_names(
+    instance: int,
+    bridge: str,
+    netns_prefix: str,
+    veth_prefix: str,
+    subnet: str,
+    workstation: str,
+    lab_dir: str,
+) -> None:
+    assert config.bridge_name(instance) == bridge
+    assert config.netns_prefix(instance) == netns_prefix
+    assert config.veth_prefix(instance) == veth_prefix
+    assert str(config.subnet(instance)) == subnet
+    assert str(config.workstation_address(instance)) == workstation
+    assert config.default_lab_dir(instance) == lab_dir
+
+
+@pytest.mark.parametrize(
+    ("index", "instance", "address", "netns", "veth"),
+    [
+        (1, 1, "10.213.1.11", "distrib1-node1", "dl1-n1"),
+        (3, 5, "10.213.5.13", "distrib5-node3", "dl5-n3"),
+        (240, 9, "10.213.9.250", "distrib9-node240", "dl9-n240"),
+    ],
+)
+def test_host_naming_per_instance(
+    index: int, instance: int, address: str, netns: str, veth: str
+) -> None:
+    assert config.host_name(index) == f"node{index}"  # inventories rely on node1..nodeN
+    assert config.host_address(index, instance) == address
+    assert config.netns_name(index, instance) == netns
+    assert config.veth_names(index, instance) == (veth, "eth0")
+    assert len(veth) < 16  # IFNAMSIZ
+
+
+def test_every_instance_has_distinct_names_and_subnets() -> None:
+    for attr in ("bridge_name", "netns_prefix", "veth_prefix", "subnet", "default_lab_dir"):
+        values = [getattr(config, attr)(i) for i in config.INSTANCES]
+        assert len(set(values)) == len(values), attr
+    assert config.other_instances(3) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("instance", [-1, 10, True, "1"])
+def test_bad_instance_rejected(instance: object) -> None:
+    with pytest.raises(LabError, match="0..9"):
+        config.bridge_name(instance)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "env", "expected"),
+    [
+        (None, {}, 0),
+        (None, {"DISTRIB_LAB_INSTANCE": ""}, 0),
+        (None, {"DISTRIB_LAB_INSTANCE": "3"}, 3),
+        (None, {"DISTRIB_LAB_INSTANCE": " 9 "}, 9),
+        (2, {"DISTRIB_LAB_INSTANCE": "3"}, 2),  # the option wins over the environment
+        (0, {"DISTRIB_LAB_INSTANCE": "3"}, 0),
+    ],
+)
+def test_resolve_instance(option: int | None, env: dict[str, str], expected: int) -> None:
+    assert config.resolve_instance(option, env) == expected
+
+
+@pytest.mark.parametrize("text", ["10", "-1", "x", "1.0", "one"])
+def test_resolve_instance_rejects_bad_env(text: str) -> None:
+    with pytest.raises(LabError, match="DISTRIB_LAB_INSTANCE"):
+        config.resolve_instance(None, {"DISTRIB_LAB_INSTANCE": text})
 
 
 @pytest.mark.parametrize("index", [0, -1, 241])
@@ -61,11 +156,60 @@ def test_lab_dir_accepted(path: str) -> None:
     config.check_lab_dir(path)
 
 
+@pytest.mark.parametrize(
+    ("path", "instance"),
+    [
+        ("/var/lib/distrib-lab-1", 1),
+        ("/var/lib/distrib-lab-10", 1),  # not instance 1's dir: no component in common
+        ("/var/lib/distrib-lab.1", 2),
+        ("/srv/lab", 4),
+    ],
+)
+def test_lab_dir_of_instance_accepted(path: str, instance: int) -> None:
+    config.check_lab_dir(path, instance)
+
+
+@pytest.mark.parametrize(
+    ("path", "instance"),
+    [
+        ("/var/lib/distrib-lab", 1),  # instance 0's dir
+        ("/var/lib/distrib-lab/mine", 2),  # instance 0's cleanup would hit it
+        ("/var/lib/distrib-lab-3/x", 0),
+        ("/var/lib", 5),  # holds every default dir
+        ("/", 0),
+    ],
+)
+def test_lab_dir_overlapping_another_instance_rejected(path: str, instance: int) -> None:
+    with pytest.raises(LabError, match="overlaps"):
+        config.check_lab_dir(path, instance)
+
+
+@pytest.mark.parametrize(
+    ("path", "directory", "inside"),
+    [
+        ("/var/lib/distrib-lab", "/var/lib/distrib-lab", True),
+        ("/var/lib/distrib-lab/hosts", "/var/lib/distrib-lab/", True),
+        ("/var/lib/distrib-lab-1", "/var/lib/distrib-lab", False),
+        ("/var/lib/distrib-lab-1/hosts", "/var/lib/distrib-lab", False),
+        ("/var/lib/distrib", "/var/lib/distrib-lab", False),
+        ("/anything", "/", True),
+    ],
+)
+def test_path_within(path: str, directory: str, inside: bool) -> None:
+    assert config.path_within(path, directory) is inside
+
+
 def test_lab_dir_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISTRIB_LAB_DIR", raising=False)
+    monkeypatch.delenv("DISTRIB_LAB_INSTANCE", raising=False)
     assert lab_dir() == Path("/var/lib/distrib-lab")
-    monkeypatch.setenv("DISTRIB_LAB_DIR", "/srv/lab")
+    assert lab_dir(instance=4) == Path("/var/lib/distrib-lab-4")
+    monkeypatch.setenv("DISTRIB_LAB_INSTANCE", "3")
+    assert lab_dir() == Path("/var/lib/distrib-lab-3")
+    assert lab_dir(instance=0) == Path("/var/lib/distrib-lab")  # the option wins
+    monkeypatch.setenv("DISTRIB_LAB_DIR", "/srv/lab")  # the dir override wins over both
     assert lab_dir() == Path("/srv/lab")
+    assert lab_dir(instance=5) == Path("/srv/lab")
     assert lab_dir("/opt/other") == Path("/opt/other")
 
 
@@ -227,6 +371,81 @@ def test_parse_link_names_and_lab_links() -> None:
     assert names == ["lo", "eth0", "distrib0", "dlab-n1", "docker0", "dlab-n2"]
     # veths first: deleting the bridge first would leave them detached but alive
     assert config.lab_links(names) == ["dlab-n1", "dlab-n2", "distrib0"]
+    assert config.lab_links(names, 1) == []
+
+
+# Links of instances 0, 1 and 10-lookalikes side by side on one machine.
+MIXED_LINKS = [
+    "lo", "eth0", "docker0",
+    "distrib0", "dlab-n1", "dlab-n2",
+    "distrib1", "dl1-n1", "dl1-n12",
+    "distrib11", "dl11-n1",  # not an instance, but must not be claimed by instance 1
+    "distrib5x", "dl5-n1x", "dl5-nx", "dlab-n", "dlab-foo", "xdl5-n1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("instance", "owned"),
+    [
+        (0, ["dlab-n1", "dlab-n2", "distrib0"]),
+        (1, ["dl1-n1", "dl1-n12", "distrib1"]),
+        (5, []),
+    ],
+)
+def test_lab_links_only_claim_their_own_instance(instance: int, owned: list[str]) -> None:
+    assert config.lab_links(MIXED_LINKS, instance) == owned
+
+
+MIXED_NETNS = [
+    "distrib-node1", "distrib-node2", "distrib1-node1", "distrib1-node10", "distrib11-node1",
+    "distrib-foo", "distrib-node", "distrib-node1x", "xdistrib-node1", "other",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("instance", "owned"),
+    [
+        (0, ["distrib-node1", "distrib-node2"]),  # not distrib1-*, not distrib-foo
+        (1, ["distrib1-node1", "distrib1-node10"]),  # not distrib11-node1
+        (9, []),
+    ],
+)
+def test_lab_netns_only_claim_their_own_instance(instance: int, owned: list[str]) -> None:
+    assert config.lab_netns(MIXED_NETNS, instance) == owned
+    assert config.lab_netns(config.parse_netns_list(NETNS_LIST)) == [
+        "distrib-node1",
+        "distrib-node2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "directory", "mentioned"),
+    [
+        ("--pidfile=/var/lib/distrib-lab/workstation-dockerd.pid", "/var/lib/distrib-lab", True),
+        ("/var/lib/distrib-lab", "/var/lib/distrib-lab", True),
+        ("/var/lib/distrib-lab", "/var/lib/distrib-lab/", True),
+        ("--data-root=/var/lib/distrib-lab/hosts/node1/docker", "/var/lib/distrib-lab/hosts", True),
+        (
+            "set -e\nmount --bind /var/lib/distrib-lab/hosts/node1/tmp /tmp",
+            "/var/lib/distrib-lab",
+            True,
+        ),
+        ("cd /var/lib/distrib-lab && ls", "/var/lib/distrib-lab", True),
+        ("lowerdir=/var/lib/distrib-lab,upperdir=/x", "/var/lib/distrib-lab", True),
+        # another instance's dir starts with the same characters: not ours
+        ("--pidfile=/var/lib/distrib-lab-1/workstation-dockerd.pid", "/var/lib/distrib-lab", False),
+        ("--data-root=/var/lib/distrib-lab-1/hosts/node1/docker", "/var/lib/distrib-lab", False),
+        ("/var/lib/distrib-lab-10/x", "/var/lib/distrib-lab-1", False),
+        ("/var/lib/distrib-lab.bak/x", "/var/lib/distrib-lab", False),
+        ("/srv/var/lib/distrib-lab/x", "/var/lib/distrib-lab", False),
+        # ...but a later, real mention after a lookalike still counts
+        ("/var/lib/distrib-lab-1/a:/var/lib/distrib-lab/b", "/var/lib/distrib-lab", True),
+        ("dockerd", "/var/lib/distrib-lab", False),
+        ("/anything", "/", False),
+    ],
+)
+def test_mentions_path_matches_whole_components(text: str, directory: str, mentioned: bool) -> None:
+    assert config.mentions_path(text, directory) is mentioned
 
 
 MOUNTINFO = r"""22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
@@ -254,6 +473,9 @@ def test_mounts_under_deepest_first_and_not_siblings() -> None:
         "/var/lib/distrib-lab",
     ]
     assert config.mounts_under(points, "/nowhere") == []
+
+
+NETNS_LIST = "distrib-node1 (id: 0)\ndistrib1-node1 (id: 3)\ndistrib-node2\n\n"
 
 
 def test_parse_busybox_applets() -> None:
@@ -313,6 +535,32 @@ def test_exec_argv_enters_the_hosts_namespaces() -> None:
         core.exec_argv(_host(), [])
 
 
+def test_state_of_another_instance_is_refused() -> None:
+    core._check_owner(_state(), Path("/lab"), 0)
+    core._check_owner(None, Path("/lab"), 3)
+    with pytest.raises(LabError, match="bridge distrib0, not lab instance 3"):
+        core._check_owner(_state(), Path("/lab"), 3)
+
+
+def test_other_instances_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The input of the workstation dockerd rule, from a fake /var/lib and /run (no real lab).
+    monkeypatch.setattr(config, "default_lab_dir", lambda i: str(tmp_path / f"lab-{i}"))
+    monkeypatch.setattr(core, "LOCK_DIR", tmp_path / "run")
+    monkeypatch.setattr(core, "_bridge_exists", lambda i: i == 7)
+    assert core._other_instances_in_use(2) == [7]
+    (tmp_path / "lab-4").mkdir()
+    (tmp_path / "lab-4" / "state.json").write_text("{}")
+    (tmp_path / "lab-5").mkdir()  # a dir without state (a lab that is down) is not in use
+    assert core._other_instances_in_use(2) == [4, 7]
+    assert core._other_instances_in_use(4) == [7]  # never counts itself
+    with core._flock(core._instance_lock(9)):  # an up/down of instance 9 in progress
+        # flock is per open file: probe from another process, as another instance would.
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            assert pool.apply(core._other_instances_in_use, (2,)) == [4, 7, 9]
+    assert core._other_instances_in_use(2) == [4, 7]
+
+
 def test_ssh_argv_is_strict() -> None:
     argv = core.ssh_argv(_state(), "node1", ["docker", "info"])
     assert "StrictHostKeyChecking=yes" in argv
@@ -354,6 +602,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def test_instance_option_on_every_subcommand() -> None:
+    parser = _parser()
+    for argv in (["up"], ["down"], ["status"], ["exec", "node1", "--", "true"], ["images"]):
+        assert parser.parse_args(["lab", *argv]).instance is None  # then env, then 0
+        # right after the subcommand (for exec, everything after HOST is the command)
+        args = parser.parse_args(["lab", argv[0], "--instance", "7", *argv[1:]])
+        assert args.instance == 7
+
+
+@pytest.mark.parametrize("value", ["10", "-1", "x"])
+def test_instance_option_rejects(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["lab", "status", "--instance", value])
+    assert "0..9" in capsys.readouterr().err
+
+
 def test_register_wires_subcommands() -> None:
     parser = _parser()
     args = parser.parse_args(["lab", "up", "--hosts", "8", "--uplink", "200mbit"])
@@ -383,31 +647,35 @@ def _ssh(state: LabState, host: str, command: str) -> local.Completed:
     return local.run(core.ssh_argv(state, host, [command]), check=False, timeout=60)
 
 
-def _assert_clean(root: Path) -> None:
-    assert (
-        not [n for n in os.listdir("/run/netns") if n.startswith("distrib-")]
-        if Path("/run/netns").exists()
-        else True
-    )
+def _assert_clean(root: Path, instance: int) -> None:
+    netns = os.listdir("/run/netns") if Path("/run/netns").exists() else []
+    assert config.lab_netns(netns, instance) == []
     links = config.parse_link_names(local.run(["ip", "-o", "link", "show"]).stdout)
-    assert config.lab_links(links) == []
+    assert config.lab_links(links, instance) == []
     mounts = config.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     assert config.mounts_under(mounts, str(root)) == []
     assert procs.daemons_mentioning(str(root)) == set()
-    rule = ["iptables", "-w", "-C", "FORWARD", "-i", "distrib0", "-o", "distrib0", "-j", "ACCEPT"]
+    br = config.bridge_name(instance)
+    rule = ["iptables", "-w", "-C", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]
     assert not local.run(rule, check=False).ok
     assert load_state(root) is None
 
 
-@pytest.mark.lab
-def test_lab_end_to_end() -> None:
+def _require_lab() -> None:
     reason = _skip_reason()
     if reason:
         if os.environ.get("DISTRIB_REQUIRE_LAB") == "1":
             pytest.fail(f"lab required but unavailable: {reason}")
         pytest.skip(reason)
+
+
+@pytest.mark.lab
+def test_lab_end_to_end() -> None:
+    _require_lab()
+    # The instance of $DISTRIB_LAB_INSTANCE (0 by default), like the CLI calls below.
     # A session lab of the suite may be up: put the same shape back afterwards (keys and host
     # keys survive a re-up, so its inventory and known_hosts stay valid).
+    instance = current_instance()
     before = load_state()
     root = lab_dir()
     try:
@@ -444,7 +712,8 @@ def test_lab_end_to_end() -> None:
 
         # Hosts reach each other through the bridge (FORWARD rule).
         # (ssh-keyscan, not this Python: a checkout under /tmp is hidden inside the hosts)
-        scan = core.exec_in("node2", ["ssh-keyscan", "-T", "5", "-t", "ed25519", "10.213.0.11"])
+        node1 = config.host_address(1, instance)
+        scan = core.exec_in("node2", ["ssh-keyscan", "-T", "5", "-t", "ed25519", node1])
         assert scan.ok and "ssh-ed25519" in scan.stdout, scan.stderr
 
         # The CLI passes the command's exit code through.
@@ -468,7 +737,64 @@ def test_lab_end_to_end() -> None:
     finally:
         core.down()
     core.down()
-    _assert_clean(root)
+    _assert_clean(root, instance)
     assert local.run([sys.executable, "-m", "distrib.lab", "status"], check=False).returncode == 1
     if before is not None:
         core.up(len(before.hosts), uplink=before.uplink, inventory=before.inventory)
+
+
+def _test_instances() -> tuple[int, int]:
+    # Instances 0 and 1 by default; DISTRIB_LAB_TEST_INSTANCES=8,9 when others' labs use 0/1.
+    text = os.environ.get("DISTRIB_LAB_TEST_INSTANCES", "0,1")
+    first, second = (config.check_instance(int(t)) for t in text.split(","))
+    assert first != second, text
+    return first, second
+
+
+@pytest.mark.lab
+def test_two_instances_side_by_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    _require_lab()
+    # One dir per instance (a shared $DISTRIB_LAB_DIR is refused for two instances).
+    monkeypatch.delenv("DISTRIB_LAB_DIR", raising=False)
+    keep, drop = _test_instances()
+    before = {i: load_state(instance=i) for i in (keep, drop)}
+    roots = {i: lab_dir(instance=i) for i in (keep, drop)}
+    try:
+        # `drop` first: if no workstation dockerd answered, `drop` starts it, and its `down`
+        # must still leave it running for `keep`.
+        states = {i: core.up(1, instance=i) for i in (drop, keep)}
+        for i, state in states.items():
+            (host,) = state.hosts
+            assert (host.name, host.address) == ("node1", config.host_address(1, i))
+            assert host.netns == config.netns_name(1, i)
+            assert host.host_dir.startswith(str(roots[i]) + "/")
+            assert state.bridge == config.bridge_name(i)
+            out = _ssh(state, "node1", "hostname; docker info --format '{{.DockerRootDir}}'")
+            assert out.ok, out.stderr
+            assert out.stdout.split() == ["node1", host.data_root]
+
+        core.down(instance=drop)
+        _assert_clean(roots[drop], drop)
+
+        # `keep` is untouched: daemons answer, ssh works, its names and rule are all there.
+        assert [r.healthy for r in core.status(instance=keep)] == [True]
+        state = states[keep]
+        out = _ssh(state, "node1", "docker info --format '{{.DockerRootDir}}'")
+        assert out.ok and out.stdout.strip() == state.hosts[0].data_root, out.stderr
+        assert procs.docker_ping(state.hosts[0].docker_socket)
+        assert procs.docker_ping(core.WORKSTATION_SOCKET)  # shared: never stopped under keep
+        netns = config.parse_netns_list(local.run(["ip", "netns", "list"]).stdout)
+        assert config.lab_netns(netns, keep) == [state.hosts[0].netns]
+        links = config.parse_link_names(local.run(["ip", "-o", "link", "show"]).stdout)
+        assert config.lab_links(links, keep) == [state.hosts[0].veth_root, state.bridge]
+        br = state.bridge
+        rule = ["iptables", "-w", "-C", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]
+        assert local.run(rule, check=False).ok
+    finally:
+        core.down(instance=drop)
+        core.down(instance=keep)
+    for i in (keep, drop):
+        _assert_clean(roots[i], i)
+        prior = before[i]
+        if prior is not None:  # a session lab was up there: put the same shape back
+            core.up(len(prior.hosts), uplink=prior.uplink, inventory=prior.inventory, instance=i)

@@ -2,9 +2,11 @@
 
 Python API (importing has no side effects):
 
-- `up(n_hosts, uplink=None, inventory=None, directory=None) -> LabState`
-- `down(directory=None)`, `status(directory=None) -> list[HostStatus]`
-- `load_state(directory=None) -> LabState | None`, `require_state(directory=None)`
+- `up(n_hosts, uplink=None, inventory=None, directory=None, instance=None) -> LabState`
+- `down(directory=None, instance=None)`, `status(directory=None, instance=None)`
+- `load_state(directory=None, instance=None) -> LabState | None`, `require_state(...)`
+- `lab_dir(directory=None, instance=None)`: the lab dir ($DISTRIB_LAB_DIR, else per instance)
+- `current_instance(option=None)`: the lab instance 0..9 (option, $DISTRIB_LAB_INSTANCE, 0)
 - `exec_in(host, argv, input=None, check=False) -> Completed` (inside the host's namespaces)
 - `ssh_argv(state, host, command)`: the OpenSSH client command with the lab key/known_hosts
 - `build_images(bench=False, rebuild=False) -> list[BuiltImage]`
@@ -26,7 +28,7 @@ from distrib.lab.core import (
     up,
 )
 from distrib.lab.images import IMAGES, BuiltImage, build_images
-from distrib.lab.state import LabHost, LabState, lab_dir, load_state
+from distrib.lab.state import LabHost, LabState, current_instance, lab_dir, load_state
 
 __all__ = [
     "IMAGES",
@@ -35,6 +37,7 @@ __all__ = [
     "LabHost",
     "LabState",
     "build_images",
+    "current_instance",
     "down",
     "exec_argv",
     "exec_in",

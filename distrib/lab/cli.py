@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from distrib import local
 from distrib.errors import LabError
-from distrib.lab import core, images
+from distrib.lab import config, core, images
 
 
 def _echo(text: str) -> None:
@@ -29,26 +29,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     """`lab up`: create the hosts and print where the inventory is."""
     start = time.monotonic()
     state = core.up(
-        args.hosts, uplink=args.uplink, inventory=args.inventory, directory=args.dir, echo=_echo
+        args.hosts,
+        uplink=args.uplink,
+        inventory=args.inventory,
+        directory=args.dir,
+        instance=args.instance,
+        echo=_echo,
     )
     for h in state.hosts:
         print(f"  {h.name:<8} {h.address:<12} sshd pid {h.sshd_pid}  dockerd pid {h.dockerd_pid}")
     shaped = f", uplink shaped to {state.uplink}" if state.uplink else ""
-    print(f"lab up: {len(state.hosts)} hosts in {time.monotonic() - start:.1f}s{shaped}")
+    took = time.monotonic() - start
+    print(f"lab up: {len(state.hosts)} hosts on {state.bridge} in {took:.1f}s{shaped}")
     print(f"inventory: {state.inventory}")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     """`lab down`: remove everything; fine when nothing exists."""
-    core.down(args.dir, echo=_echo)
+    core.down(args.dir, instance=args.instance, echo=_echo)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`lab status`: one line per host; non-zero if there is no lab or a daemon is dead."""
     try:
-        rows = core.status(args.dir)
+        rows = core.status(args.dir, args.instance)
     except LabError as exc:
         if exc.message.startswith("no lab"):
             print("no lab")
@@ -67,7 +73,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     argv: Sequence[str] = args.command
     if argv and argv[0] == "--":
         argv = argv[1:]
-    host = core.require_state(args.dir).host(args.host)
+    host = core.require_state(args.dir, args.instance).host(args.host)
     proc = local.spawn(core.exec_argv(host, argv), stdin=sys.stdin, stdout=None, stderr=None)
     return proc.wait()
 
@@ -80,6 +86,13 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instance(text: str) -> int:
+    """argparse type of --instance: an integer 0..9."""
+    if not text.isdigit() or int(text) not in config.INSTANCES:
+        raise argparse.ArgumentTypeError(f"must be an integer 0..{config.MAX_INSTANCE}")
+    return int(text)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the `lab` command (up, down, status, exec, images) to a parent CLI's subparsers."""
     lab = subparsers.add_parser(
@@ -90,9 +103,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     lab.set_defaults(func=lambda _args: (lab.print_help(), 2)[1])
     sub = lab.add_subparsers(dest="lab_command", metavar="COMMAND")
 
+    def instance_option(p: argparse.ArgumentParser, extra: str = "") -> None:
+        p.add_argument(
+            "--instance",
+            type=_instance,
+            metavar="N",
+            help=f"lab instance 0..{config.MAX_INSTANCE}: one lab per instance, several at once "
+            f"(default ${config.ENV_INSTANCE} or 0){extra}",
+        )
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dir", help="lab directory (default $DISTRIB_LAB_DIR or "
-                       "/var/lib/distrib-lab)")  # fmt: skip
+        p.add_argument(
+            "--dir",
+            help="lab directory (default $DISTRIB_LAB_DIR, else /var/lib/distrib-lab for "
+            "instance 0, /var/lib/distrib-lab-N for instance N)",
+        )
+        instance_option(p)
 
     p = sub.add_parser("up", help="create N hosts (removes any previous lab first)")
     p.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
@@ -118,4 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("images", help="build demo images in the workstation's docker")
     p.add_argument("--bench", action="store_true", help="also build demo/big:1.0 (~500 MB)")
     p.add_argument("--rebuild", action="store_true", help="rebuild tags that already exist")
+    # Accepted so scripts can pass --instance to every subcommand; the workstation's docker,
+    # where the images are built, is shared by all instances.
+    instance_option(p, "; no effect here: every instance shares the workstation's docker")
     p.set_defaults(func=cmd_images)

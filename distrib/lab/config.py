@@ -8,18 +8,20 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from distrib.errors import LabError
 
-BRIDGE = "distrib0"
-NETNS_PREFIX = "distrib-"
-VETH_PREFIX = "dlab-"  # root-side veth ends: dlab-n1, dlab-n2, ... (IFNAMSIZ is 16)
-SUBNET = ipaddress.IPv4Network("10.213.0.0/24")
-WORKSTATION_ADDRESS = ipaddress.IPv4Address("10.213.0.1")
-FIRST_HOST_OFFSET = 10  # node K gets 10.213.0.(10+K)
+# Lab instances let several labs share this machine (one per engineer running tests at the same
+# time). Instance 0 keeps the names the lab always had; instance N>0 gets its own bridge,
+# namespace and veth prefixes, /24 and lab dir. Every name below derives from the instance.
+ENV_INSTANCE = "DISTRIB_LAB_INSTANCE"
+MAX_INSTANCE = 9
+INSTANCES = range(MAX_INSTANCE + 1)
+DEFAULT_DIR = "/var/lib/distrib-lab"  # instance 0; instance N uses DEFAULT_DIR + "-N"
+FIRST_HOST_OFFSET = 10  # node K gets 10.213.N.(10+K)
 MAX_HOSTS = 240  # .11 .. .250 stay inside the /24
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -41,26 +43,84 @@ REQUIRED_PROGRAMS: dict[str, str] = {
 }
 
 
+def check_instance(instance: int) -> int:
+    """`instance` itself if it is a valid lab instance (0..9), else LabError."""
+    if isinstance(instance, bool) or not isinstance(instance, int) or instance not in INSTANCES:
+        raise LabError(f"lab instance must be an integer 0..{MAX_INSTANCE}, got {instance!r}")
+    return instance
+
+
+def resolve_instance(option: int | None, environ: Mapping[str, str]) -> int:
+    """The lab instance: `option` (--instance) if given, else $DISTRIB_LAB_INSTANCE, else 0."""
+    if option is not None:
+        return check_instance(option)
+    text = environ.get(ENV_INSTANCE, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) not in INSTANCES:
+        raise LabError(f"${ENV_INSTANCE}={text!r}: must be an integer 0..{MAX_INSTANCE}")
+    return int(text)
+
+
+def bridge_name(instance: int = 0) -> str:
+    """Bridge of the instance's lab: distrib0, distrib1, ..."""
+    return f"distrib{check_instance(instance)}"
+
+
+def netns_prefix(instance: int = 0) -> str:
+    """Prefix of the instance's network namespaces: `distrib-` (0), `distribN-` (N>0)."""
+    return "distrib-" if check_instance(instance) == 0 else f"distrib{instance}-"
+
+
+def veth_prefix(instance: int = 0) -> str:
+    """Prefix of the instance's root-side veth ends: `dlab-` (0), `dlN-` (N>0).
+
+    IFNAMSIZ is 16 (15 usable): `dl9-n240` leaves room to spare.
+    """
+    return "dlab-" if check_instance(instance) == 0 else f"dl{instance}-"
+
+
+def subnet(instance: int = 0) -> ipaddress.IPv4Network:
+    """The instance's /24: 10.213.N.0/24."""
+    return ipaddress.IPv4Network(f"10.213.{check_instance(instance)}.0/24")
+
+
+def workstation_address(instance: int = 0) -> ipaddress.IPv4Address:
+    """The workstation's address on the instance's bridge: 10.213.N.1."""
+    return subnet(instance).network_address + 1
+
+
+def default_lab_dir(instance: int = 0) -> str:
+    """Default lab dir: /var/lib/distrib-lab (0), /var/lib/distrib-lab-N (N>0)."""
+    return DEFAULT_DIR if check_instance(instance) == 0 else f"{DEFAULT_DIR}-{instance}"
+
+
+def other_instances(instance: int) -> list[int]:
+    """Every instance but `instance`, in order."""
+    check_instance(instance)
+    return [i for i in INSTANCES if i != instance]
+
+
 def host_name(index: int) -> str:
-    """Inventory name of the 1-based host `index`: node1, node2, ..."""
+    """Inventory name of the 1-based host `index`: node1, node2, ... (in every instance)."""
     return f"node{index}"
 
 
-def host_address(index: int) -> str:
-    """Lab address of the 1-based host `index` (10.213.0.11 for node1)."""
+def host_address(index: int, instance: int = 0) -> str:
+    """Lab address of the 1-based host `index` (10.213.N.11 for node1 of instance N)."""
     if not 1 <= index <= MAX_HOSTS:
         raise LabError(f"host index {index} out of range 1..{MAX_HOSTS}")
-    return str(SUBNET.network_address + FIRST_HOST_OFFSET + index)
+    return str(subnet(instance).network_address + FIRST_HOST_OFFSET + index)
 
 
-def netns_name(index: int) -> str:
-    """Network namespace of host `index`: distrib-node1, ..."""
-    return f"{NETNS_PREFIX}{host_name(index)}"
+def netns_name(index: int, instance: int = 0) -> str:
+    """Network namespace of host `index`: distrib-node1 (instance 0), distrib3-node1 (3)."""
+    return f"{netns_prefix(instance)}{host_name(index)}"
 
 
-def veth_names(index: int) -> tuple[str, str]:
+def veth_names(index: int, instance: int = 0) -> tuple[str, str]:
     """(root-side end on the bridge, end inside the host namespace)."""
-    return f"{VETH_PREFIX}n{index}", "eth0"
+    return f"{veth_prefix(instance)}n{index}", "eth0"
 
 
 def check_host_count(n_hosts: int) -> None:
@@ -74,14 +134,29 @@ def check_host_count(n_hosts: int) -> None:
 _SHADOWED = ("/tmp", "/var/tmp", "/root/.ssh", "/run/docker.sock")
 
 
-def check_lab_dir(path: str) -> None:
-    """Reject a lab dir that a host's private mounts would hide (e.g. one under /tmp)."""
+def check_lab_dir(path: str, instance: int = 0) -> None:
+    """Reject a lab dir that a host's private mounts would hide (e.g. one under /tmp), or one
+    that overlaps another instance's default dir (its cleanup would then hit this lab)."""
     for shadowed in _SHADOWED:
         if path == shadowed or path.startswith(shadowed + "/"):
             raise LabError(
                 f"lab dir {path} is under {shadowed}, which each lab host replaces",
                 hint="use the default /var/lib/distrib-lab or another dir outside /tmp",
             )
+    for other in other_instances(instance):
+        theirs = default_lab_dir(other)
+        if path_within(path, theirs) or path_within(theirs, path):
+            raise LabError(
+                f"lab dir {path} overlaps {theirs}, the dir of lab instance {other}",
+                hint=f"use the default {default_lab_dir(instance)} or a dir of its own",
+            )
+
+
+def path_within(path: str, directory: str) -> bool:
+    """True if `path` is `directory` or below it, by whole components (a-1 is not in a)."""
+    root = directory.rstrip("/") or "/"
+    path = path.rstrip("/") or "/"
+    return root == "/" or path == root or path.startswith(root + "/")
 
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
@@ -247,10 +322,49 @@ def parse_link_names(output: str) -> list[str]:
     return names
 
 
-def lab_links(names: Iterable[str]) -> list[str]:
-    """The links the lab owns among `names`: its veth ends, then the bridge."""
-    owned = [n for n in names if n.startswith(VETH_PREFIX)]
-    return owned + [n for n in names if n == BRIDGE]
+def is_lab_netns(name: str, instance: int = 0) -> bool:
+    """True if `name` is a host namespace of the instance (`distrib-node3`, `distrib1-node3`).
+
+    An exact pattern, not a prefix test: `distrib-` must not claim `distrib1-node1` or some
+    other tool's `distrib-foo`.
+    """
+    return re.fullmatch(re.escape(netns_prefix(instance)) + r"node[0-9]+", name) is not None
+
+
+def lab_netns(names: Iterable[str], instance: int = 0) -> list[str]:
+    """The instance's host namespaces among `names`, sorted."""
+    return sorted(n for n in names if is_lab_netns(n, instance))
+
+
+def lab_links(names: Iterable[str], instance: int = 0) -> list[str]:
+    """The links the instance owns among `names`: its veth ends, then its bridge."""
+    names = list(names)
+    veth = re.compile(re.escape(veth_prefix(instance)) + r"n[0-9]+")
+    owned = [n for n in names if veth.fullmatch(n)]
+    return owned + [n for n in names if n == bridge_name(instance)]
+
+
+# Characters that continue a path word: `/var/lib/distrib-lab` followed by `-1` or `.bak` is
+# another path, followed by `/`, the end, a space, `,` or `"` it is this one.
+_PATH_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~+@")
+
+
+def mentions_path(text: str, directory: str) -> bool:
+    """True if `text` (one argv element, maybe a whole `sh -c` script) names `directory` or a
+    path below it. Whole components only: `/var/lib/distrib-lab` is NOT mentioned by
+    `--pidfile=/var/lib/distrib-lab-1/x.pid` (another instance's dir)."""
+    root = directory.rstrip("/")
+    if not root:
+        return False
+    start = text.find(root)
+    while start >= 0:
+        end = start + len(root)
+        before_ok = start == 0 or text[start - 1] not in _PATH_WORD
+        after_ok = end == len(text) or text[end] == "/" or text[end] not in _PATH_WORD
+        if before_ok and after_ok:
+            return True
+        start = text.find(root, start + 1)
+    return False
 
 
 def _unescape_mountinfo(field: str) -> str:

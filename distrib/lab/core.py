@@ -1,8 +1,10 @@
 """Bringing the lab up and down, and reaching into its hosts.
 
-Each host is a network namespace on bridge `distrib0` with its own sshd (in a private mount
-namespace: own /tmp, /var/tmp, /root/.ssh, /run/docker.sock) and its own dockerd. Fixed names
-(bridge, namespaces) mean there is one lab per machine; `up` first removes any leftovers.
+Each host is a network namespace on the instance's bridge (`distrib0` for instance 0) with its
+own sshd (in a private mount namespace: own /tmp, /var/tmp, /root/.ssh, /run/docker.sock) and its
+own dockerd. Names are fixed per instance (`config.bridge_name` & co.): one lab per instance and
+up to ten instances per machine. `up` first removes the leftovers of its own instance, and every
+cleanup matches only its own instance's names, dir and processes.
 """
 
 from __future__ import annotations
@@ -21,13 +23,26 @@ from pathlib import Path
 from distrib import local, yamlio
 from distrib.errors import LabError, LocalError
 from distrib.lab import config, procs
-from distrib.lab.state import LabHost, LabState, lab_dir, load_state, save_state
+from distrib.lab.state import (
+    STATE_FILE,
+    LabHost,
+    LabState,
+    current_instance,
+    lab_dir,
+    load_state,
+    save_state,
+)
 
 WORKSTATION_SOCKET = "/var/run/docker.sock"
 WORKSTATION_PIDFILE = "workstation-dockerd.pid"
 CLIENT_KEY = "id_ed25519"
 DOCKERD_TIMEOUT = 60.0
 SSHD_TIMEOUT = 20.0
+# Machine-wide locks (in /run: gone after a reboot, like the labs). One per instance, held
+# through its whole up/down, whatever dir it uses; one for starting/stopping the workstation
+# dockerd, which every instance shares.
+LOCK_DIR = Path("/run/distrib-lab")
+WORKSTATION_LOCK = "workstation.lock"
 
 Echo = Callable[[str], None]
 
@@ -66,16 +81,44 @@ def _try(cmd: Sequence[str], timeout: float = 30.0) -> bool:
         return False
 
 
+def _instance_lock(instance: int) -> Path:
+    return LOCK_DIR / f"instance-{instance}.lock"
+
+
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    # Two `up`/`down` at once (parallel test sessions) would tear each other's hosts down.
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
+def _flock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _locked(root: Path, instance: int) -> Iterator[None]:
+    # Two `up`/`down` of one instance at once (parallel test sessions) would tear each other's
+    # hosts down. The instance lock covers its kernel names even with two different --dir;
+    # the dir lock (taken second, always in this order) covers state.json, and is the one
+    # older versions of the lab take.
+    with _flock(_instance_lock(instance)), _flock(root / ".lock"):
+        yield
+
+
+def _lock_held(path: Path) -> bool:
+    """True if another process holds the flock on `path` (an up/down in progress there)."""
+    try:
+        fh = open(path)  # noqa: SIM115 - closed below; a missing file means nobody holds it
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def _read_state_lenient(root: Path) -> LabState | None:
@@ -88,12 +131,29 @@ def _read_state_lenient(root: Path) -> LabState | None:
 # ---------------------------------------------------------------------------------- teardown
 
 
-def _lab_netns() -> list[str]:
+def _lab_netns(instance: int) -> list[str]:
     try:
         names = os.listdir("/run/netns")
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith(config.NETNS_PREFIX))
+    return config.lab_netns(names, instance)
+
+
+def _bridge_exists(instance: int) -> bool:
+    return Path(f"/sys/class/net/{config.bridge_name(instance)}").exists()
+
+
+def _other_instances_in_use(instance: int) -> list[int]:
+    """Other instances that may have a lab (so may use the workstation dockerd): a state.json
+    in their default dir, their bridge, or their up/down lock held right now. Errs towards
+    "in use": a leftover bridge keeps the workstation dockerd running, never the reverse."""
+    return [
+        other
+        for other in config.other_instances(instance)
+        if (Path(config.default_lab_dir(other)) / STATE_FILE).exists()
+        or _bridge_exists(other)
+        or _lock_held(_instance_lock(other))
+    ]
 
 
 def _workstation_dockerd(root: Path) -> int | None:
@@ -124,16 +184,25 @@ def _unmount_under(root: Path) -> None:
 
 
 def _teardown(
-    root: Path, state: LabState | None, *, keep_workstation: bool, keep_keys: bool, echo: Echo
+    root: Path,
+    state: LabState | None,
+    instance: int,
+    *,
+    keep_workstation: bool,
+    keep_keys: bool,
+    echo: Echo,
 ) -> None:
-    """Remove every trace of a lab in `root`, found from `state` and by scanning the system.
+    """Remove every trace of the lab of `instance` in `root`, found from `state` and by
+    scanning the system for this instance's names and for paths under `root` only.
 
     `up` keeps the workstation's dockerd and the key pairs: a re-created host keeps its
     identity like a rebooted one, so inventories, known_hosts and keys already handed to a
     running test session stay valid.
     """
     keep_pid = _workstation_dockerd(root) if keep_workstation else None
-    namespaces = [n for n in (procs.netns_id(f"/run/netns/{ns}") for ns in _lab_netns()) if n]
+    namespaces = [
+        n for n in (procs.netns_id(f"/run/netns/{ns}") for ns in _lab_netns(instance)) if n
+    ]
     # Containers run in their own namespaces and outlive a SIGKILLed dockerd and shim: find
     # them by their container ids (the cgroup path) from the hosts' data roots. Kill them
     # first and at once: a container's pid 1 ignores SIGTERM, and a dockerd told to stop
@@ -149,19 +218,22 @@ def _teardown(
         recorded = [p for h in state.hosts for p in (h.sshd_pid, h.dockerd_pid)]
         if state.workstation_dockerd_pid:
             recorded.append(state.workstation_dockerd_pid)
-        victims |= {p for p in recorded if any(str(root) in a for a in procs.cmdline(p))}
+        victims |= {
+            p for p in recorded if any(config.mentions_path(a, str(root)) for a in procs.cmdline(p))
+        }
     victims.discard(keep_pid or -1)
     if victims:
         echo(f"stopping {len(victims)} lab processes")
         procs.terminate(victims)
     _unmount_under(root)
-    for ns in _lab_netns():
+    for ns in _lab_netns(instance):
         if not _try(["ip", "netns", "delete", ns]):
             raise LabError(f"cannot delete network namespace {ns}")
     links = local.run(["ip", "-o", "link", "show"], check=False).stdout
-    for link in config.lab_links(config.parse_link_names(links)):
+    for link in config.lab_links(config.parse_link_names(links), instance):
         _try(["ip", "link", "delete", link])
-    rule = ["FORWARD", "-i", config.BRIDGE, "-o", config.BRIDGE, "-j", "ACCEPT"]
+    br = config.bridge_name(instance)
+    rule = ["FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]
     for _ in range(20):  # a rule inserted twice by an interrupted up needs two deletes
         if not _try(["iptables", "-w", "-C", *rule]):
             break
@@ -177,24 +249,47 @@ def _teardown(
             (root / name).unlink()
 
 
-def down(directory: str | os.PathLike[str] | None = None, *, echo: Echo = _quiet) -> None:
-    """Remove the lab: processes, mounts, namespaces, links, the iptables rule, host dirs.
+def _check_owner(state: LabState | None, root: Path, instance: int) -> None:
+    """LabError if the lab in `root` belongs to another instance (a --dir or $DISTRIB_LAB_DIR
+    shared between instances): cleaning it up as ours would hit that instance's daemons."""
+    if state is not None and state.bridge != config.bridge_name(instance):
+        raise LabError(
+            f"lab dir {root} holds the lab on bridge {state.bridge}, not lab instance {instance}",
+            hint="pass that lab's --instance, or give this instance a --dir of its own",
+        )
 
-    Safe when nothing exists and safe to repeat. Stops the workstation's dockerd only if the
-    lab started it. Logs under `<labdir>/logs` are kept.
+
+def down(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    instance: int | None = None,
+    echo: Echo = _quiet,
+) -> None:
+    """Remove the lab of `instance` (default $DISTRIB_LAB_INSTANCE or 0): processes, mounts,
+    namespaces, links, the iptables rule, host dirs. Nothing of another instance is touched.
+
+    Safe when nothing exists and safe to repeat. Logs under `<labdir>/logs` are kept.
     """
     require_environment()
-    root = lab_dir(directory)
-    if (
-        not root.exists()
-        and not _lab_netns()
-        and not Path(f"/sys/class/net/{config.BRIDGE}").exists()
-    ):
+    number = current_instance(instance)
+    root = lab_dir(directory, number)
+    if not root.exists() and not _lab_netns(number) and not _bridge_exists(number):
         echo("no lab")
         return
-    with _locked(root):
+    with _locked(root, number):
         state = _read_state_lenient(root)
-        _teardown(root, state, keep_workstation=False, keep_keys=False, echo=echo)
+        _check_owner(state, root, number)
+        # The workstation dockerd is shared by every instance. Rule: `down` stops it only if
+        # this instance started it (its pidfile is in our dir) AND no other instance may be
+        # using it (no state.json in their default dirs, no bridge of theirs, no up/down of
+        # theirs in progress). The check and the stop happen under the workstation lock, which
+        # `up` also holds while it makes sure that dockerd answers, so the two cannot race.
+        with _flock(LOCK_DIR / WORKSTATION_LOCK):
+            others = _other_instances_in_use(number)
+            if others and _workstation_dockerd(root) is not None:
+                echo(f"keeping the workstation dockerd: lab instances {others} may use it")
+            keep = bool(others)
+            _teardown(root, state, number, keep_workstation=keep, keep_keys=False, echo=echo)
         if state is not None and state.inventory and not _inside(state.inventory, root):
             echo(f"note: {state.inventory} describes hosts that no longer exist")
     echo("lab is down")
@@ -208,7 +303,12 @@ def _inside(path: str, root: Path) -> bool:
 
 
 def _ensure_workstation_docker(root: Path, echo: Echo) -> int | None:
-    """Make sure the workstation's dockerd answers; return its pid if the lab started it."""
+    """Make sure the workstation's dockerd answers; return its pid if this lab started it."""
+    with _flock(LOCK_DIR / WORKSTATION_LOCK):  # one instance starts it, the others wait
+        return _ensure_workstation_docker_locked(root, echo)
+
+
+def _ensure_workstation_docker_locked(root: Path, echo: Echo) -> int | None:
     mine = _workstation_dockerd(root)
     if procs.docker_ping(WORKSTATION_SOCKET):
         return mine
@@ -251,10 +351,11 @@ def _probe_storage_driver(root: Path) -> str:
     return "overlay2" if ok else "vfs"
 
 
-def _setup_bridge(uplink: str | None) -> None:
-    br = config.BRIDGE
+def _setup_bridge(instance: int, uplink: str | None) -> None:
+    br = config.bridge_name(instance)
+    address = f"{config.workstation_address(instance)}/24"
     _run(["ip", "link", "add", br, "type", "bridge"], "creating bridge")
-    _run(["ip", "addr", "add", f"{config.WORKSTATION_ADDRESS}/24", "dev", br], "bridge address")
+    _run(["ip", "addr", "add", address, "dev", br], "bridge address")
     _run(["ip", "link", "set", br, "up"], "bridge up")
     # A local dockerd sets FORWARD policy DROP, and with bridge-nf-call-iptables=1 frames
     # bridged between two lab hosts traverse FORWARD: accept them explicitly.
@@ -268,14 +369,14 @@ def _setup_bridge(uplink: str | None) -> None:
         _run(["tc", *config.tbf_args(br, uplink)], "tc qdisc (uplink shaping)")
 
 
-def _host_paths(root: Path, index: int) -> LabHost:
+def _host_paths(root: Path, index: int, instance: int) -> LabHost:
     name = config.host_name(index)
     hd = root / "hosts" / name
-    veth_root, veth_host = config.veth_names(index)
+    veth_root, veth_host = config.veth_names(index, instance)
     return LabHost(
         name=name,
-        address=config.host_address(index),
-        netns=config.netns_name(index),
+        address=config.host_address(index, instance),
+        netns=config.netns_name(index, instance),
         veth_root=veth_root,
         veth_host=veth_host,
         host_dir=str(hd),
@@ -292,7 +393,7 @@ def _host_paths(root: Path, index: int) -> LabHost:
     )
 
 
-def _prepare_host(host: LabHost, client_pub: str) -> str:
+def _prepare_host(host: LabHost, bridge: str, client_pub: str) -> str:
     """Directories, host key, sshd_config and network of one host; returns its known_hosts line."""
     hd = Path(host.host_dir)
     for d, mode in (
@@ -325,7 +426,7 @@ def _prepare_host(host: LabHost, client_pub: str) -> str:
     _run(["ip", "netns", "add", ns], f"{host.name}: ip netns add")
     _run(["ip", "link", "add", host.veth_root, "type", "veth",
           "peer", "name", host.veth_host, "netns", ns], f"{host.name}: veth")  # fmt: skip
-    _run(["ip", "link", "set", host.veth_root, "master", config.BRIDGE, "up"], "veth on bridge")
+    _run(["ip", "link", "set", host.veth_root, "master", bridge, "up"], "veth on bridge")
     _run(["ip", "-n", ns, "addr", "add", f"{host.address}/24", "dev", host.veth_host], "address")
     _run(["ip", "-n", ns, "link", "set", host.veth_host, "up"], f"{host.name}: link up")
     _run(["ip", "-n", ns, "link", "set", "lo", "up"], f"{host.name}: lo up")
@@ -374,31 +475,37 @@ def up(
     uplink: str | None = None,
     inventory: str | os.PathLike[str] | None = None,
     directory: str | os.PathLike[str] | None = None,
+    instance: int | None = None,
     echo: Echo = _quiet,
 ) -> LabState:
-    """Create `n_hosts` lab hosts node1..nodeN (after removing any previous lab) and return
-    the saved state. Writes the client key, known_hosts and an Ansible-style inventory."""
+    """Create `n_hosts` lab hosts node1..nodeN in lab `instance` (default
+    $DISTRIB_LAB_INSTANCE or 0), after removing that instance's previous lab, and return the
+    saved state. Writes the client key, known_hosts and an Ansible-style inventory."""
     require_environment()
     config.check_host_count(n_hosts)
     if uplink:
         config.parse_rate(uplink)
-    root = lab_dir(directory)
-    config.check_lab_dir(str(root))
+    number = current_instance(instance)
+    root = lab_dir(directory, number)
+    config.check_lab_dir(str(root), number)
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
-    with _locked(root):
-        _teardown(root, _read_state_lenient(root), keep_workstation=True, keep_keys=True, echo=echo)
+    with _locked(root, number):
+        previous = _read_state_lenient(root)
+        _check_owner(previous, root, number)
+        _teardown(root, previous, number, keep_workstation=True, keep_keys=True, echo=echo)
         (root / "logs").mkdir(exist_ok=True)
         try:
-            return _up(root, n_hosts, uplink, inventory, echo)
+            return _up(root, number, n_hosts, uplink, inventory, echo)
         except BaseException:
             # Never leave half a lab: the next `up` or `down` would have to guess.
-            _teardown(root, None, keep_workstation=True, keep_keys=True, echo=echo)
+            _teardown(root, None, number, keep_workstation=True, keep_keys=True, echo=echo)
             raise
 
 
 def _up(
     root: Path,
+    instance: int,
     n_hosts: int,
     uplink: str | None,
     inventory: str | os.PathLike[str] | None,
@@ -413,11 +520,12 @@ def _up(
     storage = _probe_storage_driver(root)
     key = _keypair(root / CLIENT_KEY, "distrib-lab")
     client_pub = Path(f"{key}.pub").read_text()
-    _setup_bridge(uplink)
+    bridge = config.bridge_name(instance)
+    _setup_bridge(instance, uplink)
 
-    hosts = [_host_paths(root, k) for k in range(1, n_hosts + 1)]
-    known = [_prepare_host(h, client_pub) for h in hosts]
-    echo(f"created {n_hosts} network namespaces on {config.BRIDGE} ({storage} storage)")
+    hosts = [_host_paths(root, k, instance) for k in range(1, n_hosts + 1)]
+    known = [_prepare_host(h, bridge, client_pub) for h in hosts]
+    echo(f"created {n_hosts} network namespaces on {bridge} ({storage} storage)")
 
     # Start every dockerd before waiting on any: they take seconds each to come up.
     started = []
@@ -472,8 +580,8 @@ def _up(
     )
     state = LabState(
         lab_dir=str(root),
-        bridge=config.BRIDGE,
-        workstation_address=str(config.WORKSTATION_ADDRESS),
+        bridge=bridge,
+        workstation_address=str(config.workstation_address(instance)),
         uplink=uplink,
         client_key=str(key),
         known_hosts=str(known_hosts),
@@ -489,11 +597,13 @@ def _up(
 # ---------------------------------------------------------------------------------- use
 
 
-def require_state(directory: str | os.PathLike[str] | None = None) -> LabState:
+def require_state(
+    directory: str | os.PathLike[str] | None = None, instance: int | None = None
+) -> LabState:
     """The running lab's state, or LabError telling how to start one."""
-    state = load_state(directory)
+    state = load_state(directory, instance)
     if state is None or not state.hosts:
-        raise LabError(f"no lab in {lab_dir(directory)}", hint="distrib lab up --hosts 3")
+        raise LabError(f"no lab in {lab_dir(directory, instance)}", hint="distrib lab up --hosts 3")
     return state
 
 
@@ -513,10 +623,11 @@ def exec_in(
     check: bool = False,
     timeout: float | None = None,
     directory: str | os.PathLike[str] | None = None,
+    instance: int | None = None,
 ) -> local.Completed:
     """Run `argv` inside lab host `host` (name or LabHost) and return its captured output."""
     if isinstance(host, str):
-        host = require_state(directory).host(host)
+        host = require_state(directory, instance).host(host)
     if not procs.pid_alive(host.sshd_pid):
         raise LabError(f"{host.name}: its sshd (pid {host.sshd_pid}) is not running")
     try:
@@ -541,9 +652,11 @@ class HostStatus:
         return self.sshd_up and self.dockerd_up
 
 
-def status(directory: str | os.PathLike[str] | None = None) -> list[HostStatus]:
+def status(
+    directory: str | os.PathLike[str] | None = None, instance: int | None = None
+) -> list[HostStatus]:
     """Probe every host of the running lab (LabError if there is none)."""
-    state = require_state(directory)
+    state = require_state(directory, instance)
     result = []
     for h in state.hosts:
         sshd_up = procs.pid_alive(h.sshd_pid) and procs.ssh_banner(h.address)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from distrib import local
 from distrib.errors import LabError, last_lines
+from distrib.lab import config
 
 # Programs a lab may leave running; a process is only killed by cmdline match if it is one of
 # these, so a shell or a test runner whose arguments mention the lab dir is never hit.
@@ -82,15 +83,19 @@ def pids_in_netns(namespaces: Iterable[tuple[int, int]]) -> set[int]:
     return found
 
 
-def daemons_mentioning(text: str) -> set[int]:
-    """Pids of lab-type daemons whose command line mentions `text` (the lab dir)."""
+def daemons_mentioning(directory: str) -> set[int]:
+    """Pids of lab-type daemons whose command line names `directory` or a path below it.
+
+    By whole path components: the lab dir /var/lib/distrib-lab must not claim the daemons of
+    instance 1 in /var/lib/distrib-lab-1.
+    """
     found = set()
     for pid in all_pids():
         argv = cmdline(pid)
         if not argv:
             continue
         name = os.path.basename(argv[0]).split(":", 1)[0]
-        if name in DAEMON_NAMES and any(text in a for a in argv):
+        if name in DAEMON_NAMES and any(config.mentions_path(a, directory) for a in argv):
             found.add(pid)
     return found
 

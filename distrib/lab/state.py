@@ -9,15 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from distrib.errors import LabError
+from distrib.lab import config
 
 STATE_FILE = "state.json"
-DEFAULT_DIR = "/var/lib/distrib-lab"
+DEFAULT_DIR = config.DEFAULT_DIR
 ENV_DIR = "DISTRIB_LAB_DIR"
 
 
-def lab_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The lab directory: `override`, else $DISTRIB_LAB_DIR, else /var/lib/distrib-lab."""
-    chosen = override or os.environ.get(ENV_DIR) or DEFAULT_DIR
+def current_instance(option: int | None = None) -> int:
+    """The lab instance: `option` (--instance), else $DISTRIB_LAB_INSTANCE, else 0."""
+    return config.resolve_instance(option, os.environ)
+
+
+def lab_dir(override: str | os.PathLike[str] | None = None, instance: int | None = None) -> Path:
+    """The lab directory: `override`, else $DISTRIB_LAB_DIR, else the instance's default
+    (/var/lib/distrib-lab for instance 0, /var/lib/distrib-lab-N for N>0)."""
+    chosen = (
+        override or os.environ.get(ENV_DIR) or config.default_lab_dir(current_instance(instance))
+    )
     return Path(chosen).absolute()
 
 
@@ -99,9 +108,11 @@ def _build(cls: type[Any], raw: dict[str, Any], source: str) -> Any:
     return cls(**raw)
 
 
-def load_state(directory: str | os.PathLike[str] | None = None) -> LabState | None:
-    """The saved state of the lab in `directory`, or None when no lab is up."""
-    path = lab_dir(directory) / STATE_FILE
+def load_state(
+    directory: str | os.PathLike[str] | None = None, instance: int | None = None
+) -> LabState | None:
+    """The saved state of the lab in `directory` (default: the instance's dir), or None."""
+    path = lab_dir(directory, instance) / STATE_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -1,4 +1,5 @@
-"""Test helpers: one lab shared by a whole pytest session (the lab's names are machine-wide)."""
+"""Test helpers: one lab shared by a whole pytest session (a lab's names are machine-wide per
+instance: pick the instance with $DISTRIB_LAB_INSTANCE or `instance=`)."""
 
 from __future__ import annotations
 
@@ -26,16 +27,20 @@ def unavailable_reason() -> str | None:
 
 @contextlib.contextmanager
 def session_lab(
-    n_hosts: int = 3, *, build_images: bool = True, directory: str | None = None
+    n_hosts: int = 3,
+    *,
+    build_images: bool = True,
+    directory: str | None = None,
+    instance: int | None = None,
 ) -> Iterator[LabState]:
     """Bring a lab of `n_hosts` up once (and the demo images), yield its state, take it down.
 
-    Call it from a session-scoped fixture: every `up` replaces the previous lab.
+    Call it from a session-scoped fixture: every `up` replaces the previous lab of the instance.
     """
-    state = core.up(n_hosts, directory=directory)
+    state = core.up(n_hosts, directory=directory, instance=instance)
     try:
         if build_images:
             images.build_images()
         yield state
     finally:
-        core.down(directory)
+        core.down(directory, instance=instance)
