@@ -126,8 +126,10 @@ class Lab:
         if not Path(f"/sys/class/net/{self.state.bridge}").exists():
             raise BenchError(f"lab bridge {self.state.bridge} is missing after lab up")
         shaped = f", uplink {uplink}" if uplink else ", unshaped"
-        log(f"lab instance {self.instance} up: {hosts} hosts on {self.state.bridge}{shaped} "
-            f"({time.monotonic() - t0:.1f}s)")  # fmt: skip
+        log(
+            f"lab instance {self.instance} up: {hosts} hosts on {self.state.bridge}{shaped} "
+            f"({time.monotonic() - t0:.1f}s)"
+        )
 
     def down(self) -> None:
         run(distrib_cmd("lab", "down"), timeout=600, check=False)
@@ -142,7 +144,9 @@ class Lab:
         base = Path(f"/sys/class/net/{self.state.bridge}/statistics")
         return int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text())
 
-    def exec(self, host: str, argv: list[str], check: bool = False) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, host: str, argv: list[str], check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """What `distrib lab exec HOST -- ARGV` runs, without a Python start-up per call."""
         from distrib.lab import exec_argv
 
@@ -155,7 +159,8 @@ class Lab:
     def clean(self, image: str) -> None:
         """Remove `image` and every staged file from every host, then check it is gone."""
         script = (
-            f"docker rmi -f {shlex.quote(image)} >/dev/null 2>&1; docker image prune -f >/dev/null; "
+            f"docker rmi -f {shlex.quote(image)} >/dev/null 2>&1; "
+            "docker image prune -f >/dev/null; "
             f"rm -rf /var/tmp/bench-* /var/tmp/.ansible-bench"
         )
         self.each(lambda h: self.exec(h.name, ["sh", "-c", script]))
@@ -196,8 +201,11 @@ def check_counter(lab: Lab, size: int = 32 * 1024 * 1024) -> dict[str, Any]:
     )
     proc = subprocess.Popen(
         distrib_cmd("lab", "exec", host.name, "--", "python3", "-c", server),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
@@ -228,8 +236,10 @@ def check_counter(lab: Lab, size: int = 32 * 1024 * 1024) -> dict[str, Any]:
     # from 1.0 means the counter does not see workstation -> host traffic as we think.
     if received != size or not 1.0 <= ratio <= 1.10:
         raise BenchError(f"bridge counter check failed: {result}")
-    log(f"bridge tx counter: {ratio:.4f} x payload on a known {size // 1024 // 1024} MiB "
-        f"transfer ({result['measured_rate_mb_s']} MB/s)")  # fmt: skip
+    log(
+        f"bridge tx counter: {ratio:.4f} x payload on a known {size // 1024 // 1024} MiB "
+        f"transfer ({result['measured_rate_mb_s']} MB/s)"
+    )
     return result
 
 
@@ -263,8 +273,11 @@ def manual(ctx: Ctx) -> dict[str, Any]:
     archive = ctx.work / "manual.tar.gz"
     t0 = time.monotonic()
     bash(f"docker save {shlex.quote(ctx.image)} | gzip -9 > {shlex.quote(str(archive))}")
-    phases: dict[str, Any] = {"compress_s": round(time.monotonic() - t0, 2),
-                              "archive_bytes": archive.stat().st_size, "hosts": {}}  # fmt: skip
+    phases: dict[str, Any] = {
+        "compress_s": round(time.monotonic() - t0, 2),
+        "archive_bytes": archive.stat().st_size,
+        "hosts": {},
+    }
     opts = ctx.lab.ssh_options()
     for h in ctx.lab.hosts:
         t1 = time.monotonic()
@@ -281,11 +294,23 @@ def oneliner(ctx: Ctx) -> dict[str, Any]:
     opts = shlex.join(ctx.lab.ssh_options())
     procs = []
     for h in ctx.lab.hosts:
-        script = (f"docker save {shlex.quote(ctx.image)} | gzip | "
-                  f"ssh {opts} root@{h.address} 'gunzip | docker load'")  # fmt: skip
-        procs.append((h.name, time.monotonic(), subprocess.Popen(
-            ["bash", "-o", "pipefail", "-c", script], cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))  # fmt: skip
+        script = (
+            f"docker save {shlex.quote(ctx.image)} | gzip | "
+            f"ssh {opts} root@{h.address} 'gunzip | docker load'"
+        )
+        procs.append(
+            (
+                h.name,
+                time.monotonic(),
+                subprocess.Popen(
+                    ["bash", "-o", "pipefail", "-c", script],
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+        )
     phases: dict[str, Any] = {"hosts": {}}
     errors = []
     for name, start, proc in procs:
@@ -346,8 +371,11 @@ def ansible(ctx: Ctx) -> dict[str, Any]:
     ansible_playbook = ansible_available()
     assert ansible_playbook
     run([ansible_playbook, "-i", lab.state.inventory, str(playbook)], env=env)
-    return {"compress_s": round(t1 - t0, 2), "playbook_s": round(time.monotonic() - t1, 2),
-            "archive_bytes": archive.stat().st_size}  # fmt: skip
+    return {
+        "compress_s": round(t1 - t0, 2),
+        "playbook_s": round(time.monotonic() - t1, 2),
+        "archive_bytes": archive.stat().st_size,
+    }
 
 
 DISTRIB_PLAYBOOK = """\
@@ -367,8 +395,11 @@ def distrib_playbook(ctx: Ctx, codec: str) -> Path:
 
 def accepts_codec(ctx: Ctx, codec: str) -> bool:
     """Whether this distrib's playbook accepts `compression: codec` (checked with `plan`)."""
-    proc = run(distrib_cmd("plan", str(distrib_playbook(ctx, codec)), "-i",
-                           ctx.lab.state.inventory), env=ctx.env, check=False)  # fmt: skip
+    proc = run(
+        distrib_cmd("plan", str(distrib_playbook(ctx, codec)), "-i", ctx.lab.state.inventory),
+        env=ctx.env,
+        check=False,
+    )
     return proc.returncode == 0
 
 
@@ -383,11 +414,18 @@ def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
         shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     env = {**ctx.env, "DISTRIB_CACHE_DIR": str(cache)}
-    cmd = distrib_cmd("run", str(distrib_playbook(ctx, codec)), "-i", ctx.lab.state.inventory,
-                      "--json")  # fmt: skip
+    cmd = distrib_cmd(
+        "run", str(distrib_playbook(ctx, codec)), "-i", ctx.lab.state.inventory, "--json"
+    )
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out = bytearray()
     timeline: list[tuple[float, str]] = []
     hwm = [0]
@@ -454,7 +492,11 @@ def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
             if m:
                 phases["codec_used"] = m.group(1)
     if proc.returncode != 0:
-        bad = {n: h.get("message") for n, h in hosts.items() if h.get("status") not in ("ok", "changed")}
+        bad = {
+            n: h.get("message")
+            for n, h in hosts.items()
+            if h.get("status") not in ("ok", "changed")
+        }
         raise BenchError(f"distrib run exited {proc.returncode}: {bad}")
     return phases
 
@@ -483,8 +525,9 @@ def stages(ctx: Ctx) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- driver
 
 
-def measure(ctx: Ctx, method: str, index: int, fn: Callable[[], dict[str, Any]],
-            *, clean: bool = True) -> Sample:  # fmt: skip
+def measure(
+    ctx: Ctx, method: str, index: int, fn: Callable[[], dict[str, Any]], *, clean: bool = True
+) -> Sample:
     """One timed run: clean hosts (untimed), run, then check every host has the image ID."""
     lab = ctx.lab
     if clean:
@@ -505,8 +548,9 @@ def measure(ctx: Ctx, method: str, index: int, fn: Callable[[], dict[str, Any]],
         error = f"image not landed: {', '.join(wrong)} (local {ctx.local_id[:19]})"
     if method == RERUN and error is None and phases.get("archive_bytes_sent"):
         error = f"re-run sent {phases['archive_bytes_sent']} archive bytes (expected 0)"
-    sample = Sample(method, index, error is None, round(seconds, 2), tx1 - tx0, rx1 - rx0,
-                    error, phases)  # fmt: skip
+    sample = Sample(
+        method, index, error is None, round(seconds, 2), tx1 - tx0, rx1 - rx0, error, phases
+    )
     state = "ok" if sample.ok else f"FAILED: {error}"
     log(f"run {index} {method}: {seconds:.1f}s, {sample.wire_tx / MB:.1f} MB on the wire, {state}")
     return sample
@@ -535,13 +579,16 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="distrib vs manual / one-liner / Ansible (issue 5)")
+    parser = argparse.ArgumentParser(
+        description="distrib vs manual / one-liner / Ansible (issue 5)"
+    )
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--uplink", default="200mbit", help="tc rate of the workstation uplink")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--image", default="demo/big:1.0")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: demo/web:1.0, 1 run, 2 hosts, no Ansible")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: demo/web:1.0, 1 run, 2 hosts, no Ansible"
+    )
     parser.add_argument("--no-ansible", action="store_true")
     parser.add_argument("--transport-mb", type=int, default=512)
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
@@ -554,8 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "2")
     lab_sources = "".join(p.read_text() for p in (ROOT / "distrib" / "lab").glob("*.py"))
     if "DISTRIB_LAB_INSTANCE" not in lab_sources:
-        print("bench: this distrib lab has no DISTRIB_LAB_INSTANCE support; refusing to replace "
-              "the default lab", file=sys.stderr)  # fmt: skip
+        print(
+            "bench: this distrib lab has no DISTRIB_LAB_INSTANCE support; refusing to replace "
+            "the default lab",
+            file=sys.stderr,
+        )
         return 2
     env = {**os.environ, "DISTRIB_LAB_INSTANCE": instance}
     WORK.mkdir(parents=True, exist_ok=True)
@@ -565,11 +615,20 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "git_commit": run(["git", "rev-parse", "HEAD"], check=False).stdout.strip(),
-        "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
-                    "note": "shared, noisy machine: compare ratios within one invocation"},
-        "config": {"hosts": args.hosts, "uplink": args.uplink, "runs": args.runs,
-                   "image": args.image, "quick": args.quick, "lab_instance": instance},
-    }  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": os.uname().release,
+            "note": "shared, noisy machine: compare ratios within one invocation",
+        },
+        "config": {
+            "hosts": args.hosts,
+            "uplink": args.uplink,
+            "runs": args.runs,
+            "image": args.image,
+            "quick": args.quick,
+            "lab_instance": instance,
+        },
+    }
     try:
         # 1. the transport microbenchmark on the unshaped link (the quick mode skips the
         #    second lab up and measures on the shaped one, labelled so).
@@ -582,14 +641,24 @@ def main(argv: list[str] | None = None) -> int:
             lab.up(args.hosts, args.uplink)
             link = f"shaped {args.uplink}"
         trials = 1 if args.quick else 5
-        doc["transport"] = transport_measure(lab.state, lab.hosts[0].name, size_mb=args.transport_mb,
-                                             trials=trials, workdir=WORK, link=link)  # fmt: skip
+        doc["transport"] = transport_measure(
+            lab.state,
+            lab.hosts[0].name,
+            size_mb=args.transport_mb,
+            trials=trials,
+            workdir=WORK,
+            link=link,
+        )
         t = doc["transport"]
-        log(f"transport ({link}): paramiko {t['paramiko_mb_s']} MB/s, OpenSSH "
-            f"{t['openssh_mb_s']} MB/s, ratio {t['ratio']}")  # fmt: skip
+        log(
+            f"transport ({link}): paramiko {t['paramiko_mb_s']} MB/s, OpenSSH "
+            f"{t['openssh_mb_s']} MB/s, ratio {t['ratio']}"
+        )
         if not args.quick:
             lab.up(args.hosts, args.uplink)
-        doc["wire_counter_check"] = check_counter(lab, 8 * 1024 * 1024 if args.quick else 32 * 1024 * 1024)
+        doc["wire_counter_check"] = check_counter(
+            lab, 8 * 1024 * 1024 if args.quick else 32 * 1024 * 1024
+        )
 
         # 2. the image, its identity, and local stage rates
         run(distrib_cmd("lab", "images", *([] if args.quick else ["--bench"])), timeout=1800)
@@ -608,15 +677,21 @@ def main(argv: list[str] | None = None) -> int:
             doc["ansible"] = "skipped (--no-ansible / --quick)"
         elif ansible_available():
             methods.append((ansible_name, lambda: ansible(ctx)))
-            doc["ansible"] = run([str(VENV / "bin" / "ansible"), "--version"]).stdout.splitlines()[0]
+            doc["ansible"] = run([str(VENV / "bin" / "ansible"), "--version"]).stdout.splitlines()[
+                0
+            ]
         else:
             doc["ansible"] = "not installed"
-        codecs = [c for c in ("gzip", "zstd", "none", "auto") if accepts_codec(ctx, c)]
+        all_codecs = ("gzip", "zstd", "none", "auto")
+        with ThreadPoolExecutor(len(all_codecs)) as pool:
+            accepted = list(pool.map(lambda c: accepts_codec(ctx, c), all_codecs))
+        codecs = [c for c, ok in zip(all_codecs, accepted) if ok]
         doc["distrib_codecs"] = codecs
         rerun_codec = "auto" if "auto" in codecs else "zstd"
         for codec in codecs:
-            methods.append((f"distrib ({codec})",
-                            lambda c=codec: run_distrib(ctx, c, clear_cache=True)))  # fmt: skip
+            methods.append(
+                (f"distrib ({codec})", lambda c=codec: run_distrib(ctx, c, clear_cache=True))
+            )
         samples: dict[str, list[Sample]] = {name: [] for name, _ in methods}
         samples[RERUN] = []
         for index in range(1, args.runs + 1):
@@ -624,16 +699,24 @@ def main(argv: list[str] | None = None) -> int:
                 samples[name].append(measure(ctx, name, index, fn))
                 if name == f"distrib ({rerun_codec})":
                     # Right after it: same cache, images in place, nothing changed.
-                    samples[RERUN].append(measure(
-                        ctx, RERUN, index,
-                        lambda: run_distrib(ctx, rerun_codec, clear_cache=False), clean=False))  # fmt: skip
+                    samples[RERUN].append(
+                        measure(
+                            ctx,
+                            RERUN,
+                            index,
+                            lambda: run_distrib(ctx, rerun_codec, clear_cache=False),
+                            clean=False,
+                        )
+                    )
         lab.clean(ctx.image)
 
         # 4. rows, link limits, speed-ups, targets
         sizes = {
             "gzip -9": statistics.median(
                 s.phases["archive_bytes"] for s in samples[methods[0][0]] if s.ok
-            ) if any(s.ok for s in samples[methods[0][0]]) else None,
+            )
+            if any(s.ok for s in samples[methods[0][0]])
+            else None,
             "gzip": doc["stages"]["save|pigz -6"]["bytes"],
             "zstd": doc["stages"]["save|zstd -3 -T0"]["bytes"],
             "none": doc["stages"]["save"]["bytes"],
@@ -644,7 +727,9 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = summarise(group)
         codec_of = {methods[0][0]: "gzip -9", methods[1][0]: "gzip", ansible_name: "gzip"}
         for codec in codecs:
-            used = rows[f"distrib ({codec})"].get("codec_used") or ("gzip" if codec == "auto" else codec)
+            used = rows[f"distrib ({codec})"].get("codec_used") or (
+                "gzip" if codec == "auto" else codec
+            )
             codec_of[f"distrib ({codec})"] = used if used in limits else "gzip"
         for name, row in rows.items():
             limit = limits.get(codec_of.get(name, ""))
@@ -682,8 +767,11 @@ def main(argv: list[str] | None = None) -> int:
     python = VENV / "bin" / "python"
     if python.exists():
         proc = run([str(python), str(BENCH / "chart.py"), str(out), str(chart)], check=False)
-        print(f"chart: {chart.relative_to(ROOT)}" if proc.returncode == 0
-              else f"chart failed: {proc.stderr.strip()[-300:]}")  # fmt: skip
+        print(
+            f"chart: {chart.relative_to(ROOT)}"
+            if proc.returncode == 0
+            else f"chart failed: {proc.stderr.strip()[-300:]}"
+        )
     else:
         print("chart: skipped (no bench/.venv with matplotlib)")
     return 0 if all(r["runs_ok"] == r["runs"] for r in doc["rows"].values()) else 1
@@ -695,14 +783,22 @@ def _rate_bytes_per_s(rate: str) -> float:
     return parse_rate(rate)
 
 
-def targets(doc: dict[str, Any], rows: dict[str, Any], codecs: list[str], hosts: int) -> dict[str, Any]:
+def targets(
+    doc: dict[str, Any], rows: dict[str, Any], codecs: list[str], hosts: int
+) -> dict[str, Any]:
     """Issue 5's targets against distrib's best codec row (auto when it is accepted)."""
-    candidates = {f"distrib ({c})": rows[f"distrib ({c})"] for c in codecs
-                  if "median_s" in rows[f"distrib ({c})"] and c != "none"}  # fmt: skip
+    candidates = {
+        f"distrib ({c})": rows[f"distrib ({c})"]
+        for c in codecs
+        if "median_s" in rows[f"distrib ({c})"] and c != "none"
+    }
     if not candidates:
         return {"error": "no distrib row succeeded"}
-    best = "distrib (auto)" if "distrib (auto)" in candidates else min(
-        candidates, key=lambda n: candidates[n]["median_s"])
+    best = (
+        "distrib (auto)"
+        if "distrib (auto)" in candidates
+        else min(candidates, key=lambda n: candidates[n]["median_s"])
+    )
     row = rows[best]
     out: dict[str, Any] = {"row": best}
 
@@ -719,7 +815,9 @@ def targets(doc: dict[str, Any], rows: dict[str, Any], codecs: list[str], hosts:
     check("speedup_vs_manual", row.get("speedup_vs_manual"), TARGET_VS_MANUAL, True)
     check("speedup_vs_one-liner", row.get("speedup_vs_one-liner"), TARGET_VS_ONELINER, True)
     check("speedup_vs_ansible", row.get("speedup_vs_ansible"), TARGET_VS_ANSIBLE, True)
-    rss = [r["peak_rss_mb"] for n, r in rows.items() if n.startswith("distrib") and "peak_rss_mb" in r]
+    rss = [
+        r["peak_rss_mb"] for n, r in rows.items() if n.startswith("distrib") and "peak_rss_mb" in r
+    ]
     check("peak_rss_mb", max(rss) if rss else None, TARGET_RSS_MB, False)
     rerun = rows.get(RERUN, {})
     per_host = round(rerun["median_s"] / hosts, 2) if "median_s" in rerun else None
@@ -758,31 +856,47 @@ def table(doc: dict[str, Any]) -> str:
             link += f" ({row['link_limit_codec']})"
         speed = ""
         if name.startswith("distrib ("):
-            speed = " / ".join(_fmt(row.get(f"speedup_vs_{k}"), ".2f", "×")
-                               for k in ("manual", "one-liner", "ansible"))  # fmt: skip
+            speed = " / ".join(
+                _fmt(row.get(f"speedup_vs_{k}"), ".2f", "×")
+                for k in ("manual", "one-liner", "ansible")
+            )
         rss = _fmt(row.get("peak_rss_mb"), ".0f")
-        lines.append(f"| {name} | {row['runs_ok']}/{row['runs']} | {secs} | {wire} | {link} | "
-                     f"{speed} | {rss} |")  # fmt: skip
-    if doc.get("ansible") in ("not installed",) or str(doc.get("ansible", "")).startswith("skipped"):
+        lines.append(
+            f"| {name} | {row['runs_ok']}/{row['runs']} | {secs} | {wire} | {link} | "
+            f"{speed} | {rss} |"
+        )
+    if doc.get("ansible") in ("not installed",) or str(doc.get("ansible", "")).startswith(
+        "skipped"
+    ):
         lines.append(f"| Ansible | — | {doc['ansible']} | — | — | | |")
     for codec in ("gzip", "zstd"):
         limit = doc["link_limits_s"].get(codec)
         size = doc["archive_sizes"].get(codec)
         if limit:
-            lines.append(f"| link limit ({codec}: {cfg['hosts']} × {size / MB:.1f} MB ÷ "
-                         f"{cfg['uplink']}) | | {limit:.1f} | {cfg['hosts'] * size / MB:.1f} | 1.00× | | |")  # fmt: skip
+            lines.append(
+                f"| link limit ({codec}: {cfg['hosts']} × {size / MB:.1f} MB ÷ "
+                f"{cfg['uplink']}) | | {limit:.1f} | {cfg['hosts'] * size / MB:.1f} | 1.00× | | |"
+            )
     t = doc.get("transport")
     if t:
-        lines += ["", f"Transport ({t['link']}, {t['size_mb']} MiB into `cat > /dev/null`, "
-                  f"{t['trials']} trials, medians): paramiko {t['paramiko_mb_s']} MB/s, "
-                  f"OpenSSH {t['openssh_mb_s']} MB/s, ratio {t['ratio']} (target ≥ 0.7); "
-                  f"stream only {t['paramiko_stream_only_mb_s']} vs {t['openssh_stream_only_mb_s']} MB/s."]  # fmt: skip
+        lines += [
+            "",
+            f"Transport ({t['link']}, {t['size_mb']} MiB into `cat > /dev/null`, "
+            f"{t['trials']} trials, medians): paramiko {t['paramiko_mb_s']} MB/s, "
+            f"OpenSSH {t['openssh_mb_s']} MB/s, ratio {t['ratio']} (target ≥ 0.7); "
+            f"stream only {t['paramiko_stream_only_mb_s']} vs "
+            f"{t['openssh_stream_only_mb_s']} MB/s.",
+        ]
     tg = doc.get("targets", {})
     if "row" in tg:
         lines += ["", f"Targets (row: {tg['row']}):"]
         for key, v in tg.items():
             if isinstance(v, dict):
-                verdict = "n/a" if v["met"] is None else ("met" if v["met"] else f"MISSED by {v['off_by_x']}×")
+                verdict = (
+                    "n/a"
+                    if v["met"] is None
+                    else ("met" if v["met"] else f"MISSED by {v['off_by_x']}×")
+                )
                 lines.append(f"- {key}: {v['value']} (goal {v['goal']}): {verdict}")
         lines.append(f"- re-run archive bytes sent: {tg.get('rerun_archive_bytes_sent')}")
     return "\n".join(lines)

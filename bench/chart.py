@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def main(src: str, dst: str) -> int:
-    doc = json.loads(open(src, encoding="utf-8").read())
+    with open(src, encoding="utf-8") as fh:
+        doc = json.load(fh)
     rows = [(n, r) for n, r in doc["rows"].items() if "median_s" in r]
     names = [n.split(" (")[0] + ("\n(" + n.split(" (", 1)[1] if " (" in n else "") for n, _ in rows]
     medians = [r["median_s"] for _, r in rows]
@@ -26,22 +27,31 @@ def main(src: str, dst: str) -> int:
     fig, ax = plt.subplots(figsize=(11, 5.5))
     bars = ax.bar(range(len(rows)), medians, yerr=[low, high], capsize=3, color=colours)
     for bar, value in zip(bars, medians):
-        ax.annotate(f"{value:.1f}s", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            f"{value:.1f}s",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     styles = {"gzip": ("#d62728", "--"), "zstd": ("#2ca02c", ":")}
     for codec, (colour, style) in styles.items():
         limit = doc.get("link_limits_s", {}).get(codec)
         if limit:
-            ax.axhline(limit, color=colour, linestyle=style,
-                       label=f"link limit, {codec} ({limit:.1f}s)")  # fmt: skip
+            ax.axhline(
+                limit, color=colour, linestyle=style, label=f"link limit, {codec} ({limit:.1f}s)"
+            )
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(names, fontsize=7)
     ax.set_ylabel("seconds (median, whiskers min–max)")
     cfg = doc["config"]
-    ax.set_title(f"{cfg['image']} to {cfg['hosts']} lab hosts over a {cfg['uplink']} uplink "
-                 f"({cfg['runs']} runs each; {doc['machine']['cpus']}-core shared machine)",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{cfg['image']} to {cfg['hosts']} lab hosts over a {cfg['uplink']} uplink "
+        f"({cfg['runs']} runs each; {doc['machine']['cpus']}-core shared machine)",
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(dst, dpi=110)

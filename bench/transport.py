@@ -31,10 +31,19 @@ SINK = "cat > /dev/null"
 def ssh_options(state: Any) -> list[str]:
     """OpenSSH client options for the lab: its key, its known_hosts, strict host key checks."""
     return [
-        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "IdentitiesOnly=yes",
-        "-o", "LogLevel=ERROR", "-i", state.client_key,
-    ]  # fmt: skip
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={state.known_hosts}",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-i",
+        state.client_key,
+    ]
 
 
 def zero_file(workdir: Path, size_mb: int) -> Path:
@@ -145,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = ROOT / "bench" / ".work"
     workdir.mkdir(parents=True, exist_ok=True)
     link = f"shaped {state.uplink}" if state.uplink else "unshaped"
-    result = measure(state, args.host, size_mb=args.mb, trials=args.trials, workdir=workdir,
-                     link=link)  # fmt: skip
+    result = measure(
+        state, args.host, size_mb=args.mb, trials=args.trials, workdir=workdir, link=link
+    )
     result.pop("raw")
     print(json.dumps(result, indent=2))
     return 0

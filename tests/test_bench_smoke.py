@@ -30,8 +30,12 @@ def test_quick_benchmark_runs_every_method_and_writes_results() -> None:
     before = set((ROOT / "bench" / "results").glob("*-quick.json"))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "| distrib (gzip) |" in proc.stdout
     written = set((ROOT / "bench" / "results").glob("*-quick.json")) - before
