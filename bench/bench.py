@@ -750,6 +750,11 @@ def main(argv: list[str] | None = None) -> int:
         doc["samples"] = {k: [asdict(s) for s in v] for k, v in samples.items()}
         doc["targets"] = targets(doc, rows, codecs, args.hosts)
         doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+        # Others change distrib while this runs: record what was measured at the end too.
+        doc["git_commit_end"] = run(["git", "rev-parse", "HEAD"], check=False).stdout.strip()
+        doc["distrib_uncommitted"] = run(
+            ["git", "status", "--short", "--", "distrib"], check=False
+        ).stdout.splitlines()
     finally:
         if not args.keep_lab:
             lab.down()
