@@ -226,6 +226,13 @@ def _execute(
     from distrib.executor import RunResult, run_plan
     from distrib.progress import logged, make_progress
 
+    unchecked = [h.name for h in plan.hosts if h.target.host_key_checking == "off"]
+    if unchecked:
+        print(
+            f"WARNING: host key checking is OFF for {', '.join(unchecked)}: a man in the middle "
+            "would not be detected (host_key_checking: off)",
+            file=sys.stderr,
+        )
     verbose = int(getattr(args, "verbose", 0) or 0)
     colour = report.use_colour(out)
     progress = make_progress(

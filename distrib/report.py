@@ -148,6 +148,7 @@ def to_json(run: RunResult) -> dict[str, Any]:
                         "images": r.images,
                         "states": r.states,
                         "bytes_sent": r.bytes_sent,
+                        "resumed_from": r.resumed_from,
                         "timings": r.timings,
                     }
                     for r in play.hosts

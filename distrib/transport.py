@@ -29,7 +29,7 @@ from distrib.errors import ConnectError, HostError
 # handed to sendall are large so the Python loop is not the bottleneck.
 WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET_SIZE = 256 * 1024
-CHUNK = 1024 * 1024
+PIECE = 256 * 1024  # progress (and the stall watchdog) advance per piece
 KEEPALIVE_SECONDS = 15
 HOST_KEY_MODES = ("yes", "accept-new", "off")
 
@@ -206,10 +206,12 @@ def _translate(target: Target, known_hosts: str, exc: BaseException) -> BaseExce
             hint=f"if the change is expected: ssh-keygen -f {known_hosts} -R '{name}'",
         )
     if isinstance(exc, paramiko.AuthenticationException):
+        key = f" with key {target.key_file}" if target.key_file else " (agent/default keys)"
         return ConnectError(
             target.name,
-            f"authentication failed for {where}: {exc}",
-            hint="check ansible_user and ansible_ssh_private_key_file for this host",
+            f"authentication failed for {where}{key}: {exc}",
+            hint="check ansible_user and ansible_ssh_private_key_file for this host, and that "
+            "the public key is in that user's authorized_keys",
         )
     if isinstance(exc, socket.gaierror):
         return ConnectError(target.name, f"cannot resolve host name {target.address!r}")
@@ -283,28 +285,50 @@ class SSHSession:
         """
         chan = self._channel(command)
         io_timeout = self.target.io_timeout
+        # A dead link blocks a write inside paramiko's packetizer, where no channel timeout
+        # reaches. A watchdog closes the transport when no piece went out for io_timeout;
+        # the blocked write then fails at once (paramiko checks for a closed packetizer).
+        progress = {"at": time.monotonic(), "done": False, "stalled": False}
+        watchdog = threading.Thread(
+            target=self._watch, args=(progress, io_timeout), name=f"watch-{self.target.name}"
+        )
+        watchdog.daemon = True
+        watchdog.start()
         try:
             chan.settimeout(io_timeout)
             for chunk in chunks:
                 view = memoryview(chunk)
-                for start in range(0, len(view), CHUNK):
-                    piece = view[start : start + CHUNK]
+                for start in range(0, len(view), PIECE):
+                    piece = view[start : start + PIECE]
                     try:
-                        chan.sendall(piece.tobytes() if len(view) > CHUNK else chunk)
+                        chan.sendall(piece.tobytes() if len(view) > PIECE else chunk)
                     except socket.timeout:
                         raise self._lost(f"no upload progress for {io_timeout:g}s") from None
                     except (OSError, paramiko.SSHException, EOFError) as exc:
-                        if chan.exit_status_ready():
+                        if progress["stalled"]:
+                            raise self._lost(f"no upload progress for {io_timeout:g}s") from None
+                        if chan.exit_status_ready() and self._transport.is_active():
                             break  # the remote command died early: report its stderr
                         raise self._lost(f"upload cut off: {exc or type(exc).__name__}") from None
+                    progress["at"] = time.monotonic()
                     if on_bytes:
                         on_bytes(len(piece))
                 if chan.exit_status_ready():
                     break
             chan.shutdown_write()
+            progress["done"] = True
             return self._finish(chan, command, timeout)
         finally:
+            progress["done"] = True
             chan.close()
+
+    def _watch(self, progress: dict[str, Any], io_timeout: float) -> None:
+        while not progress["done"]:
+            if time.monotonic() - progress["at"] > io_timeout:
+                progress["stalled"] = True
+                self._transport.close()
+                return
+            time.sleep(min(0.5, io_timeout / 4))
 
     def _finish(self, chan: paramiko.Channel, command: str, timeout: float | None) -> Result:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -342,11 +366,11 @@ class SSHSession:
                 last_heard = time.monotonic()
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
             select.select([chan], [], [], wait)
+        status = chan.recv_exit_status()
+        if status == -1:  # closed without an exit status: sshd (or the link) died under us
+            raise self._lost("the channel closed without an exit status")
         return Result(
-            command,
-            chan.recv_exit_status(),
-            out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
+            command, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         )
 
     def _ping(self, timeout: float) -> bool:

@@ -72,12 +72,7 @@ def test_up_to_date_host_still_verifies_and_gets_nothing(lab: Lab, tmp_path: Pat
 def test_missing_local_image_fails_before_any_connection(lab: Lab, tmp_path: Path) -> None:
     # The inventory also names a host that does not exist: any connection attempt would hang
     # for the connect timeout and end as "unreachable" (exit 4), not as a config error (exit 5).
-    inv = tmp_path / "inv.yaml"
-    inv.write_text(
-        lab.inventory.read_text().replace(
-            "hosts:\n", "hosts:\n        ghost: {ansible_host: 10.213.0.250}\n", 1
-        )
-    )
+    inv = lab.inventory_with(tmp_path, extra_hosts={"ghost": {"ansible_host": lab.spare_address(50)}})
     book = playbook(tmp_path, "- hosts: lab\n  images:\n    - demo/web:1.0\n    - demo/nope:9\n")
     started = time.monotonic()
     proc = distrib("run", str(book), "-i", str(inv))
@@ -89,11 +84,8 @@ def test_missing_local_image_fails_before_any_connection(lab: Lab, tmp_path: Pat
 
 def test_unreachable_host_is_reported_while_others_succeed(lab: Lab, tmp_path: Path) -> None:
     lab.remove_images(*IMAGES)
-    inv = tmp_path / "inv.yaml"
-    text = lab.inventory.read_text().replace(
-        "hosts:\n", "hosts:\n        ghost: {ansible_host: 10.213.0.250, connect_timeout: 2}\n", 1
-    )
-    inv.write_text(text)
+    ghost = {"ansible_host": lab.spare_address(50), "connect_timeout": 2}
+    inv = lab.inventory_with(tmp_path, extra_hosts={"ghost": ghost})
     book = playbook(tmp_path, DEMO.format(codec="gzip"))
     proc = distrib("run", str(book), "-i", str(inv), "--json")
     assert proc.returncode == 4, proc.stderr
