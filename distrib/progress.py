@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
@@ -124,6 +125,7 @@ class BarProgress(Progress):
         self.width = max((len(h) for h in [*hosts, "TOTAL"]), default=5)
         self.labels = {h: h.ljust(self.width) for h in hosts}
         self.bars: dict[str, tqdm[Any]] = {}
+        self.sending: dict[str, float] = {}  # host -> when its current transfer started
         if self.per_host:
             for position, host in enumerate(hosts):
                 self.bars[host] = self._bar(position, f"{self.labels[host]} waiting  ")
@@ -169,7 +171,18 @@ class BarProgress(Progress):
             self._set_state(host, phase)
             bar = self.bars.get(host)
             if bar is not None:
+                self._freeze_transfer(host, bar)
                 bar.set_description_str(f"{self.labels[host]} {phase:<8} ")
+
+    def _freeze_transfer(self, host: str, bar: tqdm[Any]) -> None:
+        """A finished transfer keeps its size, time and rate; tqdm's elapsed clock would go on
+        through checksum, load and verify and understate the rate."""
+        started = self.sending.pop(host, None)
+        if started is None:
+            return
+        seconds = max(time.monotonic() - started, 1e-3)
+        text = f"{human_bytes(bar.n)} sent in {seconds:.1f}s ({human_bytes(bar.n / seconds)}/s)  "
+        bar.bar_format = "{desc}" + text.replace("{", "{{").replace("}", "}}")
 
     def transfer_started(self, host: str, total: int) -> None:
         with self.lock:
@@ -177,6 +190,7 @@ class BarProgress(Progress):
             if bar is not None:
                 bar.bar_format = BAR_FORMAT
                 bar.reset(total=total)
+                self.sending[host] = time.monotonic()
             if not self.total.total:
                 self.total.bar_format = BAR_FORMAT
                 self.total.reset(total=total)
@@ -199,6 +213,7 @@ class BarProgress(Progress):
             self.total.refresh()
             bar = self.bars.get(result.host)
             if bar is not None:
+                self._freeze_transfer(result.host, bar)
                 word = paint(f"{result.status:<8}", result.status, self.colour)
                 desc = f"{self.labels[result.host]} {word} "
                 if not bar.total:  # nothing was sent: the outcome instead of an empty bar

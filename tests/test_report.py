@@ -183,7 +183,16 @@ def test_recap_in_colour_keeps_columns_aligned() -> None:
 
 # -- JSON schema ---------------------------------------------------------------------------
 
-HOST_KEYS = {"status", "message", "hint", "images", "states", "bytes_sent", "timings"}
+HOST_KEYS = {
+    "status",
+    "message",
+    "hint",
+    "images",
+    "states",
+    "bytes_sent",
+    "resumed_from",
+    "timings",
+}
 PLAY_KEYS = {"name", "aborted", "stopped", "abort_reason", "hosts"}
 
 
@@ -205,6 +214,7 @@ def check_schema(doc: dict[str, Any]) -> None:
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in host["images"].items())
             assert set(host["states"].values()) <= {"present", "missing", "different"}
             assert isinstance(host["bytes_sent"], int) and host["bytes_sent"] >= 0
+            assert isinstance(host["resumed_from"], int) and host["resumed_from"] >= 0
             assert all(isinstance(v, float) for v in host["timings"].values())
 
 
@@ -220,6 +230,7 @@ def test_json_shape_from_a_hand_built_run() -> None:
         "images": {"demo/web:1.0": WEB},
         "states": {"demo/web:1.0": "present"},
         "bytes_sent": 4_100_000,
+        "resumed_from": 0,
         "timings": {"total": 2.5, "upload": 1.25, "connect": 0.125, "load": 0.5, "probe": 0.05},
     }
     assert first["hosts"]["ghost"]["hint"] == "is the host up?"
