@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from distrib.refs import ImageRef
 
-ARCHIVE_NAME = "images.tar"
+ARCHIVE_NAME = "images"
 
 
 def q(arg: str) -> str:

@@ -222,6 +222,9 @@ def _translate(target: Target, known_hosts: str, exc: BaseException) -> BaseExce
     if isinstance(exc, ConnectionRefusedError):
         return ConnectError(target.name, f"connection refused by {where} (is sshd running?)")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        errors = list(exc.errors.values())
+        if errors and all(isinstance(e, ConnectionRefusedError) for e in errors):
+            return ConnectError(target.name, f"connection refused by {where} (is sshd running?)")
         return ConnectError(target.name, f"cannot connect to {where}: {exc}")
     if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
         return ConnectError(target.name, f"cannot connect to {where}: {exc or type(exc).__name__}")
