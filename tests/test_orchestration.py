@@ -330,6 +330,8 @@ def tmux_run(tmp_path: Path, args: list[str], rows: int, env: dict[str, str]) ->
         return capture(), capture("-e")
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
+        tmux_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (tmux_dir / socket).unlink(missing_ok=True)  # kill-server leaves the socket file
 
 
 TTY_ENV = {"TERM": "xterm-256color", "COLUMNS": "150"}
