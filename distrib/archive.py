@@ -7,13 +7,16 @@ images' identity, tags and codec: a re-run with unchanged images neither saves n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from distrib import local
 from distrib.commands import INSPECT_FORMAT, parse_inspect_line
@@ -33,25 +36,134 @@ class LocalImage:
     size: int
 
 
-@dataclass(frozen=True)
 class Archive:
-    path: str
-    codec: str
-    level: int
-    size: int
-    sha256: str
-    images: tuple[LocalImage, ...]
-    cached: bool = False
+    """A compressed archive of images, complete or still being written.
+
+    A complete archive (from the cache, or a file given by path, size and sha256) reads like a
+    file. A pending one is built on first use by `docker save | compressor` in a background
+    thread; `chunks()` readers follow the file while it grows, so uploads to every host start
+    with the first compressed bytes (stages overlap, nothing is held in memory). `size` and
+    `sha256` wait for the build to finish.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        codec: str,
+        level: int,
+        size: int | None = None,
+        sha256: str | None = None,
+        images: Sequence[LocalImage] = (),
+        cached: bool = False,
+        key: str | None = None,
+    ) -> None:
+        self.codec = codec
+        self.level = level
+        self.images = tuple(images)
+        self.cached = cached
+        self.key = key or cache_key(self.images, codec, level)
+        self._path = path
+        self._final_path = path
+        self._cond = threading.Condition()
+        self._written = size or 0
+        self._size = size
+        self._sha256 = sha256
+        self._error: BaseException | None = None
+        self._started = size is not None and sha256 is not None
+        self._done = self._started
+        self._ready = self._started  # a file exists at self._path
+        self._abort = threading.Event()
+        self.build_seconds: float | None = None
+
+    @classmethod
+    def pending(
+        cls, images: Sequence[LocalImage], codec: str, level: int, directory: str
+    ) -> Archive:
+        key = cache_key(images, codec, level)
+        final = os.path.join(directory, key + EXTENSIONS[codec])
+        return cls(final, codec, level, images=images, key=key)
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._final_path
 
     @property
     def extension(self) -> str:
         return EXTENSIONS[self.codec]
 
+    @property
+    def complete(self) -> bool:
+        with self._cond:
+            return self._done and self._error is None
+
+    @property
+    def size(self) -> int:
+        self.wait()
+        assert self._size is not None
+        return self._size
+
+    @property
+    def sha256(self) -> str:
+        self.wait()
+        assert self._sha256 is not None
+        return self._sha256
+
+    @property
+    def size_hint(self) -> int:
+        """The final size when known, else an upper bound (the images uncompressed)."""
+        with self._cond:
+            if self._size is not None:
+                return self._size
+        return sum(i.size for i in self.images) or 1
+
+    def wait(self) -> None:
+        """Start the build if needed and wait for it; raise its error if it failed."""
+        self.start()
+        with self._cond:
+            while not self._done:
+                self._cond.wait()
+            if self._error is not None:
+                raise LocalError(f"building the archive failed: {self._error}") from None
+
+    def start(self) -> None:
+        with self._cond:
+            if self._started:
+                return
+            self._started = True
+        thread = threading.Thread(target=self._build, name="archive", daemon=True)
+        thread.start()
+
+    def abort(self, grace: float = 10.0) -> None:
+        """Stop a build in progress (interrupted run) and wait until its partial file is gone."""
+        self._abort.set()
+        with self._cond:
+            if self._started:
+                self._cond.wait_for(lambda: self._done, timeout=grace)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _available(self, wanted: int) -> int:
+        """Block until `wanted` bytes are written or the build is over; return bytes written."""
+        self.start()
+        with self._cond:
+            while (self._written < wanted or not self._ready) and not self._done:
+                self._cond.wait(1.0)
+            if self._error is not None:
+                raise LocalError(f"building the archive failed: {self._error}")
+            return self._written
+
+    def _open(self) -> IO[bytes]:
+        with self._cond:  # the partial file is renamed under this lock: open the current name
+            return open(self._path, "rb")
+
     def prefix_sha256(self, nbytes: int) -> str:
         """sha256 of the first `nbytes` (to check a partial upload before resuming it)."""
+        self._available(nbytes)
         digest = hashlib.sha256()
         remaining = nbytes
-        with open(self.path, "rb") as fh:
+        with self._open() as fh:
             while remaining > 0:
                 block = fh.read(min(READ_SIZE, remaining))
                 if not block:
@@ -61,14 +173,58 @@ class Archive:
         return digest.hexdigest()
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
-        """The archive's bytes from `offset`, in large chunks (never all in memory)."""
-        with open(self.path, "rb") as fh:
+        """The archive's bytes from `offset`, following the file while it is being written."""
+        position = offset
+        self._available(offset)
+        with self._open() as fh:
             fh.seek(offset)
             while True:
-                block = fh.read(READ_SIZE)
+                available = self._available(position + 1)
+                if available <= position:
+                    if self._done:
+                        return
+                    continue
+                block = fh.read(min(READ_SIZE, available - position))
                 if not block:
                     return
+                position += len(block)
                 yield block
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        started = time.monotonic()
+        directory = os.path.dirname(self._final_path)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=directory)
+            with self._cond:
+                self._path = tmp
+                self._ready = True
+                self._cond.notify_all()
+            size, digest = _save_compressed(
+                self.images, self.codec, self.level, fd, tmp, self._grew, self._abort
+            )
+            _write_meta(
+                self._final_path, self.key, self.images, self.codec, self.level, size, digest
+            )
+            with self._cond:
+                os.replace(tmp, self._final_path)
+                self._path = self._final_path
+                self._size, self._sha256 = size, digest
+                self.build_seconds = round(time.monotonic() - started, 3)
+        except BaseException as exc:  # noqa: BLE001 - reported to every reader
+            with self._cond:
+                self._error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _grew(self, total: int) -> None:
+        with self._cond:
+            self._written = total
+            self._cond.notify_all()
 
 
 def cache_dir() -> str:
@@ -141,27 +297,47 @@ def find_cached(
     directory = os.path.join(directory or cache_dir(), "archives")
     key = cache_key(images, codec, level)
     path = os.path.join(directory, key + EXTENSIONS[codec])
-    cached = _load_cached(path, os.path.join(directory, key + ".json"))
+    cached = _load_cached(path, _meta_path(path, key))
     if cached is None:
         return None
-    return Archive(path, codec, level, cached[0], cached[1], tuple(images), cached=True)
+    os.utime(path)  # LRU: recently used
+    return Archive(path, codec, level, cached[0], cached[1], images, cached=True, key=key)
+
+
+def prepare(
+    images: Sequence[LocalImage], codec: str, level: int | None = None, directory: str | None = None
+) -> Archive:
+    """The cached archive, or a pending one that builds itself (in the background) on first use."""
+    level = DEFAULT_LEVELS[codec] if level is None else level
+    cached = find_cached(images, codec, level, directory)
+    if cached is not None:
+        return cached
+    return Archive.pending(images, codec, level, os.path.join(directory or cache_dir(), "archives"))
 
 
 def build(
     images: Sequence[LocalImage], codec: str, level: int | None = None, directory: str | None = None
 ) -> Archive:
-    """Save `images` into one archive compressed with `codec`, or reuse the cached one."""
-    level = DEFAULT_LEVELS[codec] if level is None else level
-    directory = os.path.join(directory or cache_dir(), "archives")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    key = cache_key(images, codec, level)
-    path = os.path.join(directory, key + EXTENSIONS[codec])
-    meta_path = os.path.join(directory, key + ".json")
-    cached = _load_cached(path, meta_path)
-    if cached is not None:
-        os.utime(path)  # LRU: recently used
-        return Archive(path, codec, level, cached[0], cached[1], tuple(images), cached=True)
-    size, digest = _save_compressed(images, codec, level, path)
+    """Save `images` into one archive compressed with `codec` (or reuse the cached one); wait."""
+    archive = prepare(images, codec, level, directory)
+    archive.wait()
+    return archive
+
+
+def _meta_path(path: str, key: str) -> str:
+    return os.path.join(os.path.dirname(path), key + ".json")
+
+
+def _write_meta(
+    path: str,
+    key: str,
+    images: Sequence[LocalImage],
+    codec: str,
+    level: int,
+    size: int,
+    digest: str,
+) -> None:
+    meta_path = _meta_path(path, key)
     with open(meta_path + ".tmp", "w", encoding="utf-8") as fh:
         json.dump(
             {
@@ -175,7 +351,6 @@ def build(
             fh,
         )
     os.replace(meta_path + ".tmp", meta_path)
-    return Archive(path, codec, level, size, digest, tuple(images))
 
 
 def _load_cached(path: str, meta_path: str) -> tuple[int, str] | None:
@@ -190,11 +365,15 @@ def _load_cached(path: str, meta_path: str) -> tuple[int, str] | None:
 
 
 def _save_compressed(
-    images: Sequence[LocalImage], codec: str, level: int, path: str
+    images: Sequence[LocalImage],
+    codec: str,
+    level: int,
+    fd: int,
+    tmp: str,
+    grew: Callable[[int], None],
+    abort: threading.Event,
 ) -> tuple[int, str]:
-    """docker save | compressor > path.tmp (hashed on the way), then rename into place."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=directory)
+    """docker save | compressor > tmp, hashed on the way; `grew(total)` after each block."""
     digest = hashlib.sha256()
     size = 0
     save_cmd = [*docker_command(), "save", *[str(i.ref) for i in images]]
@@ -212,12 +391,16 @@ def _save_compressed(
                 source = comp.stdout
             with os.fdopen(fd, "wb") as out:
                 while True:
-                    block = source.read(READ_SIZE)
+                    if abort.is_set():
+                        raise LocalError("archive build interrupted")
+                    block = source.read1(READ_SIZE)  # type: ignore[attr-defined]
                     if not block:
                         break
                     digest.update(block)
                     out.write(block)
+                    out.flush()
                     size += len(block)
+                    grew(size)
             source.close()
             comp_rc = comp.wait() if comp else 0
             save_rc = save.wait()
@@ -226,7 +409,8 @@ def _save_compressed(
                 if proc and proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         if save_rc != 0 or comp_rc != 0:
             os.unlink(tmp)
@@ -235,5 +419,4 @@ def _save_compressed(
             failed = save_cmd if save_rc else (comp_cmd or [])
             stderr = (save_err.read() if save_rc else comp_err.read()).decode("utf-8", "replace")
             raise LocalError(f"{' '.join(failed[:2])} failed", cmd=failed, stderr=stderr)
-    os.replace(tmp, path)
     return size, digest.hexdigest()
