@@ -101,6 +101,82 @@ def _output_args(parser: argparse.ArgumentParser) -> None:
         help="-v: per-host timings; -vv: also each remote command; -vvv: also SSH debug log. "
         "Colour only on a terminal and never with NO_COLOR set",
     )
+    _secret_args(parser)  # every command with -v connects to hosts
+
+
+def _secret_args(parser: argparse.ArgumentParser) -> None:
+    """Secrets come from a prompt or a file, never from argv (issue 6)."""
+    group = parser.add_argument_group("credentials (never taken from the command line)")
+    become = group.add_mutually_exclusive_group()
+    become.add_argument(
+        "-K",
+        "--ask-become-pass",
+        action="store_true",
+        help="prompt for the sudo password of become hosts (sent on stdin only)",
+    )
+    become.add_argument(
+        "--become-password-file",
+        metavar="FILE",
+        help="read the sudo password from the first line of FILE",
+    )
+    key = group.add_mutually_exclusive_group()
+    key.add_argument(
+        "--ask-key-passphrase",
+        "--ask-pass",
+        action="store_true",
+        help="prompt for the passphrase of encrypted private keys",
+    )
+    key.add_argument(
+        "--key-passphrase-file",
+        metavar="FILE",
+        help="read the private key passphrase from the first line of FILE",
+    )
+
+
+def _read_secret(prompt: str, ask: bool, path: str | None, what: str) -> Any:
+    """A Secret from the terminal (getpass) or the first line of a file; None if neither."""
+    import getpass
+
+    from distrib.engines import Secret
+
+    if ask:
+        try:
+            text = getpass.getpass(prompt)
+        except EOFError:
+            raise ConfigError(f"no {what} typed (end of input)") from None
+    elif path:
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as fh:
+                text = fh.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    else:
+        return None
+    if not text:
+        raise ConfigError(f"the {what} is empty")
+    try:
+        return Secret(text)
+    except ValueError as exc:
+        raise ConfigError(f"the {what}: {exc}") from None
+
+
+def _credentials(args: argparse.Namespace) -> None:
+    """Read the become password and the key passphrase once, before anything connects."""
+    from distrib import transport
+
+    args.become_secret = _read_secret(
+        "BECOME password: ",
+        bool(getattr(args, "ask_become_pass", False)),
+        getattr(args, "become_password_file", None),
+        "become password",
+    )
+    passphrase = _read_secret(
+        "Key passphrase: ",
+        bool(getattr(args, "ask_key_passphrase", False)),
+        getattr(args, "key_passphrase_file", None),
+        "key passphrase",
+    )
+    transport.set_key_passphrase(passphrase.reveal() if passphrase else None)
 
 
 def _enable_ssh_debug_log() -> None:
@@ -169,41 +245,77 @@ def _plan(args: argparse.Namespace, playbook: Any) -> Any:
         raise ConfigError("--forks must be at least 1")
     inventory = _inventory(args)
     limit = read_limit(args.limit) if args.limit else None
-    return make_plan(inventory, playbook, limit=limit, forks=args.forks)
+    plan = make_plan(inventory, playbook, limit=limit, forks=args.forks)
+    _credentials(args)
+    return plan
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from distrib import archive as archive_mod
     from distrib.engine import CHECK, Job
-    from distrib.playbook import Playbook
-    from distrib.units import human_bytes
 
     check = bool(getattr(args, "check", False))
     out = sys.stderr if args.json else sys.stdout
     # 1. everything that can be wrong in the input is found before any connection
+    from distrib.playbook import Playbook
+
     playbook = Playbook.load(args.playbook)
     plan = _plan(args, playbook)
     found = _local_images(playbook)
-    # 2. save + compress once per distinct image set and codec (cached across runs)
+    # 2. one archive per play: saved + compressed once, on first use, while hosts already
+    #    receive its first bytes (cached across runs by image identity and codec)
     jobs = {}
     for index, play_plan in enumerate(plan.plays):
         play = play_plan.play
-        codec = "gzip" if play.compression == "auto" else play.compression
         images = tuple(found[s.ref] for s in play.images)
+        facts = _probe_for_codec(play_plan) if play.compression == "auto" else {}
+        codec = _auto_codec(facts) if play.compression == "auto" else play.compression
+        if play.compression == "auto":
+            print(f"compression auto for play {play.name!r}: {codec}", file=out)
         if check:  # read-only everywhere: use the cached archive's size if there is one
             cached = archive_mod.find_cached(images, codec, play.level)
-            jobs[index] = Job(images, cached, play.verify, CHECK, codec)
+            jobs[index] = Job(images, cached, play.verify, CHECK, codec, facts)
             continue
-        archive = archive_mod.build(images, codec, play.level)
-        print(
-            f"archive for play {play.name!r}: {len(images)} image(s), {codec}, "
-            f"{human_bytes(archive.size)}, sha256 {archive.sha256[:12]}"
-            f"{' (cached)' if archive.cached else ''}",
-            file=out,
-        )
-        jobs[index] = Job.deploy(archive, verify=play.verify)
+        archive = archive_mod.prepare(images, codec, play.level)
+        jobs[index] = Job.deploy(archive, verify=play.verify, facts=facts)
     # 3. ship in parallel, collect every outcome
     return _execute(args, plan, jobs, out)
+
+
+def _probe_for_codec(play_plan: Any) -> dict[str, Any]:
+    """Probe every host of the play once (in parallel, bounded by forks) for what it can
+    decode; the facts are reused by the deploy step (probed once per run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distrib import transport
+    from distrib.engine import probe_facts
+
+    hosts = play_plan.hosts
+    with ThreadPoolExecutor(max_workers=max(1, min(play_plan.forks, len(hosts)))) as pool:
+        facts = list(pool.map(lambda h: probe_facts(h, transport.connect), hosts))
+    return {h.name: f for h, f in zip(hosts, facts) if f is not None}
+
+
+def _auto_codec(facts: dict[str, Any]) -> str:
+    from distrib.engine import choose_codec
+
+    return choose_codec(facts.values())
+
+
+def _archive_line(name: str, archive: Any) -> str:
+    from distrib.units import human_bytes
+
+    if archive is None:
+        return ""
+    how = "cached" if archive.cached else (
+        f"built in {archive.build_seconds:g}s" if archive.build_seconds else "not needed"
+    )
+    if not archive.complete:
+        return f"archive for play {name!r}: {archive.codec}, {how}"
+    return (
+        f"archive for play {name!r}: {len(archive.images)} image(s), {archive.codec}, "
+        f"{human_bytes(archive.size)}, sha256 {archive.sha256[:12]} ({how})"
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -222,9 +334,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _execute(
     args: argparse.Namespace, plan: Any, jobs: dict[int, Any], out: Any, matrix: bool = False
 ) -> int:
+    from dataclasses import replace
+
     from distrib import report, transport
     from distrib.executor import RunResult, run_plan
     from distrib.progress import logged, make_progress
+
+    secret = getattr(args, "become_secret", None)
+    if secret is not None:  # the password rides with each job, in memory only
+        jobs = {k: replace(j, become_password=secret) for k, j in jobs.items()}
 
     unchecked = [h.name for h in plan.hosts if h.target.host_key_checking == "off"]
     if unchecked:
@@ -256,6 +374,10 @@ def _execute(
 
     worker = threading.Thread(target=work, name="executor", daemon=True)
     interrupted = _run_interruptibly(worker, cancel)
+    if interrupted:  # stop archive builds too: no partial file left on the workstation
+        for job in jobs.values():
+            if getattr(job, "archive", None) is not None:
+                job.archive.abort()
     progress.close()
     run = holder.get("run")
     if run is None:
@@ -263,7 +385,10 @@ def _execute(
         return EXIT_INTERRUPTED
     if interrupted:
         run.interrupted = True
-    for play_result in run.plays:
+    for index, play_result in enumerate(run.plays):
+        line = _archive_line(play_result.name, getattr(jobs.get(index), "archive", None))
+        if line:
+            print(line, file=out)
         for host_result in play_result.hosts:
             print(report.host_line(host_result, verbose, colour), file=out)
     if matrix:

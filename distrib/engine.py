@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
-from distrib import commands
+from distrib import commands, engines
 from distrib.archive import Archive, LocalImage
 from distrib.errors import (
     CommandError,
@@ -22,8 +22,10 @@ from distrib.errors import (
     HostError,
     TransferError,
     VerifyError,
+    last_lines,
 )
 from distrib.plan import HostPlan
+from distrib.refs import ImageRef
 from distrib.transport import Result, Session, Target
 from distrib.units import human_bytes as _human
 
@@ -103,10 +105,18 @@ class Job:
     verify: bool = True
     mode: str = DEPLOY
     codec: str = "gzip"
+    facts: Mapping[str, commands.Facts] = field(default_factory=dict)  # probed once per run
+    # issue 6: sudo's password (from a prompt or a file), sent on stdin only; repr hides it
+    become_password: engines.Secret | None = None
 
     @classmethod
-    def deploy(cls, archive: Archive, verify: bool = True) -> Job:
-        return cls(archive.images, archive, verify, DEPLOY, archive.codec)
+    def deploy(
+        cls,
+        archive: Archive,
+        verify: bool = True,
+        facts: Mapping[str, commands.Facts] | None = None,
+    ) -> Job:
+        return cls(archive.images, archive, verify, DEPLOY, archive.codec, dict(facts or {}))
 
 
 def deploy(
@@ -135,6 +145,37 @@ def deploy(
     return result
 
 
+def probe_facts(host: HostPlan, connect: Connector) -> commands.Facts | None:
+    """Connect and probe one host (engine, tools, disk); None when it cannot be reached or
+    its engine does not answer (the deploy step reports that host properly)."""
+    try:
+        session = connect(host.target)
+    except DistribError:
+        return None
+    try:
+        out = session.run(engine_of(host).probe(host.remote_tmp), timeout=PROBE_TIMEOUT)
+        facts = commands.parse_probe(out.stdout)
+        return facts if facts.engine_ok else None
+    except DistribError:
+        return None
+    finally:
+        session.close()
+
+
+def engine_of(host: HostPlan) -> engines.Engine:
+    """The host's engine commands (sudo without a password until the become check says)."""
+    return engines.Engine(host.engine, tuple(host.docker), host.containerd_namespace, host.become)
+
+
+def choose_codec(facts: Iterable[commands.Facts | None]) -> str:
+    """`compression: auto`: zstd when every reachable host can load it, else gzip (which every
+    docker engine reads)."""
+    known = [f for f in facts if f is not None]
+    if known and all(f.can_decode("zstd") for f in known):
+        return "zstd"
+    return "gzip"
+
+
 class _Deployment:
     def __init__(
         self,
@@ -153,6 +194,10 @@ class _Deployment:
         self.result = result
         self.docker = list(host.docker)
         self.session: Session | None = None
+        self.native = False  # the engine reads the archive's codec itself
+        self.engine = engine_of(host)
+        self.secret_line = b""  # the become password line, when sudo needs one
+        self.tools: frozenset[str] = frozenset()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -164,9 +209,12 @@ class _Deployment:
     def _timed(self, name: str, started: float) -> None:
         self.result.timings[name] = round(time.monotonic() - started, 3)
 
-    def _run(self, command: str, what: str, timeout: float) -> Result:
+    def _run(self, command: str, what: str, timeout: float, stdin: bytes = b"") -> Result:
         assert self.session is not None
-        result = self.session.run(command, timeout=timeout)
+        if stdin:
+            result = self.session.run(command, timeout=timeout, stdin=stdin)
+        else:
+            result = self.session.run(command, timeout=timeout)
         if not result.ok:
             raise CommandError(
                 self.host.name, command, result.exit_status, result.stdout, result.stderr, what=what
@@ -188,15 +236,12 @@ class _Deployment:
     def _deploy(self) -> None:
         self._phase("probe")
         t = time.monotonic()
-        facts = commands.parse_probe(
-            self._run(
-                commands.probe(self.docker, self.host.remote_tmp), "probe", PROBE_TIMEOUT
-            ).stdout
-        )
+        if self.host.become is not None:
+            self._become(self.host.become)
+        facts = self.job.facts.get(self.host.name) or self._probe()
+        self.tools = facts.tools
         if not facts.engine_ok:
-            why = self.session.run(  # type: ignore[union-attr]
-                commands.join([*self.docker, "version"]), timeout=PROBE_TIMEOUT
-            )
+            why = self._run_engine(self.engine.version_command(), PROBE_TIMEOUT)
             raise CommandError(
                 self.host.name,
                 why.command,
@@ -226,21 +271,15 @@ class _Deployment:
             self.result.status = OK
             self.result.message = "all images already present"
             return
-        if self.job.codec == "zstd" and not facts.has("zstd"):
+        if not facts.can_decode(self.job.codec):
             raise HostError(
                 self.host.name,
-                f"archive is zstd-compressed but the host has no zstd and its engine "
-                f"(docker {facts.engine_version}) cannot read zstd",
-                hint="use compression: gzip for this play, or install zstd on the host",
+                f"archive is {self.job.codec}-compressed but the host has no {self.job.codec} "
+                f"and its engine ({facts.engine} {facts.engine_version}) cannot read it; "
+                "nothing was sent",
+                hint="use compression: auto or gzip for this play, or install it on the host",
             )
-        if self.job.mode == CHECK:
-            self.result.status = CHANGED
-            size = self.job.archive.size if self.job.archive else sum(i.size for i in images)
-            kind = "" if self.job.archive else " uncompressed"
-            self.result.message = (
-                f"would send {_human(size)}{kind} for {', '.join(missing)} (check mode)"
-            )
-            return
+        self.native = facts.engine_reads(self.job.codec)
         mode = self._transfer_mode(facts, [i for i in images if str(i.ref) in missing])
         if self.job.mode == CHECK:
             self.result.status = CHANGED
@@ -275,6 +314,72 @@ class _Deployment:
                 else " (streamed)"
             )
 
+    def _probe(self) -> commands.Facts:
+        out = self._run(
+            self.engine.probe(self.host.remote_tmp), "probe", PROBE_TIMEOUT, self.secret_line
+        )
+        return commands.parse_probe(out.stdout)
+
+    def _run_engine(self, command: str, timeout: float) -> Result:
+        """An engine command whose failure the caller reports (password on stdin if needed)."""
+        assert self.session is not None
+        if self.secret_line:
+            return self.session.run(command, timeout=timeout, stdin=self.secret_line)
+        return self.session.run(command, timeout=timeout)
+
+    def _become(self, become: engines.Become) -> None:
+        """Can the SSH user become `become.user` with sudo, and does it need the password?
+
+        Fast and clear in every case: `sudo -n` never prompts, and `sudo -S` reads the one
+        password line we send, then sees EOF (DESIGN: never a hang)."""
+        name = self.host.name
+        who = self.host.target.user or "the SSH user"
+        out = self._run(engines.become_check(become), "checking sudo", PROBE_TIMEOUT).stdout
+        state, words = engines.parse_become_check(out)
+        if state == engines.NOPASSWD:
+            return
+        if state == engines.NO_SUDO:
+            raise HostError(
+                name,
+                f"become: sudo is not installed on the host ({who} cannot run the engine as "
+                f"{become.user})",
+                hint="install sudo there, or connect as a user who may use the engine",
+            )
+        if state == engines.DENIED:
+            raise HostError(
+                name,
+                f"become: {who} may not run commands as {become.user} with sudo: {words}",
+                hint="add a sudoers rule for this user on the host",
+            )
+        secret = self.job.become_password
+        if secret is None:
+            raise HostError(
+                name,
+                f"become: sudo on the host asks {who} for a password and none was given",
+                hint="pass --ask-become-pass or --become-password-file FILE, or give the user "
+                "a NOPASSWD sudoers rule",
+            )
+        assert self.session is not None
+        checked = self.session.run(
+            engines.become_validate(become), timeout=PROBE_TIMEOUT, stdin=secret.line()
+        )
+        if not checked.ok:
+            if engines.password_rejected(checked.stderr):
+                raise HostError(
+                    name,
+                    f"become: sudo rejected the password of {who} (nothing was changed)",
+                    hint="check the password given with --ask-become-pass or "
+                    "--become-password-file",
+                )
+            raise HostError(
+                name,
+                f"become: {who} may not run commands as {become.user} with sudo: "
+                f"{last_lines(checked.stderr) or 'sudo failed'}",
+                hint="add a sudoers rule for this user on the host",
+            )
+        self.engine = replace(self.engine, password=True)
+        self.secret_line = secret.line()
+
     def _transfer_mode(self, facts: commands.Facts, missing: list[LocalImage]) -> str:
         """Disk preflight: fail before a byte is sent when the engine's data root cannot hold
         the images; stream into `docker load` when only the staging area is too small."""
@@ -287,7 +392,8 @@ class _Deployment:
                 "nothing was sent",
                 hint="free space on the host (docker image prune) and run again",
             )
-        archive_size = self.job.archive.size if self.job.archive else sum(i.size for i in missing)
+        archive = self.job.archive
+        archive_size = archive.size_hint if archive else sum(i.size for i in missing)
         staging_fits = facts.tmp_avail is None or facts.tmp_avail >= archive_size * DISK_MARGIN
         wanted = self.host.transfer
         if wanted == STAGED and not staging_fits:
@@ -307,13 +413,13 @@ class _Deployment:
     def _staged(self) -> None:
         archive = self.job.archive
         assert archive is not None and self.session is not None
-        tempdir = commands.staging_dir(self.host.remote_tmp, archive.sha256)
+        tempdir = commands.staging_dir(self.host.remote_tmp, archive.key)
         part = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}.part"
         final = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}"
         self._phase("upload")
         present = commands.parse_staging(
             self._run(
-                commands.make_staging(self.host.remote_tmp, archive.sha256, part),
+                commands.make_staging(self.host.remote_tmp, archive.key, part),
                 "creating the private staging dir",
                 PROBE_TIMEOUT,
             ).stdout
@@ -324,7 +430,10 @@ class _Deployment:
             self._phase("load")
             t = time.monotonic()
             self._run(
-                commands.load(self.docker, final, self.job.codec), "docker load", LOAD_TIMEOUT
+                self.engine.load(final, self.job.codec, self.native, self.tools),
+                f"{self.engine.kind} load",
+                LOAD_TIMEOUT,
+                self.secret_line,
             )
             self._timed("load", t)
         except ConnectError:
@@ -340,7 +449,7 @@ class _Deployment:
         t = time.monotonic()
         offset = self._resume_offset(part, present)
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            self.progress.transfer_started(self.host.name, archive.size - offset)
+            self.progress.transfer_started(self.host.name, archive.size_hint - offset)
             sent = self.session.upload(
                 commands.receive(part, append=offset > 0),
                 self._chunks(offset),
@@ -380,17 +489,17 @@ class _Deployment:
         assert archive is not None
         if present <= 0:
             return 0
-        if present < archive.size:
-            remote = commands.parse_sha256(
-                self._run(
-                    commands.prefix_sha256(part, present),
-                    "checking the partial upload",
-                    CHECKSUM_TIMEOUT,
-                ).stdout
-            )
-            if remote == archive.prefix_sha256(present):
-                self.result.resumed_from = present
-                return present
+        # (the local prefix waits for a growing archive to reach `present` bytes)
+        remote = commands.parse_sha256(
+            self._run(
+                commands.prefix_sha256(part, present),
+                "checking the partial upload",
+                CHECKSUM_TIMEOUT,
+            ).stdout
+        )
+        if remote == archive.prefix_sha256(present):
+            self.result.resumed_from = present
+            return present
         # longer than the archive, or a different prefix: start over
         self._run(commands.remove(part), "removing a stale partial upload", PROBE_TIMEOUT)
         return 0
@@ -409,11 +518,11 @@ class _Deployment:
         assert archive is not None and self.session is not None
         self._phase("stream")
         t = time.monotonic()
-        self.progress.transfer_started(self.host.name, archive.size)
+        self.progress.transfer_started(self.host.name, archive.size_hint)
         loaded = self.session.upload(
-            commands.stream_load(self.docker, self.job.codec),
-            self._chunks(),
-            on_bytes=self._count,
+            self.engine.stream_load(self.job.codec, self.native, self.tools),
+            self._after_secret(self._chunks()),
+            on_bytes=self._count_after_secret(),
             timeout=LOAD_TIMEOUT,
         )
         if not loaded.ok:
@@ -423,9 +532,26 @@ class _Deployment:
                 loaded.exit_status,
                 loaded.stdout,
                 loaded.stderr,
-                what="docker load (streamed)",
+                what=f"{self.engine.kind} load (streamed)",
             )
         self._timed("upload", t)
+
+    def _after_secret(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The archive, after sudo's password line when sudo reads one (engines.py)."""
+        if self.secret_line:
+            yield self.secret_line
+        yield from chunks
+
+    def _count_after_secret(self) -> Callable[[int], None]:
+        skip = [len(self.secret_line)]  # the password line is not archive bytes
+
+        def count(nbytes: int) -> None:
+            dropped = min(skip[0], nbytes)
+            skip[0] -= dropped
+            if nbytes > dropped:
+                self._count(nbytes - dropped)
+
+        return count
 
     def _count(self, nbytes: int) -> None:
         self.result.bytes_sent += nbytes
@@ -440,12 +566,14 @@ class _Deployment:
             self.result.message += f" (cleanup of {tempdir} failed: {exc.message})"
 
     def _listing(self, images: tuple[LocalImage, ...]) -> dict[str, str]:
-        out = self._run(
-            commands.list_images(self.docker, [i.ref for i in images]),
-            "listing images",
-            PROBE_TIMEOUT,
-        ).stdout
-        return commands.parse_image_list(out)
+        """`familiar ref -> image id` as this host's engine lists them (engines.py)."""
+        return self.engine.identity(self._engine_out("listing images"), [i.ref for i in images])
+
+    def _engine_out(self, what: str) -> Callable[[str], str]:
+        def run(command: str) -> str:
+            return self._run(command, what, PROBE_TIMEOUT, self.secret_line).stdout
+
+        return run
 
     def _identity(self, images: tuple[LocalImage, ...]) -> tuple[dict[str, str], dict[str, str]]:
         """What the host holds under each tag: (ref -> id, ref -> present|missing|different).
@@ -476,7 +604,5 @@ class _Deployment:
         }, states
 
     def _layers(self, refs: list[str]) -> dict[str, tuple[str, ...]]:
-        out = self._run(
-            commands.inspect_layers(self.docker, refs), "inspecting images", PROBE_TIMEOUT
-        )
-        return commands.parse_inspect_layers(out.stdout)
+        parsed = [ImageRef.parse(r) for r in refs]
+        return self.engine.layers(self._engine_out("inspecting images"), parsed)
