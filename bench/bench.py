@@ -35,6 +35,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -52,8 +53,10 @@ BENCH = ROOT / "bench"
 VENV = BENCH / ".venv"
 RESULTS = BENCH / "results"
 WORK = BENCH / ".work"  # archives, playbooks, cache: gitignored (bench/.gitignore)
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
+# The distrib that is measured: the checkout as it is (default), or with --distrib-ref a
+# snapshot of a commit (`git archive`), for when others' uncommitted edits are mid-way.
+SRC = ROOT
 
 MB = 1_000_000
 RUN_TIMEOUT = 3600.0
@@ -87,7 +90,7 @@ def run(
     stdin: Any = subprocess.DEVNULL,
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        cmd, env=env, cwd=ROOT, stdin=stdin, capture_output=True, text=True, timeout=timeout
+        cmd, env=env, cwd=SRC, stdin=stdin, capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
@@ -201,7 +204,7 @@ def check_counter(lab: Lab, size: int = 32 * 1024 * 1024) -> dict[str, Any]:
     )
     proc = subprocess.Popen(
         distrib_cmd("lab", "exec", host.name, "--", "python3", "-c", server),
-        cwd=ROOT,
+        cwd=SRC,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -304,7 +307,7 @@ def oneliner(ctx: Ctx) -> dict[str, Any]:
                 time.monotonic(),
                 subprocess.Popen(
                     ["bash", "-o", "pipefail", "-c", script],
-                    cwd=ROOT,
+                    cwd=SRC,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     text=True,
@@ -420,7 +423,7 @@ def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=SRC,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -591,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-ansible", action="store_true")
     parser.add_argument("--transport-mb", type=int, default=512)
+    parser.add_argument(
+        "--distrib-ref",
+        metavar="REF",
+        help="measure the distrib of this commit (a git archive snapshot) instead of the checkout",
+    )
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
     args = parser.parse_args(argv)
     if args.quick:
@@ -599,7 +607,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # The bench owns a lab instance of its own: never the default lab the tests use.
     instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "2")
-    lab_sources = "".join(p.read_text() for p in (ROOT / "distrib" / "lab").glob("*.py"))
+    global SRC
+    if args.distrib_ref:
+        SRC = snapshot(args.distrib_ref)
+    sys.path.insert(0, str(SRC))
+    signal.signal(signal.SIGTERM, _terminate)  # a killed bench still takes its lab down
+    lab_sources = "".join(p.read_text() for p in (SRC / "distrib" / "lab").glob("*.py"))
     if "DISTRIB_LAB_INSTANCE" not in lab_sources:
         print(
             "bench: this distrib lab has no DISTRIB_LAB_INSTANCE support; refusing to replace "
@@ -614,7 +627,12 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(instance)
     doc: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
-        "git_commit": run(["git", "rev-parse", "HEAD"], check=False).stdout.strip(),
+        "git_commit": run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=False
+        ).stdout.strip(),
+        "distrib_measured": "checkout"
+        if SRC == ROOT
+        else f"snapshot of {args.distrib_ref}: {SRC.name}",
         "machine": {
             "cpus": os.cpu_count(),
             "kernel": os.uname().release,
@@ -751,10 +769,13 @@ def main(argv: list[str] | None = None) -> int:
         doc["targets"] = targets(doc, rows, codecs, args.hosts)
         doc["finished"] = dt.datetime.now().isoformat(timespec="seconds")
         # Others change distrib while this runs: record what was measured at the end too.
-        doc["git_commit_end"] = run(["git", "rev-parse", "HEAD"], check=False).stdout.strip()
-        doc["distrib_uncommitted"] = run(
-            ["git", "status", "--short", "--", "distrib"], check=False
-        ).stdout.splitlines()
+        doc["git_commit_end"] = run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=False
+        ).stdout.strip()
+        if SRC == ROOT:
+            doc["distrib_uncommitted"] = run(
+                ["git", "-C", str(ROOT), "status", "--short", "--", "distrib"], check=False
+            ).stdout.splitlines()
     finally:
         if not args.keep_lab:
             lab.down()
@@ -780,6 +801,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("chart: skipped (no bench/.venv with matplotlib)")
     return 0 if all(r["runs_ok"] == r["runs"] for r in doc["rows"].values()) else 1
+
+
+def snapshot(ref: str) -> Path:
+    """distrib as committed at `ref`, unpacked under bench/.work (the checkout is untouched)."""
+    sha = run(["git", "-C", str(ROOT), "rev-parse", f"{ref}^{{commit}}"]).stdout.strip()
+    WORK.mkdir(parents=True, exist_ok=True)
+    dest = WORK / f"src-{sha[:12]}"
+    if not (dest / "distrib").is_dir():
+        tmp = WORK / f".src-{sha[:12]}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        bash(
+            f"git -C {shlex.quote(str(ROOT))} archive {sha} distrib pyproject.toml "
+            f"| tar -x -C {shlex.quote(str(tmp))}"
+        )
+        tmp.rename(dest)
+    log(f"measuring distrib at {sha[:12]} ({dest})")
+    return dest
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _rate_bytes_per_s(rate: str) -> float:

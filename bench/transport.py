@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 MB = 1024 * 1024
 SINK = "cat > /dev/null"
@@ -148,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args(argv)
     os.environ.setdefault("DISTRIB_LAB_INSTANCE", "2")
+    sys.path.insert(0, str(ROOT))
     from distrib.lab import require_state
 
     state = require_state()
