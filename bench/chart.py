@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 
 import matplotlib
 
@@ -19,7 +20,7 @@ def main(src: str, dst: str) -> int:
     with open(src, encoding="utf-8") as fh:
         doc = json.load(fh)
     rows = [(n, r) for n, r in doc["rows"].items() if "median_s" in r]
-    names = [n.split(" (")[0] + ("\n(" + n.split(" (", 1)[1] if " (" in n else "") for n, _ in rows]
+    names = [textwrap.fill(n, 18) for n, _ in rows]
     medians = [r["median_s"] for _, r in rows]
     low = [r["median_s"] - r["min_s"] for _, r in rows]
     high = [r["max_s"] - r["median_s"] for _, r in rows]
