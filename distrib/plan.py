@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from distrib import engines, sshargs
 from distrib.errors import ConfigError
 from distrib.playbook import DEFAULT_REMOTE_TMP, Play, Playbook
 from distrib.transport import HOST_KEY_MODES, Target
@@ -37,6 +38,11 @@ class HostPlan:
     docker: tuple[str, ...]
     remote_tmp: str
     transfer: str = "auto"  # auto | staged | stream
+    # issue 6: the engine kind (`docker` keeps `docker` as the client argv), its containerd
+    # namespace, and become (sudo) for the commands that talk to the engine
+    engine: str = engines.DOCKER
+    containerd_namespace: str = engines.DEFAULT_NAMESPACE
+    become: engines.Become | None = None
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,34 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"host {host.name!r} (defined at {host.source}): {key}: {why}")
 
-    port_value = merged.get("ansible_port", merged.get("ansible_ssh_port", 22))
+    try:
+        args = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+        ssh = sshargs.parse(" ".join(str(merged.get(k) or "") for k in args))
+    except sshargs.SSHArgsError as exc:
+        raise bad("ansible_ssh_common_args", str(exc)) from None
+    explicit = {
+        name
+        for name, keys in (
+            ("port", ("ansible_port", "ansible_ssh_port")),
+            ("user", ("ansible_user", "ansible_ssh_user")),
+            ("connect_timeout", ("connect_timeout", "ansible_timeout")),
+            ("key_file", ("ansible_ssh_private_key_file", "ansible_private_key_file")),
+        )
+        if any(merged.get(k) not in (None, "") for k in keys)
+    }
+    port_value = merged.get("ansible_port", merged.get("ansible_ssh_port", ssh.port or 22))
+    if ssh.port:
+        explicit.add("port")
     try:
         port = int(port_value)
     except (TypeError, ValueError):
         raise bad("ansible_port", f"not a port number: {port_value!r}") from None
     if not 0 < port < 65536:
         raise bad("ansible_port", f"not a port number: {port_value!r}")
-    checking = merged.get("host_key_checking", merged.get("ansible_host_key_checking", "yes"))
+    checking = merged.get(
+        "host_key_checking",
+        merged.get("ansible_host_key_checking", ssh.host_key_checking or "yes"),
+    )
     if checking is True:
         checking = "yes"
     elif checking is False:
@@ -110,8 +136,11 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     except (TypeError, ValueError):
         raise bad("io_timeout", f"not a number of seconds: {io_value!r}") from None
     timeout_value = merged.get(
-        "connect_timeout", merged.get("ansible_timeout", DEFAULT_CONNECT_TIMEOUT)
+        "connect_timeout",
+        merged.get("ansible_timeout", ssh.connect_timeout or DEFAULT_CONNECT_TIMEOUT),
     )
+    if ssh.connect_timeout:
+        explicit.add("connect_timeout")
     try:
         timeout = float(timeout_value)
     except (TypeError, ValueError):
@@ -119,27 +148,93 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     remote_tmp = str(play.remote_tmp or merged.get("remote_tmp") or DEFAULT_REMOTE_TMP)
     if not remote_tmp.startswith("/"):
         raise bad("remote_tmp", f"must be an absolute path, not {remote_tmp!r}")
-    docker_value = merged.get("docker_command", "docker")
+    kind = str(merged.get("engine") or engines.DOCKER)
+    if kind not in engines.KINDS:
+        raise bad("engine", f"must be one of {', '.join(engines.KINDS)}, not {kind!r}")
+    command_key = "engine_command" if merged.get("engine_command") else "docker_command"
+    if kind != engines.DOCKER and command_key == "docker_command":
+        docker_value: Any = list(engines.DEFAULT_ARGV[kind])
+    else:
+        docker_value = merged.get(command_key, "docker")
     docker = tuple(shlex.split(docker_value) if isinstance(docker_value, str) else docker_value)
     if not docker:
-        raise bad("docker_command", "must not be empty")
-    key_file = merged.get("ansible_ssh_private_key_file") or merged.get("ansible_private_key_file")
-    user = merged.get("ansible_user") or merged.get("ansible_ssh_user")
+        raise bad(command_key, "must not be empty")
+    namespace = str(merged.get("containerd_namespace") or engines.DEFAULT_NAMESPACE)
+    if not namespace.strip() or any(c.isspace() for c in namespace):
+        raise bad("containerd_namespace", f"not a namespace name: {namespace!r}")
+    become = _become(merged, play, bad)
+    key_file = (
+        merged.get("ansible_ssh_private_key_file")
+        or merged.get("ansible_private_key_file")
+        or ssh.identity_file
+    )
+    user = merged.get("ansible_user") or merged.get("ansible_ssh_user") or ssh.user
+    if ssh.user:
+        explicit.add("user")
+    if ssh.identity_file:
+        explicit.add("key_file")
+    ssh_config = merged.get("ssh_config") or ssh.config_file
+    proxy_jump = merged.get("proxy_jump") or ssh.proxy_jump
     target = Target(
         name=host.name,
         address=str(merged.get("ansible_host") or merged.get("ansible_ssh_host") or host.name),
         port=port,
         user=str(user) if user else None,
         key_file=str(key_file) if key_file else None,
-        known_hosts=str(merged["known_hosts"]) if merged.get("known_hosts") else None,
+        known_hosts=str(merged.get("known_hosts") or ssh.known_hosts or "") or None,
         host_key_checking=str(checking),
         connect_timeout=timeout,
         io_timeout=io_timeout,
+        ssh_config=str(ssh_config) if ssh_config else None,
+        proxy_jump=str(proxy_jump) if proxy_jump else None,
+        explicit=frozenset(explicit),
     )
     transfer = str(play.transfer or merged.get("transfer") or "auto")
     if transfer not in ("auto", "staged", "stream"):
         raise bad("transfer", f"must be auto, staged or stream, not {transfer!r}")
-    return HostPlan(host.name, target, docker, remote_tmp, transfer)
+    return HostPlan(
+        host.name,
+        target,
+        docker,
+        remote_tmp,
+        transfer,
+        engine=kind,
+        containerd_namespace=namespace,
+        become=become,
+    )
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0", "")
+
+
+def _flag(value: Any) -> bool | None:
+    """An Ansible boolean (INI vars are strings); None when it is not one."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _become(
+    merged: Mapping[str, Any], play: Play, bad: Any
+) -> engines.Become | None:
+    """Become settings: the play's `become*` keys win over `ansible_become*` host vars."""
+    wanted = play.become
+    if wanted is None:
+        raw = merged.get("ansible_become", merged.get("become", False))
+        wanted = _flag(raw)
+        if wanted is None:
+            raise bad("ansible_become", f"must be true or false, not {raw!r}")
+    if not wanted:
+        return None
+    method = str(play.become_method or merged.get("ansible_become_method") or "sudo")
+    if method not in engines.BECOME_METHODS:
+        raise bad("ansible_become_method", f"only sudo is supported, not {method!r}")
+    user = str(play.become_user or merged.get("ansible_become_user") or "root")
+    if not user.strip() or any(c.isspace() for c in user) or user.startswith("-"):
+        raise bad("ansible_become_user", f"not a user name: {user!r}")
+    return engines.Become(user=user, method=method)
 
 
 def batch_sizes(total: int, serial: Sequence[int | str]) -> list[int]:

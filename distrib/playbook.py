@@ -55,6 +55,10 @@ class Play:
     verify: bool = True
     transfer: str | None = None  # auto | staged | stream (None: host var, else auto)
     vars: Mapping[str, Any] = field(default_factory=dict)
+    # issue 6: run engine commands through sudo (None: the host's ansible_become* vars)
+    become: bool | None = None
+    become_user: str | None = None
+    become_method: str | None = None
 
     @classmethod
     def parse(cls, data: Any, file: str, index: int) -> Play:
@@ -220,6 +224,9 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "verify": _bool,
     "transfer": _choice("auto", "staged", "stream"),
     "vars": _vars,
+    "become": _bool,
+    "become_user": _string,
+    "become_method": _choice("sudo"),
 }
 
 

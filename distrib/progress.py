@@ -265,9 +265,13 @@ class _LoggedSession:
         self._host = host
         self._log = log
 
-    def run(self, command: str, *, timeout: float | None = None) -> Result:
-        self._log(self._host, command)
-        return self._session.run(command, timeout=timeout)
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes = b"") -> Result:
+        # A become password travels in `stdin`: the log says so, and never shows it.
+        if not stdin:
+            self._log(self._host, command)
+            return self._session.run(command, timeout=timeout)
+        self._log(self._host, f"{command}  < become password")
+        return self._session.run(command, timeout=timeout, stdin=stdin)
 
     def upload(
         self,

@@ -1,7 +1,9 @@
 """SSH transport: the only module that imports fabric or paramiko (STYLE: I/O at the edges).
 
-`connect(target)` opens one fabric Connection with host keys CHECKED (fabric 3 hard-codes
-paramiko's AutoAddPolicy, fabric#2071: we replace it before opening) and returns an SSHSession
+`connect(target)` opens one paramiko SSHClient with host keys CHECKED (fabric 3 hard-codes
+paramiko's AutoAddPolicy, fabric#2071, so fabric's Connection is not used), honouring
+~/.ssh/config and ProxyJump (one shared connection per bastion, every hop's key checked),
+ssh-agent keys and encrypted keys (passphrase from set_key_passphrase), and returns an SSHSession
 with two operations: `run` a command and collect its output, and `upload` a byte stream into a
 remote command's stdin over one exec channel (no per-chunk round trips, large window).
 Library errors become ConnectError / HostError with a hint, here and nowhere else.
@@ -21,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import paramiko
-from fabric import Connection
 
 from distrib.errors import ConnectError, HostError
 
@@ -49,6 +50,11 @@ class Target:
     host_key_checking: str = "yes"  # yes | accept-new | off
     connect_timeout: float = 10.0
     io_timeout: float = 60.0  # no progress / no keepalive answer for this long: link is dead
+    ssh_config: str | None = None  # None: ~/.ssh/config when it exists; "none": no config
+    proxy_jump: str | None = None  # [user@]host[:port],... ("none": direct even if configured)
+    # settings the inventory gave explicitly (port, user, connect_timeout, key_file): they win
+    # over ssh_config, the others come from it (as ansible_* vars passed to OpenSSH do)
+    explicit: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -71,7 +77,9 @@ class Result:
 class Session(Protocol):
     """What the engine needs from a connection (a fake implements it in engine tests)."""
 
-    def run(self, command: str, *, timeout: float | None = None) -> Result: ...
+    def run(
+        self, command: str, *, timeout: float | None = None, stdin: bytes = b""
+    ) -> Result: ...
 
     def upload(
         self,
@@ -130,34 +138,161 @@ class _CheckPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-def connect(target: Target) -> SSHSession:
-    """Open an SSH session to `target`, checking its host key. Raises ConnectError."""
-    mode = target.host_key_checking
-    if mode not in HOST_KEY_MODES:
-        raise ConnectError(target.name, f"host_key_checking must be one of {HOST_KEY_MODES}")
-    known_hosts = os.path.expanduser(target.known_hosts or _default_known_hosts())
-    connect_kwargs: dict[str, Any] = {
-        "banner_timeout": target.connect_timeout,
-        "auth_timeout": target.connect_timeout,
-        "channel_timeout": target.connect_timeout,
-    }
-    if target.key_file:
-        key_path = os.path.expanduser(target.key_file)
-        if not os.path.exists(key_path):
-            raise ConnectError(
-                target.name,
-                f"private key file {key_path} does not exist",
-                hint="fix ansible_ssh_private_key_file in the inventory",
-            )
-        connect_kwargs["key_filename"] = key_path
-    conn = Connection(
-        host=target.address,
-        user=target.user,
-        port=target.port,
-        connect_timeout=target.connect_timeout,
-        connect_kwargs=connect_kwargs,
+# --- ssh_config and ProxyJump -----------------------------------------------------------------
+#
+# ~/.ssh/config (or the inventory's `ssh_config:`) is read with paramiko.SSHConfig and applied
+# as OpenSSH does: the inventory's explicit settings win (Ansible passes them as -p/-l/-i),
+# the config fills in the rest (HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout).
+# fabric's own ssh-config handling is not used: it would open a ProxyJump gateway per
+# Connection with paramiko's AutoAddPolicy (bastion host key unchecked, fabric#2071) and with
+# no sharing between threads. Here every hop's key is checked like the target's, and one
+# connection per bastion carries the direct-tcpip channels of all hosts behind it.
+
+MAX_JUMPS = 8
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One SSH connection of a route: a bastion, or the target itself."""
+
+    alias: str  # the name it was asked for (ssh_config Host alias, or the address)
+    address: str
+    port: int
+    user: str | None
+    key_files: tuple[str, ...] = ()
+    connect_timeout: float = 10.0
+
+    @property
+    def label(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{self.address}:{self.port}"
+
+
+def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
+    """The ssh client config at `path` (None: ~/.ssh/config if it exists; "none": no config).
+
+    Raises ConfigError-like ValueError on an unreadable file (the caller names the host)."""
+    if path and path.lower() == "none":
+        return None
+    chosen = os.path.expanduser(path or "~/.ssh/config")
+    if not os.path.exists(chosen):
+        if path:
+            raise ValueError(f"ssh_config file {chosen} does not exist")
+        return None
+    try:
+        with open(chosen, encoding="utf-8") as fh:
+            return paramiko.SSHConfig.from_text(fh.read())
+    except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
+        raise ValueError(f"cannot read ssh_config {chosen}: {exc}") from None
+
+
+def parse_jump(spec: str) -> list[tuple[str | None, str, int | None]]:
+    """`[user@]host[:port],...` (or ssh://user@host:port) -> [(user, host, port)]."""
+    hops = []
+    for raw in spec.split(","):
+        text = raw.strip()
+        if text.startswith("ssh://"):
+            text = text[len("ssh://") :]
+        if not text:
+            raise ValueError(f"empty hop in ProxyJump {spec!r}")
+        user, _, hostport = text.rpartition("@")
+        port: int | None = None
+        host = hostport
+        if hostport.startswith("["):  # [v6]:port
+            host, _, rest = hostport[1:].partition("]")
+            if rest.startswith(":"):
+                port = _jump_port(rest[1:], spec)
+        elif hostport.count(":") == 1:
+            host, _, port_text = hostport.partition(":")
+            port = _jump_port(port_text, spec)
+        if not host:
+            raise ValueError(f"no host in ProxyJump hop {raw!r}")
+        hops.append((user or None, host, port))
+    return hops
+
+
+def _jump_port(text: str, spec: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port {text!r} in ProxyJump {spec!r}")
+    return int(text)
+
+
+def _lookup(config: paramiko.SSHConfig | None, name: str) -> dict[str, Any]:
+    return dict(config.lookup(name)) if config is not None else {}
+
+
+def _timeout(found: dict[str, Any], default: float) -> float:
+    try:
+        return float(found["connecttimeout"])
+    except (KeyError, ValueError):
+        return default
+
+
+def route(target: Target, config: paramiko.SSHConfig | None) -> tuple[tuple[Hop, ...], Hop]:
+    """(bastions in order, the target) for `target` under `config`. Pure given the config."""
+    found = _lookup(config, target.address)
+    explicit = target.explicit
+    keys = (target.key_file,) if target.key_file else tuple(found.get("identityfile", ()))
+    final = Hop(
+        alias=target.address,
+        address=str(found.get("hostname") or target.address),
+        port=target.port if "port" in explicit or "port" not in found else int(found["port"]),
+        user=target.user or found.get("user"),
+        key_files=keys,
+        connect_timeout=(
+            target.connect_timeout
+            if "connect_timeout" in explicit
+            else _timeout(found, target.connect_timeout)
+        ),
     )
-    client: paramiko.SSHClient = conn.client
+    spec = target.proxy_jump or found.get("proxyjump")
+    if not spec or str(spec).lower() == "none":
+        return (), final
+    return _jumps(str(spec), config, target, 0), final
+
+
+def _jumps(
+    spec: str, config: paramiko.SSHConfig | None, target: Target, depth: int
+) -> tuple[Hop, ...]:
+    if depth >= MAX_JUMPS:
+        raise ValueError(f"ProxyJump chain longer than {MAX_JUMPS} hops (a loop?)")
+    hops: list[Hop] = []
+    for index, (user, name, port) in enumerate(parse_jump(spec)):
+        found = _lookup(config, name)
+        if index == 0 and found.get("proxyjump") and str(found["proxyjump"]).lower() != "none":
+            # The first bastion is itself reached as its own config says (as OpenSSH does).
+            hops.extend(_jumps(str(found["proxyjump"]), config, target, depth + 1))
+        keys = tuple(found.get("identityfile", ()))
+        if target.key_file and target.key_file not in keys:
+            keys += (target.key_file,)  # like Ansible users expect: the inventory key works too
+        hops.append(
+            Hop(
+                alias=name,
+                address=str(found.get("hostname") or name),
+                port=port or int(found.get("port", 22)),
+                user=user or found.get("user"),
+                key_files=keys,
+                connect_timeout=_timeout(found, target.connect_timeout),
+            )
+        )
+    return tuple(hops)
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+_passphrase: dict[str, str] = {}
+
+
+def set_key_passphrase(passphrase: str | None) -> None:
+    """The passphrase of encrypted private keys, for every connection of this process (it comes
+    from a prompt or a file, never from argv; it is never logged or shown)."""
+    _passphrase.clear()
+    if passphrase:
+        _passphrase["value"] = passphrase
+
+
+def _load_host_keys(client: paramiko.SSHClient, target: Target, known_hosts: str) -> None:
+    mode = target.host_key_checking
     if mode != "off":
         if os.path.exists(known_hosts):
             try:
@@ -173,61 +308,242 @@ def connect(target: Target) -> SSHSession:
                 hint="set known_hosts in the inventory, or host_key_checking: accept-new",
             )
     client.set_missing_host_key_policy(_CheckPolicy(mode, known_hosts))
+
+
+def _open_client(
+    hop: Hop, target: Target, known_hosts: str, sock: paramiko.Channel | None
+) -> paramiko.SSHClient:
+    """An authenticated SSH client to `hop` (over `sock` when behind a bastion); host key
+    checked against known_hosts. Raises the library's exceptions (translated by the caller)."""
+    client = paramiko.SSHClient()
+    _load_host_keys(client, target, known_hosts)
+    keys = [os.path.expanduser(k) for k in hop.key_files]
+    kwargs: dict[str, Any] = {
+        "hostname": hop.address,
+        "port": hop.port,
+        "username": hop.user,
+        "timeout": hop.connect_timeout,
+        "banner_timeout": hop.connect_timeout,
+        "auth_timeout": hop.connect_timeout,
+        "channel_timeout": hop.connect_timeout,
+        # ssh-agent keys (SSH_AUTH_SOCK) and ~/.ssh/id_* are tried as OpenSSH does.
+        "allow_agent": True,
+        "look_for_keys": True,
+    }
+    existing = [k for k in keys if os.path.exists(k)]
+    if existing:
+        kwargs["key_filename"] = existing
+    if sock is not None:
+        kwargs["sock"] = sock
+    if "value" in _passphrase:
+        kwargs["passphrase"] = _passphrase["value"]
     try:
-        conn.open()
-    except BaseException as exc:
-        conn.close()
-        raise _translate(target, known_hosts, exc) from None
+        client.connect(**kwargs)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+class _Bastion:
+    def __init__(self, client: paramiko.SSHClient, parent: _Bastion | None) -> None:
+        self.client = client
+        self.parent = parent
+        self.refs = 0
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        transport = self.client.get_transport()
+        return transport if transport is not None and transport.is_active() else None
+
+
+class _BastionPool:
+    """One SSH connection per bastion route, shared by every host behind it (each host gets
+    its own direct-tcpip channel on it); closed when the last host behind it closes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[tuple[str, int, str | None], ...], _Bastion] = {}
+
+    def acquire(self, hops: tuple[Hop, ...], target: Target, known_hosts: str) -> _Bastion:
+        with self._lock:  # one connect per bastion, however many hosts ask at once
+            parent: _Bastion | None = None
+            chain: list[_Bastion] = []
+            try:
+                for i, hop in enumerate(hops):
+                    key = tuple((h.address, h.port, h.user) for h in hops[: i + 1])
+                    bastion = self._open.get(key)
+                    if bastion is None or bastion.transport is None:
+                        sock = _direct(parent, hop, target) if parent else None
+                        try:
+                            client = _open_client(hop, target, known_hosts, sock)
+                        except BaseException as exc:
+                            raise _translate(
+                                target, known_hosts, exc, hop, via="bastion "
+                            ) from None
+                        transport = client.get_transport()
+                        if transport is not None:
+                            transport.set_keepalive(KEEPALIVE_SECONDS)
+                        bastion = _Bastion(client, parent)
+                        self._open[key] = bastion
+                    bastion.refs += 1
+                    chain.append(bastion)
+                    parent = bastion
+            except BaseException:
+                for bastion in chain:
+                    bastion.refs -= 1
+                self._close_unused()
+                raise
+            assert parent is not None
+            return parent
+
+    def release(self, bastion: _Bastion) -> None:
+        with self._lock:
+            node: _Bastion | None = bastion
+            while node is not None:
+                node.refs -= 1
+                node = node.parent
+            self._close_unused()
+
+    def _close_unused(self) -> None:
+        for key in sorted(self._open, key=len, reverse=True):  # inner bastions first
+            if self._open[key].refs <= 0:
+                self._open.pop(key).client.close()
+
+
+_bastions = _BastionPool()
+
+
+def _direct(parent: _Bastion, hop: Hop, target: Target) -> paramiko.Channel:
+    """A direct-tcpip channel from bastion `parent` to `hop` (the next SSH server)."""
+    transport = parent.transport
+    if transport is None:
+        raise ConnectError(target.name, f"connection to the bastion before {hop.label} was lost")
+    try:
+        return transport.open_channel(
+            "direct-tcpip",
+            (hop.address, hop.port),
+            ("127.0.0.1", 0),
+            timeout=hop.connect_timeout,
+        )
+    except paramiko.ChannelException as exc:
+        raise ConnectError(
+            target.name,
+            f"the bastion could not open a connection to {hop.address}:{hop.port}: "
+            f"{exc.text or exc}",
+            hint="check the address and that the bastion may forward (AllowTcpForwarding)",
+        ) from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise ConnectError(
+            target.name,
+            f"no connection to {hop.address}:{hop.port} through the bastion: "
+            f"{exc or type(exc).__name__}",
+        ) from None
+
+
+def connect(target: Target) -> SSHSession:
+    """Open an SSH session to `target` (through its bastions, if any), checking the host key
+    of every hop. Raises ConnectError."""
+    mode = target.host_key_checking
+    if mode not in HOST_KEY_MODES:
+        raise ConnectError(target.name, f"host_key_checking must be one of {HOST_KEY_MODES}")
+    known_hosts = os.path.expanduser(target.known_hosts or _default_known_hosts())
+    if target.key_file:
+        key_path = os.path.expanduser(target.key_file)
+        if not os.path.exists(key_path):
+            raise ConnectError(
+                target.name,
+                f"private key file {key_path} does not exist",
+                hint="fix ansible_ssh_private_key_file in the inventory",
+            )
+    try:
+        jumps, final = route(target, load_ssh_config(target.ssh_config))
+    except ValueError as exc:
+        raise ConnectError(target.name, str(exc), hint="fix ssh_config / ProxyJump") from None
+    bastion = _bastions.acquire(jumps, target, known_hosts) if jumps else None
+    try:
+        sock = _direct(bastion, final, target) if bastion else None
+        try:
+            client = _open_client(final, target, known_hosts, sock)
+        except BaseException as exc:
+            raise _translate(target, known_hosts, exc, final) from None
+    except BaseException:
+        if bastion is not None:
+            _bastions.release(bastion)
+        raise
     transport = client.get_transport()
-    if transport is None:  # pragma: no cover - open() succeeded
+    if transport is None:  # pragma: no cover - connect() succeeded
         raise ConnectError(target.name, "SSH transport missing after connect")
     transport.set_keepalive(KEEPALIVE_SECONDS)
-    return SSHSession(target, conn, transport)
+    on_close = (lambda: _bastions.release(bastion)) if bastion is not None else None
+    return SSHSession(target, client, transport, on_close=on_close)
 
 
-def _translate(target: Target, known_hosts: str, exc: BaseException) -> BaseException:
-    where = target.label
-    name = _known_hosts_name(target.address, target.port)
+def _translate(
+    target: Target, known_hosts: str, exc: BaseException, hop: Hop | None = None, via: str = ""
+) -> BaseException:
+    """A library error as a ConnectError with a hint; `hop` is where it happened (`via`
+    names a bastion). An error that already is a ConnectError passes through."""
+    if isinstance(exc, ConnectError):
+        return exc
+    if hop is None:
+        keys = (target.key_file,) if target.key_file else ()
+        hop = Hop(target.address, target.address, target.port, target.user, keys,
+                  target.connect_timeout)  # fmt: skip
+    where = f"{via}{hop.label}"
+    name = _known_hosts_name(hop.address, hop.port)
+
+    def error(message: str, hint: str | None = None) -> ConnectError:
+        return ConnectError(target.name, message, hint=hint)
+
     if isinstance(exc, _UnknownHostKey):
-        return ConnectError(
-            target.name,
+        return error(
             f"host key of {where} is not in {known_hosts} "
             f"({exc.key.get_name()} {fingerprint(exc.key)}); refusing to connect",
             hint=(
-                f"check the fingerprint out of band, then trust it: ssh-keyscan -p {target.port} "
-                f"-t {exc.key.get_name()} {target.address} >> {known_hosts}"
+                f"check the fingerprint out of band, then trust it: ssh-keyscan -p {hop.port} "
+                f"-t {exc.key.get_name()} {hop.address} >> {known_hosts}"
             ),
         )
     if isinstance(exc, paramiko.BadHostKeyException):
-        return ConnectError(
-            target.name,
+        return error(
             f"host key of {where} has CHANGED (now {exc.key.get_name()} {fingerprint(exc.key)}, "
             f"expected {fingerprint(exc.expected_key)}): possible man-in-the-middle; refusing",
             hint=f"if the change is expected: ssh-keygen -f {known_hosts} -R '{name}'",
         )
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return error(
+            f"the private key for {where} is encrypted and no passphrase was given",
+            hint="pass --ask-key-passphrase (prompt) or --key-passphrase-file FILE, "
+            "or load the key into ssh-agent (ssh-add)",
+        )
     if isinstance(exc, paramiko.AuthenticationException):
-        key = f" with key {target.key_file}" if target.key_file else " (agent/default keys)"
-        return ConnectError(
-            target.name,
+        names = ", ".join(hop.key_files)
+        key = f" with key {names}" if names else " (agent/default keys)"
+        return error(
             f"authentication failed for {where}{key}: {exc}",
-            hint="check ansible_user and ansible_ssh_private_key_file for this host, and that "
-            "the public key is in that user's authorized_keys",
+            hint="check ansible_user and ansible_ssh_private_key_file for this host (or User and "
+            "IdentityFile in ssh_config), and that the public key is in that user's "
+            "authorized_keys",
+        )
+    if isinstance(exc, paramiko.SSHException) and "passphrase" in str(exc).lower():
+        return error(
+            f"cannot decrypt the private key for {where}: wrong passphrase?",
+            hint="check --key-passphrase-file / the passphrase typed at the prompt",
         )
     if isinstance(exc, socket.gaierror):
-        return ConnectError(target.name, f"cannot resolve host name {target.address!r}")
+        return error(f"cannot resolve host name {hop.address!r} ({where})")
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return ConnectError(
-            target.name, f"timed out after {target.connect_timeout:g}s connecting to {where}"
-        )
+        return error(f"timed out after {hop.connect_timeout:g}s connecting to {where}")
     if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(target.name, f"connection refused by {where} (is sshd running?)")
+        return error(f"connection refused by {where} (is sshd running?)")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         errors = list(exc.errors.values())
         if errors and all(isinstance(e, ConnectionRefusedError) for e in errors):
-            return ConnectError(target.name, f"connection refused by {where} (is sshd running?)")
-        return ConnectError(target.name, f"cannot connect to {where}: {exc}")
+            return error(f"connection refused by {where} (is sshd running?)")
+        return error(f"cannot connect to {where}: {exc}")
     if isinstance(exc, (paramiko.SSHException, OSError, EOFError)):
-        return ConnectError(target.name, f"cannot connect to {where}: {exc or type(exc).__name__}")
+        return error(f"cannot connect to {where}: {exc or type(exc).__name__}")
     return exc
 
 
@@ -243,12 +559,14 @@ class SSHSession:
     def __init__(
         self,
         target: Target,
-        conn: Connection,
+        conn: paramiko.SSHClient,
         transport: paramiko.Transport,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.target = target
         self._conn = conn
         self._transport = transport
+        self._on_close = on_close
 
     def _lost(self, what: str) -> ConnectError:
         return ConnectError(self.target.name, f"connection to {self.target.label} lost: {what}")
@@ -265,10 +583,13 @@ class SSHSession:
             raise self._lost(str(exc) or type(exc).__name__) from None
         return chan
 
-    def run(self, command: str, *, timeout: float | None = None) -> Result:
-        """Run `command` in the remote shell; return its exit status and output."""
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes = b"") -> Result:
+        """Run `command` in the remote shell; return its exit status and output. `stdin` (a
+        become password line) goes to the command's stdin, never into the command string."""
         chan = self._channel(command)
         try:
+            if stdin:
+                chan.sendall(stdin)
             chan.shutdown_write()
             return self._finish(chan, command, timeout)
         finally:
@@ -393,3 +714,6 @@ class SSHSession:
 
     def close(self) -> None:
         self._conn.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:  # this host's share of its bastion connection
+            on_close()

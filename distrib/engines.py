@@ -1,0 +1,462 @@
+"""Container engines (docker, podman, containerd) and privilege (become): pure command builders
+and their parsers, side by side (STYLE: command and parser as a pair). Nothing here runs
+anything; every remote argument goes through `shlex.quote`.
+
+Engines differ in four ways that matter here (DESIGN.md, measured on Debian 12):
+- what they read: docker 20.10 reads gzip/xz but not zstd; podman 4.3 reads plain and zstd
+  docker-archives, not gzip; containerd 1.6 (`ctr images import`) reads a plain tar only. An
+  archive the engine cannot read is decompressed on the host, in a pipe.
+- the names they store: podman stores an unqualified `NAME:TAG` as `localhost/NAME:TAG`,
+  containerd as `docker.io/NAME:TAG` (`docker.io/library/NAME:TAG` for one component).
+- the identity they show: docker and podman list the config digest (docker's image ID);
+  containerd lists the manifest digest, whose manifest names the config digest.
+- how they are asked: `docker|podman images/image inspect`, `ctr images ls` + `ctr content get`.
+
+Become (sudo): every command that talks to the engine runs as the become user through ONE
+`sudo ... -- /bin/sh -c SCRIPT` (like Ansible), so a script that calls the engine several times
+asks sudo once. Without a password: `sudo -n` (never prompts, fails at once). With a password:
+`sudo -k -S -p ''`: the password is the FIRST LINE OF STDIN, never argv, a log or a file.
+`-k` ignores any cached sudo timestamp, so sudo always reads that line when the rule needs a
+password, and it reads exactly that line (byte by byte): the archive bytes that follow reach the
+command untouched. Whether the rule needs a password is asked first (`become_check`): a NOPASSWD
+rule gets `sudo -n` and never sees the password. Files stay with the SSH user: uploads go to its
+private staging dir and the archive is opened by the SSH user's shell and piped into the engine,
+so any become user can load it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from distrib import commands
+from distrib.commands import join, q
+from distrib.refs import ImageRef
+
+DOCKER = "docker"
+PODMAN = "podman"
+CONTAINERD = "containerd"
+KINDS = (DOCKER, PODMAN, CONTAINERD)
+DEFAULT_ARGV: dict[str, tuple[str, ...]] = {
+    DOCKER: ("docker",),
+    PODMAN: ("podman",),
+    CONTAINERD: ("ctr",),
+}
+DEFAULT_NAMESPACE = "k8s.io"  # what the kubelet (CRI) sees
+BECOME_METHODS = ("sudo",)
+# Codecs each engine's load reads itself (docker: Facts.engine_reads, by version).
+NATIVE_CODECS: dict[str, frozenset[str]] = {
+    PODMAN: frozenset({"none", "zstd"}),
+    CONTAINERD: frozenset({"none"}),
+}
+DECOMPRESSORS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # codec -> candidate argv, best first (the tool must be on the host)
+    "gzip": (("pigz", "-dc"), ("gzip", "-dc")),
+    "zstd": (("zstd", "-dc"),),
+    "xz": (("xz", "-dc"),),
+}
+_MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+)
+_INDEX_TYPES = (
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+
+
+class Secret:
+    """A password held in memory only: its repr and str never show it (logs, tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if "\n" in value or "\r" in value:
+            raise ValueError("a password cannot contain a line break")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def line(self) -> bytes:
+        """The password as sudo -S reads it: one line."""
+        return (self._value + "\n").encode()
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Become:
+    """Run engine commands as `user` through `method` (sudo only)."""
+
+    user: str = "root"
+    method: str = "sudo"
+
+
+# --- become: is sudo there, does the rule need a password, is the password right -------------
+
+NOPASSWD = "nopasswd"
+NEEDS_PASSWORD = "password"
+NO_SUDO = "nosudo"
+DENIED = "denied"
+
+
+def become_check(become: Become) -> str:
+    """Does `sudo -n -u USER true` work (never prompts, never waits)? Prints `become=...`."""
+    probe = join(["sudo", "-k", "-n", "-u", become.user, "--", "true"])
+    return (
+        "if ! command -v sudo >/dev/null 2>&1; then echo become=nosudo; exit 0; fi; "
+        f"if e=$({probe} 2>&1 </dev/null); then echo become=nopasswd; exit 0; fi; "
+        "printf 'become=%s\\n' \"$e\""
+    )
+
+
+def parse_become_check(stdout: str) -> tuple[str, str]:
+    """(NOPASSWD | NEEDS_PASSWORD | NO_SUDO | DENIED, sudo's own words)."""
+    text = stdout.strip()
+    value = text.split("become=", 1)[1].strip() if "become=" in text else text
+    if value == NOPASSWD:
+        return NOPASSWD, ""
+    if value == NO_SUDO:
+        return NO_SUDO, "sudo is not installed"
+    if "password is required" in value:
+        return NEEDS_PASSWORD, value
+    return DENIED, value or "sudo failed"
+
+
+def become_validate(become: Become) -> str:
+    """Check the password (first line of stdin) with sudo itself; prints nothing on success."""
+    return join(["sudo", "-k", "-S", "-p", "", "-u", become.user, "--", "true"])
+
+
+def password_rejected(stderr: str) -> bool:
+    """Whether sudo's stderr says the password was wrong (vs. the user may not sudo)."""
+    words = stderr.lower()
+    return (
+        "incorrect password" in words
+        or "sorry, try again" in words
+        or ("no password was provided" in words)
+    )
+
+
+def wrap(script: str, become: Become | None, password: bool) -> str:
+    """`script` run as the become user: one sudo for the whole script (see module doc)."""
+    if become is None:
+        return script
+    if password:
+        sudo = ["sudo", "-k", "-S", "-p", "", "-u", become.user, "--", "/bin/sh", "-c", script]
+    else:
+        sudo = ["sudo", "-n", "-u", become.user, "--", "/bin/sh", "-c", script]
+    return join(sudo)
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def has_domain(ref: ImageRef) -> bool:
+    first, sep, _ = ref.name.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+def stored_name(kind: str, ref: ImageRef) -> str:
+    """The name under which `kind` lists an image loaded from a docker-archive."""
+    if kind == PODMAN:
+        familiar = ref.familiar
+        return familiar if has_domain(ImageRef.parse(familiar)) else f"localhost/{familiar}"
+    if kind == CONTAINERD:
+        if has_domain(ref):
+            return str(ref)
+        name = ref.name if "/" in ref.name else f"library/{ref.name}"
+        return str(ImageRef(f"docker.io/{name}", ref.tag, ref.digest))
+    return ref.familiar
+
+
+# --- codecs --------------------------------------------------------------------------------
+
+
+def engine_reads(kind: str, codec: str, docker_reads: bool) -> bool:
+    """Whether the engine's load reads `codec` itself (`docker_reads`: docker's own answer)."""
+    if kind == DOCKER:
+        return docker_reads
+    return codec in NATIVE_CODECS[kind]
+
+
+def decompressor(codec: str, tools: Iterable[str]) -> list[str] | None:
+    """argv that decompresses `codec` on the host with a tool it has (None: none there)."""
+    have = set(tools)
+    for argv in DECOMPRESSORS.get(codec, ()):
+        if argv[0] in have:
+            return list(argv)
+    return None
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+Runner = Callable[[str], str]  # runs an engine command (as the engine user), returns stdout
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One host's engine: kind, client argv, containerd namespace, and how to become."""
+
+    kind: str = DOCKER
+    argv: tuple[str, ...] = ("docker",)
+    namespace: str = DEFAULT_NAMESPACE
+    become: Become | None = None
+    password: bool = False  # sudo reads a password line first on stdin
+
+    @property
+    def plain_docker(self) -> bool:
+        """docker without become: the commands (and behaviour) distrib always had."""
+        return self.kind == DOCKER and self.become is None
+
+    @property
+    def ctr(self) -> list[str]:
+        return [*self.argv, "-n", self.namespace]
+
+    def wrap(self, script: str) -> str:
+        return wrap(script, self.become, self.password)
+
+    # -- probe ----------------------------------------------------------------------------
+
+    def probe(self, remote_tmp: str) -> str:
+        """One read-only round trip (output as commands.probe, plus `engine=KIND`)."""
+        if self.kind == DOCKER:
+            return self.wrap(commands.probe(list(self.argv), remote_tmp))
+        if self.kind == PODMAN:
+            version = join([*self.argv, "version", "--format", "{{.Client.Version}}"])
+            root = join([*self.argv, "info", "--format", "{{.Store.GraphRoot}}"])
+        else:
+            # `ctr version` prints Client and Server sections; only a server answer counts.
+            version = (
+                f"{join([*self.argv, 'version'])} | "
+                "awk '/^Server:/{s=1} s && $1==\"Version:\"{print $2; exit}'"
+            )
+            root = "true"
+        tools = " ".join(commands.TOOLS)
+        script = (
+            f"printf 'engine=%s\\n' {q(self.kind)}; "
+            f"printf 'engine_version=%s\\n' \"$({version} 2>/dev/null)\"; "
+            f'r="$({root} 2>/dev/null)"; printf \'docker_root=%s\\n\' "$r"; '
+            '[ -n "$r" ] && df -Pk -- "$r" 2>/dev/null | awk \'NR==2{print "root_avail_kb="$4}\'; '
+            f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
+            'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; '
+            f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
+            "true"
+        )
+        return self.wrap(script)
+
+    def version_command(self) -> str:
+        """The engine's own version command (its error output says why it does not answer)."""
+        return self.wrap(join([*self.argv, "version"]))
+
+    # -- identity -------------------------------------------------------------------------
+
+    def identity(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, str]:
+        """`familiar ref -> image id` for the refs the host holds (id: the config digest)."""
+        if not refs:
+            return {}
+        if self.kind == DOCKER:
+            out = run(self.wrap(commands.list_images(list(self.argv), refs)))
+            return commands.parse_image_list(out)
+        if self.kind == PODMAN:
+            out = run(self.wrap(podman_list(self.argv)))
+            return podman_identity(parse_podman_list(out), refs)
+        return self._containerd_configs(run, refs)
+
+    def layers(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, tuple[str, ...]]:
+        """`familiar ref -> layer diffIDs` (the content identity, DESIGN.md)."""
+        if not refs:
+            return {}
+        if self.kind in (DOCKER, PODMAN):
+            names = [stored_name(self.kind, r) for r in refs]
+            text = run(self.wrap(commands.inspect_layers(list(self.argv), names)))
+            by_name = commands.parse_inspect_layers(text)
+            return {r.familiar: by_name[n] for r, n in zip(refs, names) if n in by_name}
+        configs = self._containerd_configs(run, refs)
+        blobs = self._blobs(run, sorted(set(configs.values())))
+        out: dict[str, tuple[str, ...]] = {}
+        for familiar, digest in configs.items():
+            diff_ids = config_diff_ids(blobs.get(digest))
+            if diff_ids is not None:
+                out[familiar] = diff_ids
+        return out
+
+    def _blobs(self, run: Runner, digests: Sequence[str]) -> dict[str, bytes]:
+        return parse_blobs(run(self.wrap(ctr_blobs(self.ctr, digests)))) if digests else {}
+
+    def _containerd_configs(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, str]:
+        names = {stored_name(CONTAINERD, r): r.familiar for r in refs}
+        targets = parse_ctr_images(run(self.wrap(ctr_images(self.ctr))))
+        wanted = {n: targets[n] for n in names if n in targets}
+        blobs = self._blobs(run, sorted({d for d, _ in wanted.values()}))
+        # An index (manifest list) points at per-platform manifests: one more round trip.
+        children = {
+            d: index_manifest(blobs.get(d)) for d, t in wanted.values() if t in _INDEX_TYPES
+        }
+        more = self._blobs(run, sorted({c for c in children.values() if c and c not in blobs}))
+        blobs.update(more)
+        out: dict[str, str] = {}
+        for name, (digest, media_type) in wanted.items():
+            manifest = children.get(digest) if media_type in _INDEX_TYPES else digest
+            config = manifest_config(blobs.get(manifest or ""))
+            if config:
+                out[names[name]] = config
+        return out
+
+    # -- load -------------------------------------------------------------------------------
+
+    def load_from_stdin(self) -> list[str]:
+        if self.kind == CONTAINERD:
+            return [*self.ctr, "images", "import", "-"]
+        return [*self.argv, "load"]
+
+    def load(self, path: str, codec: str, native: bool, tools: Iterable[str]) -> str:
+        """Load the staged archive at `path` (see the module doc for who opens what)."""
+        if self.plain_docker:
+            return commands.load(list(self.argv), path, codec, native)
+        decompress = None if native else self._decompressor(codec, tools)
+        if self.become is None:
+            if decompress is None:
+                if self.kind == CONTAINERD:
+                    return join([*self.ctr, "images", "import", "--", path])
+                return join([*self.argv, "load", "-i", path])
+            return f"{join([*decompress, '--', path])} | {join(self.load_from_stdin())}"
+        engine = self.wrap(join(self.load_from_stdin()))
+        source = join([*(decompress or ["cat"]), "--", path])
+        if self.password:
+            # The first `cat` passes the password line (all of the channel's stdin) to sudo;
+            # the archive follows, opened by the SSH user who owns it.
+            return f"{{ cat; {source}; }} | {engine}"
+        return f"{source} | {engine}"
+
+    def stream_load(self, codec: str, native: bool, tools: Iterable[str]) -> str:
+        """Load from stdin (after the password line, when sudo needs one)."""
+        if self.plain_docker:
+            return commands.stream_load(list(self.argv), codec, native)
+        decompress = None if native else self._decompressor(codec, tools)
+        script = join(self.load_from_stdin())
+        if decompress is not None:
+            script = f"{join(decompress)} | {script}"
+        return self.wrap(script)
+
+    def _decompressor(self, codec: str, tools: Iterable[str]) -> list[str]:
+        argv = decompressor(codec, tools)
+        if argv is None:
+            raise ValueError(
+                f"{self.kind} cannot read a {codec} archive and the host has no "
+                f"{'/'.join(a[0] for a in DECOMPRESSORS.get(codec, ())) or codec} to unpack it"
+            )
+        return argv
+
+
+# --- podman listing ----------------------------------------------------------------------------
+
+
+def podman_list(argv: Sequence[str]) -> str:
+    """Every image podman holds, one `name<TAB>id` line per name (filtered here, not there:
+    podman's reference filter semantics differ between versions)."""
+    return join([*argv, "images", "--no-trunc", "--format", commands.LIST_FORMAT])
+
+
+def parse_podman_list(stdout: str) -> dict[str, str]:
+    return commands.parse_image_list(stdout)
+
+
+def podman_identity(found: dict[str, str], refs: Iterable[ImageRef]) -> dict[str, str]:
+    """`familiar -> id` for refs among podman's names (`localhost/x:1` is `x:1`)."""
+    out = {}
+    for ref in refs:
+        image_id = found.get(stored_name(PODMAN, ref))
+        if image_id:
+            out[ref.familiar] = image_id if ":" in image_id else f"sha256:{image_id}"
+    return out
+
+
+# --- containerd listing ------------------------------------------------------------------------
+
+
+def ctr_images(ctr: Sequence[str]) -> str:
+    """`ctr images ls`: REF TYPE DIGEST SIZE PLATFORMS LABELS, one image per line."""
+    return join([*ctr, "images", "ls"])
+
+
+def parse_ctr_images(stdout: str) -> dict[str, tuple[str, str]]:
+    """`name -> (target digest, media type)` from `ctr images ls` output."""
+    out = {}
+    for line in stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2].startswith("sha256:"):
+            out[fields[0]] = (fields[2], fields[1])
+    return out
+
+
+def ctr_blobs(ctr: Sequence[str], digests: Sequence[str]) -> str:
+    """Each blob as `digest<TAB>base64` on one line (`digest<TAB>` when missing)."""
+    get = join([*ctr, "content", "get"])
+    return "; ".join(
+        f"printf '%s\\t' {q(d)}; {get} {q(d)} 2>/dev/null | base64 -w0; echo" for d in digests
+    )
+
+
+def parse_blobs(stdout: str) -> dict[str, bytes]:
+    out = {}
+    for line in stdout.splitlines():
+        digest, sep, data = line.partition("\t")
+        if not sep or not data.strip():
+            continue
+        try:
+            out[digest.strip()] = base64.b64decode(data.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    return out
+
+
+def _json(blob: bytes | None) -> dict[str, object]:
+    if not blob:
+        return {}
+    try:
+        parsed = json.loads(blob)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def manifest_config(blob: bytes | None) -> str | None:
+    """The config digest a manifest names (docker's image ID for a docker-archive)."""
+    config = _json(blob).get("config")
+    digest = config.get("digest") if isinstance(config, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def index_manifest(blob: bytes | None, arch: str = "amd64") -> str | None:
+    """The linux/`arch` manifest of an index (else its first manifest)."""
+    manifests = _json(blob).get("manifests")
+    if not isinstance(manifests, list) or not manifests:
+        return None
+    chosen = manifests[0]
+    for entry in manifests:
+        platform = entry.get("platform") if isinstance(entry, dict) else None
+        if (
+            isinstance(platform, dict)
+            and platform.get("os") == "linux"
+            and (platform.get("architecture") == arch)
+        ):
+            chosen = entry
+            break
+    digest = chosen.get("digest") if isinstance(chosen, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def config_diff_ids(blob: bytes | None) -> tuple[str, ...] | None:
+    rootfs = _json(blob).get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list):
+        return None
+    return tuple(str(x) for x in ids)

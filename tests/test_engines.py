@@ -1,0 +1,440 @@
+"""Pure tests of issue 6: engine command builders and parsers, become wrapping, ssh options,
+ssh_config routes, and the planner's engine/become/ssh vars. Outputs are real ones captured on
+Debian 12 (podman 4.3.1, containerd 1.6.20, sudo 1.9.13)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from typing import Any
+
+import paramiko
+import pytest
+
+from distrib import commands, engines, sshargs, transport
+from distrib.errors import ConfigError
+from distrib.playbook import Playbook
+from distrib.plan import host_plan
+from distrib.refs import ImageRef
+from distrib.transport import Target
+
+WEB_ID = "sha256:c9f873339caf60de14bf86600854ca71169db4e38006214431159dc2db4527eb"
+WEB_MANIFEST = "sha256:322ee3ce25c8c1e3a86f5b2b993bac71f8450d8f84c4496d68d8f9f52ccb35a0"
+LAYERS = (
+    "sha256:4e3fe77f2002509dc15499ad900bcbcddd45b6f014f7d8778ba53d985a85173c",
+    "sha256:f26dd591619a35109a4463d6017d69d90b59ad883efa26f046b62ee70bc7c9c2",
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "ref", "stored"),
+    [
+        ("docker", "demo/web:1.0", "demo/web:1.0"),
+        ("docker", "docker.io/library/nginx:1", "nginx:1"),
+        ("podman", "demo/web:1.0", "localhost/demo/web:1.0"),
+        ("podman", "bbx:1", "localhost/bbx:1"),
+        ("podman", "registry.example:5000/team/app:2", "registry.example:5000/team/app:2"),
+        ("podman", "localhost/x:1", "localhost/x:1"),
+        ("containerd", "demo/web:1.0", "docker.io/demo/web:1.0"),
+        ("containerd", "bbx:1", "docker.io/library/bbx:1"),
+        ("containerd", "docker.io/library/nginx:1", "docker.io/library/nginx:1"),
+        ("containerd", "registry.example/app", "registry.example/app:latest"),
+    ],
+)
+def test_stored_name(kind: str, ref: str, stored: str) -> None:
+    assert engines.stored_name(kind, ImageRef.parse(ref)) == stored
+
+
+@pytest.mark.parametrize(
+    ("kind", "codec", "docker_reads", "reads"),
+    [
+        ("docker", "gzip", True, True),
+        ("docker", "zstd", False, False),
+        ("podman", "gzip", True, False),
+        ("podman", "zstd", False, True),
+        ("podman", "none", False, True),
+        ("podman", "xz", True, False),
+        ("containerd", "none", False, True),
+        ("containerd", "gzip", True, False),
+        ("containerd", "zstd", True, False),
+    ],
+)
+def test_engine_reads(kind: str, codec: str, docker_reads: bool, reads: bool) -> None:
+    assert engines.engine_reads(kind, codec, docker_reads) is reads
+
+
+@pytest.mark.parametrize(
+    ("engine", "codec", "reads"),
+    [("docker", "zstd", False), ("podman", "gzip", False), ("podman", "zstd", True),
+     ("containerd", "gzip", False), ("containerd", "none", True)],
+)  # fmt: skip
+def test_facts_know_their_engine(engine: str, codec: str, reads: bool) -> None:
+    facts = commands.parse_probe(f"engine={engine}\nengine_version=4.3.1\nhas_gzip=1\n")
+    assert facts.engine == engine and facts.engine_reads(codec) is reads
+    assert commands.parse_probe("engine_version=20.10.24\n").engine == "docker"
+
+
+@pytest.mark.parametrize(
+    ("codec", "tools", "argv"),
+    [
+        ("gzip", {"gzip"}, ["gzip", "-dc"]),
+        ("gzip", {"gzip", "pigz"}, ["pigz", "-dc"]),
+        ("zstd", {"zstd"}, ["zstd", "-dc"]),
+        ("xz", {"gzip"}, None),
+        ("none", {"gzip"}, None),
+    ],
+)
+def test_decompressor(codec: str, tools: set[str], argv: list[str] | None) -> None:
+    assert engines.decompressor(codec, tools) == argv
+
+
+PW = engines.Become("root")
+
+
+@pytest.mark.parametrize(
+    ("engine", "native", "codec", "expected"),
+    [
+        (engines.Engine(), True, "gzip", "docker load -i /s/a.tgz"),
+        (engines.Engine(), False, "zstd", "zstd -dc -- /s/a.tgz | docker load"),
+        (engines.Engine("podman", ("podman",)), False, "gzip", "gzip -dc -- /s/a.tgz | podman load"),
+        (engines.Engine("podman", ("podman",)), True, "zstd", "podman load -i /s/a.tgz"),
+        (engines.Engine("containerd", ("ctr",)), True, "none",
+         "ctr -n k8s.io images import -- /s/a.tgz"),
+        (engines.Engine("containerd", ("ctr", "-a", "/s.sock"), "ns1"), False, "gzip",
+         "gzip -dc -- /s/a.tgz | ctr -a /s.sock -n ns1 images import -"),
+        (engines.Engine(become=PW), True, "gzip",
+         "cat -- /s/a.tgz | sudo -n -u root -- /bin/sh -c 'docker load'"),
+        (engines.Engine(become=PW, password=True), True, "gzip",
+         "{ cat; cat -- /s/a.tgz; } | sudo -k -S -p '' -u root -- /bin/sh -c 'docker load'"),
+        (engines.Engine("containerd", ("ctr",), become=PW, password=True), False, "zstd",
+         "{ cat; zstd -dc -- /s/a.tgz; } | sudo -k -S -p '' -u root -- /bin/sh -c "
+         "'ctr -n k8s.io images import -'"),
+    ],
+)  # fmt: skip
+def test_load_commands(engine: engines.Engine, native: bool, codec: str, expected: str) -> None:
+    assert engine.load("/s/a.tgz", codec, native, {"gzip", "zstd"}) == expected
+
+
+@pytest.mark.parametrize(
+    ("engine", "native", "codec", "expected"),
+    [
+        (engines.Engine(), True, "gzip", "docker load"),
+        (engines.Engine("podman", ("podman",)), False, "gzip", "gzip -dc | podman load"),
+        (engines.Engine(become=engines.Become("svc")), False, "zstd",
+         "sudo -n -u svc -- /bin/sh -c 'zstd -dc | docker load'"),
+        (engines.Engine(become=PW, password=True), True, "gzip",
+         "sudo -k -S -p '' -u root -- /bin/sh -c 'docker load'"),
+    ],
+)  # fmt: skip
+def test_stream_load_commands(
+    engine: engines.Engine, native: bool, codec: str, expected: str
+) -> None:
+    assert engine.stream_load(codec, native, {"gzip", "zstd"}) == expected
+
+
+def test_missing_decompressor_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="containerd cannot read a xz archive and the host has no xz"):
+        engines.Engine("containerd", ("ctr",)).load("/f", "xz", False, {"gzip"})
+
+
+@pytest.mark.parametrize(
+    ("stdout", "state"),
+    [
+        ("become=nopasswd\n", engines.NOPASSWD),
+        ("become=nosudo\n", engines.NO_SUDO),
+        ("become=sudo: a password is required\n", engines.NEEDS_PASSWORD),
+        ("become=sudo: user x is not in the sudoers file.\n", engines.DENIED),
+        ("", engines.DENIED),
+    ],
+)
+def test_parse_become_check(stdout: str, state: str) -> None:
+    assert engines.parse_become_check(stdout)[0] == state
+
+
+@pytest.mark.parametrize(
+    ("stderr", "rejected"),
+    [
+        ("Sorry, try again.\nsudo: no password was provided\nsudo: 1 incorrect password attempt\n", True),
+        ("sudo: 2 incorrect password attempts\n", True),
+        ("bob is not in the sudoers file.  This incident will be reported.\n", False),
+    ],
+)
+def test_password_rejected(stderr: str, rejected: bool) -> None:
+    assert engines.password_rejected(stderr) is rejected
+
+
+def test_become_commands_never_carry_a_password() -> None:
+    secret = engines.Secret("s3cr3t pass")
+    assert "s3cr3t" not in repr(secret) and "s3cr3t" not in str(secret)
+    assert secret.line() == b"s3cr3t pass\n"
+    engine = engines.Engine("podman", ("podman",), become=PW, password=True)
+    for command in (engine.probe("/var/tmp"), engine.load("/p", "gzip", False, {"gzip"}),
+                    engines.become_check(PW), engines.become_validate(PW)):  # fmt: skip
+        assert "s3cr3t" not in command
+        shlex.split(command)  # well-formed shell
+    with pytest.raises(ValueError):
+        engines.Secret("two\nlines")
+
+
+def test_wrap_quotes_the_script() -> None:
+    script = "echo 'a b'; docker images"
+    wrapped = engines.wrap(script, engines.Become("deploy"), password=False)
+    assert shlex.split(wrapped) == ["sudo", "-n", "-u", "deploy", "--", "/bin/sh", "-c", script]
+    assert engines.wrap(script, None, True) == script
+
+
+PODMAN_IMAGES = (
+    f"localhost/demo/web:1.0\t{WEB_ID}\n"
+    "localhost/bbx:1\tsha256:ad774ac958cba697f72b06951215336a46acde5c3a57a3eabef53e6e5a0ffa35\n"
+    "<none>:<none>\tsha256:0000\n"
+)
+
+
+def test_podman_identity() -> None:
+    found = engines.parse_podman_list(PODMAN_IMAGES)
+    refs = [ImageRef.parse("demo/web:1.0"), ImageRef.parse("demo/worker:1.0")]
+    assert engines.podman_identity(found, refs) == {"demo/web:1.0": WEB_ID}
+
+
+CTR_LS = (
+    "REF                    TYPE                                                 DIGEST"
+    "                                                                  SIZE    PLATFORMS   LABELS\n"
+    f"docker.io/demo/web:1.0 application/vnd.docker.distribution.manifest.v2+json {WEB_MANIFEST}"
+    " 6.1 MiB linux/amd64 io.cri-containerd.image=managed\n"
+    f"{WEB_ID} application/vnd.docker.distribution.manifest.v2+json {WEB_MANIFEST} 6.1 MiB"
+    " linux/amd64 io.cri-containerd.image=managed\n"
+)
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+MANIFEST = {"schemaVersion": 2, "config": {"digest": WEB_ID, "size": 2107}, "layers": []}
+CONFIG = {"rootfs": {"type": "layers", "diff_ids": list(LAYERS)}}
+
+
+def test_containerd_identity_and_layers_through_a_runner() -> None:
+    blobs = {WEB_MANIFEST: MANIFEST, WEB_ID: CONFIG}
+    seen: list[str] = []
+
+    def run(command: str) -> str:
+        seen.append(command)
+        if command.endswith("images ls"):
+            return CTR_LS
+        out = ""
+        for digest, blob in blobs.items():
+            if shlex.quote(digest) in command or digest in command:
+                out += f"{digest}\t{_b64(blob)}\n"
+        return out
+
+    engine = engines.Engine("containerd", ("ctr",), "k8s.io")
+    refs = [ImageRef.parse("demo/web:1.0"), ImageRef.parse("demo/gone:1")]
+    assert engine.identity(run, refs) == {"demo/web:1.0": WEB_ID}
+    assert engine.layers(run, refs[:1]) == {"demo/web:1.0": LAYERS}
+    assert all("-n k8s.io" in c for c in seen)
+
+
+def test_containerd_index_picks_linux_amd64() -> None:
+    index = {
+        "manifests": [
+            {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
+            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+        ]
+    }
+    assert engines.index_manifest(json.dumps(index).encode()) == "sha256:amd"
+    assert engines.index_manifest(b"not json") is None
+    assert engines.manifest_config(json.dumps(MANIFEST).encode()) == WEB_ID
+    assert engines.config_diff_ids(json.dumps(CONFIG).encode()) == LAYERS
+    assert engines.parse_blobs(f"sha256:a\t{_b64(CONFIG)}\nsha256:b\t\n") == {
+        "sha256:a": json.dumps(CONFIG).encode()
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", sshargs.SSHArgs()),
+        ("-o ProxyJump=bastion", sshargs.SSHArgs(proxy_jump="bastion")),
+        ("-o 'ProxyJump u@b1:2222,b2'", sshargs.SSHArgs(proxy_jump="u@b1:2222,b2")),
+        ("-oProxyJump=b -o ControlMaster=auto -o ControlPersist=60s", sshargs.SSHArgs(proxy_jump="b")),
+        ("-J b1,b2 -F /etc/cfg", sshargs.SSHArgs(proxy_jump="b1,b2", config_file="/etc/cfg")),
+        ("-o ConnectTimeout=4 -o StrictHostKeyChecking=accept-new",
+         sshargs.SSHArgs(connect_timeout=4.0, host_key_checking="accept-new")),
+        ("-o UserKnownHostsFile=/k -p 2200 -l ops -i ~/.ssh/k -4",
+         sshargs.SSHArgs(known_hosts="/k", port=2200, user="ops", identity_file="~/.ssh/k")),
+    ],
+)  # fmt: skip
+def test_ssh_args(text: str, expected: sshargs.SSHArgs) -> None:
+    assert sshargs.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-o ProxyCommand='ssh -W %h:%p b'", "ProxyCommand is not supported"),
+        ("-o Frobnicate=yes", "Frobnicate is not supported"),
+        ("-o ConnectTimeout=soon", "ConnectTimeout must be a number"),
+        ("-D 1080", "-D is not supported"),
+        ("bastion", "unexpected argument"),
+        ("-J", "needs a value"),
+    ],
+)
+def test_ssh_args_errors(text: str, message: str) -> None:
+    with pytest.raises(sshargs.SSHArgsError, match=message):
+        sshargs.parse(text)
+
+
+SSH_CONFIG = """
+Host web
+  HostName 10.0.0.5
+  User deploy
+  Port 2222
+  IdentityFile /keys/web
+  ConnectTimeout 7
+Host inner-*
+  ProxyJump jump2
+Host jump2
+  HostName 10.0.0.2
+  ProxyJump ops@jump1:2200
+Host jump1
+  HostName 10.0.0.1
+  IdentityFile /keys/jump
+Host direct
+  HostName 10.0.0.9
+  ProxyJump none
+"""
+
+
+def _route(target: Target) -> tuple[list[str], str, transport.Hop]:
+    jumps, final = transport.route(target, paramiko.SSHConfig.from_text(SSH_CONFIG))
+    return [j.label for j in jumps], final.label, final
+
+
+def test_route_from_ssh_config_alias() -> None:
+    jumps, label, final = _route(Target("web", "web"))
+    assert (jumps, label) == ([], "deploy@10.0.0.5:2222")
+    assert final.key_files == ("/keys/web",) and final.connect_timeout == 7.0
+
+
+def test_inventory_settings_win_over_ssh_config() -> None:
+    target = Target("web", "web", port=22, user="root", key_file="/k",
+                    explicit=frozenset({"port", "user", "key_file"}))  # fmt: skip
+    _, label, final = _route(target)
+    assert label == "root@10.0.0.5:22" and final.key_files == ("/k",)
+
+
+def test_route_two_hops_from_config_and_inventory() -> None:
+    jumps, label, _ = _route(Target("i1", "inner-1"))
+    assert jumps == ["ops@10.0.0.1:2200", "10.0.0.2:22"] and label == "inner-1:22"
+    jumps, _, _ = _route(Target("x", "10.1.1.1", proxy_jump="root@b:2022,jump1"))
+    assert jumps == ["root@b:2022", "10.0.0.1:22"]
+    assert _route(Target("d", "direct"))[0] == []
+    assert _route(Target("d", "inner-2", proxy_jump="none"))[0] == []
+
+
+def test_jump_hosts_also_try_the_inventory_key() -> None:
+    jumps, _ = transport.route(
+        Target("i", "inner-1", key_file="/inv"), paramiko.SSHConfig.from_text(SSH_CONFIG)
+    )
+    assert jumps[0].key_files == ("/keys/jump", "/inv")
+
+
+@pytest.mark.parametrize(
+    ("spec", "hops"),
+    [
+        ("b", [(None, "b", None)]),
+        ("u@b:2200,c", [("u", "b", 2200), (None, "c", None)]),
+        ("ssh://u@[fd00::1]:22", [("u", "fd00::1", 22)]),
+    ],
+)
+def test_parse_jump(spec: str, hops: list[tuple[str | None, str, int | None]]) -> None:
+    assert transport.parse_jump(spec) == hops
+
+
+def test_jump_loop_is_an_error() -> None:
+    config = paramiko.SSHConfig.from_text("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n")
+    with pytest.raises(ValueError, match="loop"):
+        transport.route(Target("t", "t", proxy_jump="a"), config)
+
+
+class _Host:
+    def __init__(self, **vars: Any) -> None:
+        self.name = "h1"
+        self.vars = vars
+        self.source = "inv.yaml:3"
+
+
+def _plan(play_extra: str = "", **vars: Any) -> Any:
+    book = Playbook.from_text(f"- hosts: all\n  images: [x]\n{play_extra}", "p.yaml")
+    return host_plan(_Host(**vars), book.plays[0])
+
+
+@pytest.mark.parametrize(
+    ("vars", "engine", "argv", "namespace"),
+    [
+        ({}, "docker", ("docker",), "k8s.io"),
+        ({"docker_command": "sudo -n docker"}, "docker", ("sudo", "-n", "docker"), "k8s.io"),
+        ({"engine": "podman"}, "podman", ("podman",), "k8s.io"),
+        ({"engine": "containerd", "containerd_namespace": "default"}, "containerd", ("ctr",), "default"),
+        ({"engine": "containerd", "engine_command": "nerdctl"}, "containerd", ("nerdctl",), "k8s.io"),
+        ({"engine": "podman", "engine_command": ["podman", "--root", "/r"]}, "podman",
+         ("podman", "--root", "/r"), "k8s.io"),
+    ],
+)  # fmt: skip
+def test_plan_engine_vars(
+    vars: dict[str, Any], engine: str, argv: tuple[str, ...], namespace: str
+) -> None:
+    plan = _plan(**vars)
+    assert (plan.engine, plan.docker, plan.containerd_namespace) == (engine, argv, namespace)
+
+
+@pytest.mark.parametrize(
+    ("play", "vars", "become"),
+    [
+        ("", {}, None),
+        ("", {"ansible_become": True}, engines.Become("root")),
+        ("", {"ansible_become": "yes", "ansible_become_user": "svc"}, engines.Become("svc")),
+        ("", {"ansible_become": "False"}, None),
+        ("  become: true\n  become_user: app\n", {}, engines.Become("app")),
+        ("  become: false\n", {"ansible_become": True}, None),
+    ],
+)
+def test_plan_become(play: str, vars: dict[str, Any], become: engines.Become | None) -> None:
+    assert _plan(play, **vars).become == become
+
+
+@pytest.mark.parametrize(
+    ("vars", "message"),
+    [
+        ({"engine": "lxc"}, "engine: must be one of docker, podman, containerd"),
+        ({"ansible_become": True, "ansible_become_method": "su"}, "only sudo is supported"),
+        ({"ansible_become": "maybe"}, "must be true or false"),
+        ({"ansible_ssh_common_args": "-o ProxyCommand=nc"}, "ProxyCommand is not supported"),
+        ({"containerd_namespace": "a b"}, "not a namespace name"),
+    ],
+)
+def test_plan_rejects(vars: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        _plan(**vars)
+    assert "inv.yaml:3" in str(info.value)
+
+
+def test_plan_ssh_vars() -> None:
+    plan = _plan(
+        ansible_ssh_common_args="-o ProxyJump=root@10.0.0.1 -o ConnectTimeout=3",
+        ssh_config="/etc/distrib/ssh_config",
+    )
+    t = plan.target
+    assert (t.proxy_jump, t.ssh_config, t.connect_timeout) == (
+        "root@10.0.0.1", "/etc/distrib/ssh_config", 3.0
+    )  # fmt: skip
+    assert t.explicit == frozenset({"connect_timeout"})
+    assert _plan(ansible_port=2200, ansible_user="u").target.explicit == {"port", "user"}
+    assert _plan(proxy_jump="b").target.proxy_jump == "b"
+
+
+def test_play_become_keys_are_validated() -> None:
+    with pytest.raises(ConfigError, match="become_method: must be one of sudo"):
+        Playbook.from_text("- hosts: all\n  images: [x]\n  become_method: su\n", "p.yaml")
