@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--graph", action="store_true", help="the group tree")
     inv.set_defaults(func=cmd_inventory)
 
+    from distrib.workflows.cli import register as register_workflows  # commit, backup, restore
+
+    register_workflows(sub, _inventory_args, _output_args)
+
     try:
         from distrib import lab
     except ImportError:  # pragma: no cover - the lab package is part of the distribution
@@ -262,6 +266,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     playbook = Playbook.load(args.playbook)
     plan = _plan(args, playbook)
     found = _local_images(playbook)
+    # plays with a commit step or a registry target (issue 7): resolved before connecting,
+    # then each commit runs and its image joins the local images
+    from distrib.workflows import flow as workflow_flow
+
+    flow = workflow_flow.prepare(plan, lambda: _inventory(args), check)
+    plan = flow.run_commits(plan, found, out)
     # 2. one archive per play: saved + compressed once, on first use, while hosts already
     #    receive its first bytes (cached across runs by image identity and codec)
     jobs = {}
@@ -279,7 +289,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         archive = archive_mod.prepare(images, codec, play.level)
         jobs[index] = Job.deploy(archive, verify=play.verify, facts=facts)
     # 3. ship in parallel, collect every outcome
-    return _execute(args, plan, jobs, out)
+    plan, jobs, step = flow.expand(plan, jobs)
+    return _execute(args, plan, jobs, out, step=step, extra=lambda: flow.json)
 
 
 def _probe_for_codec(play_plan: Any) -> dict[str, Any]:
@@ -332,8 +343,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _execute(
-    args: argparse.Namespace, plan: Any, jobs: dict[int, Any], out: Any, matrix: bool = False
+    args: argparse.Namespace,
+    plan: Any,
+    jobs: dict[int, Any],
+    out: Any,
+    matrix: bool = False,
+    step: Any = None,
+    extra: Any = None,
 ) -> int:
+    """Run `plan` (per host: `step`, default the engine's deploy) and report it; `extra()`
+    adds keys to the --json document (backups, commits)."""
     from dataclasses import replace
 
     from distrib import report, transport
@@ -370,6 +389,7 @@ def _execute(
             progress,
             cancel,
             on_play=lambda p: progress.write(report.play_banner(p.play.name, p.hosts), out),
+            **({"step": step} if step is not None else {}),
         )
 
     worker = threading.Thread(target=work, name="executor", daemon=True)
@@ -397,7 +417,9 @@ def _execute(
     if getattr(args, "retry_file", None):
         report.write_retry_file(run, args.retry_file)
     if args.json:
-        print(report.dumps(run))
+        added = extra() if extra is not None else {}
+        document = {**report.to_json(run), **added}
+        print(json.dumps(document, indent=2) if added else report.dumps(run))
     return EXIT_INTERRUPTED if run.interrupted else run.exit_code
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from distrib import yamlio
 from distrib.errors import ConfigError
 from distrib.refs import ImageRef, InvalidReference
+from distrib.workflows import spec as workflow_spec
 
 CODECS = ("auto", "gzip", "zstd", "xz", "none")
 DEFAULT_FORKS = 10
@@ -55,6 +56,13 @@ class Play:
     verify: bool = True
     transfer: str | None = None  # auto | staged | stream (None: host var, else auto)
     vars: Mapping[str, Any] = field(default_factory=dict)
+    # issue 7: a commit step before distribution, and a registry target (workflows/spec.py)
+    commit: workflow_spec.CommitSpec | None = None
+    registry: str | None = None  # HOST[:PORT]: push there (from registry_host), then pull
+    namespace: str | None = None
+    registry_host: str | None = None  # the inventory host that loads and pushes
+    pull: bool = False  # the play's hosts pull from the registry (else: push only)
+    insecure: bool = False  # the registry speaks plain HTTP
     # issue 6: run engine commands through sudo (None: the host's ansible_become* vars)
     become: bool | None = None
     become_user: str | None = None
@@ -77,7 +85,7 @@ class Play:
                 line=yamlio.key_line(data, key),
                 key=str(key),
             )
-        for required in ("hosts", "images"):
+        for required in workflow_spec.required_keys(data):
             if required not in data:
                 raise ConfigError(
                     f"play is missing required key {required!r}", file=file, line=line
@@ -86,6 +94,8 @@ class Play:
         for key, value in data.items():
             where = Located(file, yamlio.key_line(data, key))
             values[key] = _FIELDS[key](value, where, key)
+        workflow_spec.check_play(data, values, file)
+        values.setdefault("images", ())  # a commit-only play ships what it commits
         name = values.pop("name", None) or f"play #{index + 1}"
         return cls(name=name, where=Located(file, line), **values)
 
@@ -227,6 +237,12 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "become": _bool,
     "become_user": _string,
     "become_method": _choice("sudo"),
+    "commit": workflow_spec.parse_commit,
+    "registry": workflow_spec.parse_registry,
+    "namespace": workflow_spec.parse_namespace,
+    "registry_host": _hosts,
+    "pull": _bool,
+    "insecure": _bool,
 }
 
 

@@ -646,6 +646,69 @@ class SSHSession:
             progress["done"] = True
             chan.close()
 
+    def download(
+        self,
+        command: str,
+        write: Callable[[bytes], None],
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run `command` and hand its stdout to `write` chunk by chunk as it arrives (never all
+        in memory); return its exit status and stderr (`stdout` is empty in the Result).
+
+        The mirror of `upload`: liveness as in `_finish` (a silent link is pinged every
+        `io_timeout`; no answer is a ConnectError). An exception from `write` (disk full, an
+        interrupted run) closes the channel, so the remote command stops on its next write.
+        """
+        chan = self._channel(command)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        io_timeout = self.target.io_timeout
+        err = bytearray()
+        last_heard = time.monotonic()
+        try:
+            chan.shutdown_write()
+            while True:
+                got = False
+                while chan.recv_ready():
+                    block = chan.recv(PIECE)
+                    if block:
+                        write(block)
+                        if on_bytes:
+                            on_bytes(len(block))
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    got = True
+                now = time.monotonic()
+                if got:
+                    last_heard = now
+                if chan.exit_status_ready() and chan.eof_received:
+                    if not chan.recv_ready() and not chan.recv_stderr_ready():
+                        break
+                    continue
+                if chan.closed or not self._transport.is_active():
+                    if chan.exit_status_ready():
+                        break
+                    raise self._lost("closed by the remote side")
+                if deadline is not None and now >= deadline:
+                    raise HostError(
+                        self.target.name, f"remote command timed out after {timeout:g}s: {command}"
+                    )
+                if now - last_heard >= io_timeout:
+                    if not self._ping(io_timeout):
+                        self._transport.close()
+                        raise self._lost(f"no answer to keepalive for {io_timeout:g}s")
+                    last_heard = time.monotonic()
+                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
+                select.select([chan], [], [], wait)
+            status = chan.recv_exit_status()
+            if status == -1:
+                raise self._lost("the channel closed without an exit status")
+            return Result(command, status, "", err.decode("utf-8", "replace"))
+        finally:
+            chan.close()
+
     def _watch(self, progress: dict[str, Any], io_timeout: float) -> None:
         while not progress["done"]:
             if time.monotonic() - progress["at"] > io_timeout:

@@ -35,6 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         directory=args.dir,
         instance=args.instance,
         echo=_echo,
+        insecure_registries=args.insecure_registry or (),
     )
     for h in state.hosts:
         print(f"  {h.name:<8} {h.address:<12} sshd pid {h.sshd_pid}  dockerd pid {h.dockerd_pid}")
@@ -124,8 +125,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
     p.add_argument("--uplink", metavar="RATE", help="shape workstation->hosts, e.g. 200mbit")
     p.add_argument("--inventory", metavar="PATH", help="where to write the inventory")
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        metavar="ADDR",
+        help="let every host's dockerd use this plain-HTTP registry (host:port or CIDR, "
+        "repeatable), e.g. for `lab registry up`",
+    )
     common(p)
     p.set_defaults(func=cmd_up)
+
+    from distrib.lab import registry as lab_registry
+
+    lab_registry.register(sub, common)
 
     p = sub.add_parser("down", help="remove the lab (safe to repeat)")
     common(p)

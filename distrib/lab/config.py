@@ -238,8 +238,12 @@ def dockerd_argv(
     socket: str,
     pid_file: str,
     storage_driver: str,
+    insecure_registries: Sequence[str] = (),
 ) -> list[str]:
-    """dockerd arguments of one lab host: private store, own socket, no networking of its own."""
+    """dockerd arguments of one lab host: private store, own socket, no networking of its own.
+
+    `insecure_registries` (host:port or CIDR): plain-HTTP registries this dockerd may use
+    (docker allows only 127.0.0.0/8 by default; a lab registry lives on a lab address)."""
     return [
         "dockerd",
         f"--data-root={data_root}",
@@ -252,6 +256,7 @@ def dockerd_argv(
         "--iptables=false",
         "--ip-masq=false",
         f"--storage-driver={storage_driver}",
+        *(f"--insecure-registry={r}" for r in insecure_registries),
     ]
 
 

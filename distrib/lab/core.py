@@ -477,6 +477,7 @@ def up(
     directory: str | os.PathLike[str] | None = None,
     instance: int | None = None,
     echo: Echo = _quiet,
+    insecure_registries: Sequence[str] = (),
 ) -> LabState:
     """Create `n_hosts` lab hosts node1..nodeN in lab `instance` (default
     $DISTRIB_LAB_INSTANCE or 0), after removing that instance's previous lab, and return the
@@ -496,7 +497,7 @@ def up(
         _teardown(root, previous, number, keep_workstation=True, keep_keys=True, echo=echo)
         (root / "logs").mkdir(exist_ok=True)
         try:
-            return _up(root, number, n_hosts, uplink, inventory, echo)
+            return _up(root, number, n_hosts, uplink, inventory, echo, insecure_registries)
         except BaseException:
             # Never leave half a lab: the next `up` or `down` would have to guess.
             _teardown(root, None, number, keep_workstation=True, keep_keys=True, echo=echo)
@@ -510,6 +511,7 @@ def _up(
     uplink: str | None,
     inventory: str | os.PathLike[str] | None,
     echo: Echo,
+    insecure_registries: Sequence[str] = (),
 ) -> LabState:
     if not Path("/root/.ssh").is_dir():
         # Mount target for each host's private /root/.ssh; an empty dir changes nothing else.
@@ -536,6 +538,7 @@ def _up(
             socket=h.docker_socket,
             pid_file=str(Path(h.host_dir) / "dockerd.pid"),
             storage_driver=storage,
+            insecure_registries=insecure_registries,
         )
         # nsenter --net only: `ip netns exec` would remount /sys and dockerd then dies
         # with "Devices cgroup isn't mounted".
