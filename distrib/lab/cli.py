@@ -36,6 +36,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         instance=args.instance,
         echo=_echo,
         insecure_registries=args.insecure_registry or (),
+        kinds=args.kinds,
+        bastion=args.bastion,
+        users=args.users,
     )
     for h in state.hosts:
         print(f"  {h.name:<8} {h.address:<12} sshd pid {h.sshd_pid}  dockerd pid {h.dockerd_pid}")
@@ -125,6 +128,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
     p.add_argument("--uplink", metavar="RATE", help="shape workstation->hosts, e.g. 200mbit")
     p.add_argument("--inventory", metavar="PATH", help="where to write the inventory")
+    p.add_argument(
+        "--kinds",
+        metavar="K1,K2,...",
+        help="engine of each host in order: docker, podman or containerd; the last one "
+        "repeats (default: all docker)",
+    )
+    p.add_argument(
+        "--bastion",
+        action="store_true",
+        help="node1 is a bastion: the workstation reaches the other hosts only through it",
+    )
+    p.add_argument(
+        "--users",
+        action="store_true",
+        help="create login users distrib-docker (docker group), distrib-sudo (NOPASSWD) and "
+        "distrib-sudopw (sudo with a password) with the lab key",
+    )
     p.add_argument(
         "--insecure-registry",
         action="append",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distrib import local, yamlio
 from distrib.errors import LabError, LocalError
-from distrib.lab import config, procs
+from distrib.lab import config, procs, remotes
 from distrib.lab.state import (
     STATE_FILE,
     LabHost,
@@ -232,6 +232,7 @@ def _teardown(
     links = local.run(["ip", "-o", "link", "show"], check=False).stdout
     for link in config.lab_links(config.parse_link_names(links), instance):
         _try(["ip", "link", "delete", link])
+    remotes.unblock_direct(instance)  # `up --bastion` rules, found by their comment
     br = config.bridge_name(instance)
     rule = ["FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]
     for _ in range(20):  # a rule inserted twice by an interrupted up needs two deletes
@@ -290,6 +291,11 @@ def down(
                 echo(f"keeping the workstation dockerd: lab instances {others} may use it")
             keep = bool(others)
             _teardown(root, state, number, keep_workstation=keep, keep_keys=False, echo=echo)
+            if state is not None and state.users:
+                if others:  # shared accounts: another lab may use them (harmless if left)
+                    echo(f"keeping the lab users: lab instances {others} may use them")
+                else:
+                    remotes.remove_users()
         if state is not None and state.inventory and not _inside(state.inventory, root):
             echo(f"note: {state.inventory} describes hosts that no longer exist")
     echo("lab is down")
@@ -393,7 +399,9 @@ def _host_paths(root: Path, index: int, instance: int) -> LabHost:
     )
 
 
-def _prepare_host(host: LabHost, bridge: str, client_pub: str) -> str:
+def _prepare_host(
+    host: LabHost, bridge: str, client_pub: str, authorized_keys: str = "/root/.ssh/authorized_keys"
+) -> str:
     """Directories, host key, sshd_config and network of one host; returns its known_hosts line."""
     hd = Path(host.host_dir)
     for d, mode in (
@@ -417,7 +425,7 @@ def _prepare_host(host: LabHost, bridge: str, client_pub: str) -> str:
             # Resolved inside the host's mount namespace, where /root/.ssh is host.ssh_dir:
             # sshd's StrictModes then checks /root/.ssh, not the lab dir's parents (which may
             # be a world-writable /tmp for a custom --dir).
-            authorized_keys="/root/.ssh/authorized_keys",
+            authorized_keys=authorized_keys,
             pid_file=str(hd / "sshd.pid"),
             docker_socket=host.docker_socket,
         )
@@ -446,19 +454,26 @@ def _keypair(path: Path, comment: str) -> Path:
     return path
 
 
+def _containerd_ping(socket: str) -> bool:
+    return _try(["ctr", "-a", socket, "version"], timeout=10)
+
+
 def _spawn_logged(cmd: Sequence[str], log: Path) -> local.Process[bytes]:
     with open(log, "wb") as fh:
         # A new session: the daemons must outlive the CLI process that started them.
         return local.spawn(cmd, stdout=fh, stderr=fh, new_session=True)
 
 
-def _sshd_command(host: LabHost, root: Path) -> list[str]:
+def _sshd_command(
+    host: LabHost, root: Path, extra: Sequence[config.Bind] = (), docker: bool = True
+) -> list[str]:
     binds = [
         config.Bind(host.tmp_dir, "/tmp"),
         config.Bind(host.var_tmp_dir, "/var/tmp"),
         config.Bind(host.ssh_dir, "/root/.ssh"),
         # sudo drops DOCKER_HOST, so the default socket path must be this host's dockerd too.
-        config.Bind(host.docker_socket, "/run/docker.sock"),
+        *([config.Bind(host.docker_socket, "/run/docker.sock")] if docker else []),
+        *extra,
         # The workstation's client key must not be readable from a host, or host-to-host
         # tests would pass on a key a real host never has.
         config.Bind("/dev/null", str(root / CLIENT_KEY)),
@@ -478,6 +493,9 @@ def up(
     instance: int | None = None,
     echo: Echo = _quiet,
     insecure_registries: Sequence[str] = (),
+    kinds: str | None = None,
+    bastion: bool = False,
+    users: bool = False,
 ) -> LabState:
     """Create `n_hosts` lab hosts node1..nodeN in lab `instance` (default
     $DISTRIB_LAB_INSTANCE or 0), after removing that instance's previous lab, and return the
@@ -497,7 +515,10 @@ def up(
         _teardown(root, previous, number, keep_workstation=True, keep_keys=True, echo=echo)
         (root / "logs").mkdir(exist_ok=True)
         try:
-            return _up(root, number, n_hosts, uplink, inventory, echo, insecure_registries)
+            return _up(
+                root, number, n_hosts, uplink, inventory, echo, insecure_registries,
+                remotes.parse_kinds(kinds, n_hosts), bastion, users,
+            )  # fmt: skip
         except BaseException:
             # Never leave half a lab: the next `up` or `down` would have to guess.
             _teardown(root, None, number, keep_workstation=True, keep_keys=True, echo=echo)
@@ -512,7 +533,15 @@ def _up(
     inventory: str | os.PathLike[str] | None,
     echo: Echo,
     insecure_registries: Sequence[str] = (),
+    kinds: Sequence[str] = (),
+    bastion: bool = False,
+    users: bool = False,
 ) -> LabState:
+    kinds = list(kinds) or ["docker"] * n_hosts
+    if bastion and n_hosts < 2:
+        raise LabError("--bastion needs at least 2 hosts (node1 is the bastion)")
+    if users:
+        remotes.ensure_users()
     if not Path("/root/.ssh").is_dir():
         # Mount target for each host's private /root/.ssh; an empty dir changes nothing else.
         Path("/root/.ssh").mkdir(mode=0o700)
@@ -525,13 +554,41 @@ def _up(
     bridge = config.bridge_name(instance)
     _setup_bridge(instance, uplink)
 
-    hosts = [_host_paths(root, k, instance) for k in range(1, n_hosts + 1)]
-    known = [_prepare_host(h, bridge, client_pub) for h in hosts]
+    hosts = [
+        dataclasses.replace(_host_paths(root, k, instance), kind=kind)
+        for k, kind in zip(range(1, n_hosts + 1), kinds)
+    ]
+    # `%h`: each user's own (per-host private) ~/.ssh; for root that is /root/.ssh as always
+    authorized = "%h/.ssh/authorized_keys" if users else "/root/.ssh/authorized_keys"
+    known = [_prepare_host(h, bridge, client_pub, authorized) for h in hosts]
     echo(f"created {n_hosts} network namespaces on {bridge} ({storage} storage)")
+    extra_binds: dict[str, list[config.Bind]] = {h.name: [] for h in hosts}
+    for h in hosts:
+        if users:
+            pairs = remotes.prepare_user_keys(h.host_dir, client_pub)
+            extra_binds[h.name] += [config.Bind(src, dst) for src, dst in pairs]
+            # sudo resolves the host's own name: without it, every sudo warns (and asks DNS)
+            hosts_file = remotes.etc_hosts(h.host_dir, h.name)
+            extra_binds[h.name].append(config.Bind(hosts_file, "/etc/hosts"))
+        if h.kind == "podman":
+            etc = remotes.prepare_podman(h.host_dir, storage)
+            extra_binds[h.name].append(config.Bind(etc, "/etc/containers"))
+        elif h.kind == "containerd":
+            remotes.prepare_containerd(h.host_dir)
+            sockets = str(Path(remotes.containerd_socket(h.host_dir)).parent)
+            extra_binds[h.name].append(config.Bind(sockets, remotes.CONTAINERD_SOCKET_DIR))
 
     # Start every dockerd before waiting on any: they take seconds each to come up.
-    started = []
+    started: list[local.Process[bytes] | None] = []
     for h in hosts:
+        if h.kind == "podman":  # no daemon
+            started.append(None)
+            continue
+        if h.kind == "containerd":
+            cmd = ["nsenter", f"--net=/run/netns/{h.netns}", "containerd", "--config",
+                   str(Path(h.host_dir) / "containerd.toml")]  # fmt: skip
+            started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-containerd.log"))
+            continue
         argv = config.dockerd_argv(
             data_root=h.data_root,
             exec_root=h.exec_root,
@@ -545,6 +602,17 @@ def _up(
         cmd = ["nsenter", f"--net=/run/netns/{h.netns}", *argv]
         started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-dockerd.log"))
     for h, proc in zip(hosts, started):
+        if proc is None:
+            continue
+        if h.kind == "containerd":
+            procs.wait_until(
+                functools.partial(_containerd_ping, remotes.containerd_socket(h.host_dir)),
+                timeout=DOCKERD_TIMEOUT,
+                what=f"{h.name}: containerd",
+                log=root / "logs" / f"{h.name}-containerd.log",
+                proc=proc,
+            )
+            continue
         procs.wait_until(
             functools.partial(procs.docker_ping, h.docker_socket),
             timeout=DOCKERD_TIMEOUT,
@@ -553,7 +621,8 @@ def _up(
             proc=proc,
         )
     # sshd comes second: its namespace bind-mounts the dockerd socket, which must exist.
-    sshds = [_spawn_logged(_sshd_command(h, root), root / "logs" / f"{h.name}-sshd.log")
+    sshds = [_spawn_logged(_sshd_command(h, root, extra_binds[h.name], h.kind == "docker"),
+                           root / "logs" / f"{h.name}-sshd.log")
              for h in hosts]  # fmt: skip
     for h, proc in zip(hosts, sshds):
         procs.wait_until(
@@ -563,8 +632,17 @@ def _up(
             log=root / "logs" / f"{h.name}-sshd.log",
             proc=proc,
         )
+    inner = [h for h in hosts[1:]] if bastion else []
+    if inner:  # only now: the banner waits above come from the workstation
+        remotes.block_direct(bridge, [h.address for h in inner], instance)
     final = tuple(
-        dataclasses.replace(h, sshd_pid=s.pid, dockerd_pid=d.pid, storage_driver=storage)
+        dataclasses.replace(
+            h,
+            sshd_pid=s.pid,
+            dockerd_pid=d.pid if d is not None else 0,
+            storage_driver=storage,
+            behind_bastion=h in inner,
+        )
         for h, s, d in zip(hosts, sshds, started)
     )
 
@@ -572,15 +650,13 @@ def _up(
     known_hosts.write_text("".join(line + "\n" for line in known))
     inv = Path(inventory).absolute() if inventory else root / "inventory.yaml"
     inv.parent.mkdir(parents=True, exist_ok=True)
-    inv.write_text(
-        yamlio.dump(
-            config.inventory_data(
-                [(h.name, h.address) for h in final],
-                private_key=str(key),
-                known_hosts=str(known_hosts),
-            )
-        )
+    data = config.inventory_data(
+        [(h.name, h.address) for h in final],
+        private_key=str(key),
+        known_hosts=str(known_hosts),
     )
+    remotes.annotate_inventory(data, final, final[0].address if bastion else None)
+    inv.write_text(yamlio.dump(data))
     state = LabState(
         lab_dir=str(root),
         bridge=bridge,
@@ -592,6 +668,8 @@ def _up(
         forward_rule=True,
         workstation_dockerd_pid=ws_pid,
         hosts=final,
+        bastion=final[0].name if bastion else None,
+        users=users,
     )
     save_state(state)
     return state
@@ -662,7 +740,17 @@ def status(
     state = require_state(directory, instance)
     result = []
     for h in state.hosts:
-        sshd_up = procs.pid_alive(h.sshd_pid) and procs.ssh_banner(h.address)
+        # behind the bastion the workstation cannot reach the banner (by design)
+        sshd_up = procs.pid_alive(h.sshd_pid) and (
+            h.behind_bastion or procs.ssh_banner(h.address)
+        )
+        if h.kind != "docker":  # podman: no daemon; containerd: its pid, its socket
+            socket = remotes.containerd_socket(h.host_dir)
+            engine_up = h.kind == "podman" or (
+                procs.pid_alive(h.dockerd_pid) and _containerd_ping(socket)
+            )
+            result.append(HostStatus(h.name, h.address, sshd_up, engine_up, None))
+            continue
         dockerd_up = procs.pid_alive(h.dockerd_pid) and procs.docker_ping(h.docker_socket)
         images = None
         if dockerd_up:

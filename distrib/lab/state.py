@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ class LabHost:
     tmp_dir: str  # bind-mounted over /tmp inside the host
     var_tmp_dir: str  # bind-mounted over /var/tmp inside the host
     ssh_dir: str  # bind-mounted over /root/.ssh inside the host (only authorized_keys)
+    kind: str = "docker"  # docker | podman | containerd (lab/remotes.py); dockerd_pid is the
+    # containerd's pid on a containerd host, 0 on a podman host
+    behind_bastion: bool = False  # the workstation reaches its sshd only through the bastion
 
     @property
     def docker_host(self) -> str:
@@ -71,6 +74,8 @@ class LabState:
     forward_rule: bool  # the iptables FORWARD accept rule for the bridge was inserted
     workstation_dockerd_pid: int | None  # set only when the lab started the local dockerd
     hosts: tuple[LabHost, ...]
+    bastion: str | None = None  # the bastion host's name (`up --bastion`)
+    users: bool = False  # `up --users` created the lab login users (lab/remotes.py)
 
     def host(self, name: str) -> LabHost:
         """The host named `name`, or LabError listing the known names."""
@@ -99,7 +104,8 @@ class LabState:
 def _build(cls: type[Any], raw: dict[str, Any], source: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = set(raw) - names
-    missing = names - set(raw)
+    # fields with a default may be missing (a state.json written before they existed)
+    missing = {f.name for f in fields(cls) if f.default is MISSING} - set(raw)
     if unknown or missing:
         raise LabError(
             f"{source}: lab state does not match this version "
