@@ -514,11 +514,13 @@ def registry_session(
     )
 
 
-def parse_push(stdout: str) -> dict[str, str]:
-    """`tag -> manifest digest` from `docker push` output (`1.0: digest: sha256:.. size: N`)."""
-    out: dict[str, str] = {}
+def parse_push(stdout: str) -> list[str]:
+    """The manifest digest of each push, in push order, from `docker push` output
+    (`1.0: digest: sha256:.. size: N`; the line names only the tag, so order is what maps a
+    digest to its image)."""
+    out: list[str] = []
     for line in stdout.splitlines():
-        head, sep, rest = line.partition(": digest: ")
+        _, sep, rest = line.partition(": digest: ")
         if sep and rest.split():
-            out[head.strip()] = rest.split()[0]
+            out.append(rest.split()[0])
     return out

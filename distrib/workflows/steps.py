@@ -239,6 +239,25 @@ class _Remote:
         return "" if result.ok else (result.stderr.strip() or f"exit {result.exit_status}")
 
 
+def _require_docker(host: HostPlan) -> None:
+    """The workflow steps drive the docker CLI (commit, save, tag, push, pull, login) as the
+    connecting user; podman/containerd hosts and become are not supported by them yet."""
+    engine = getattr(host, "engine", "docker")
+    if engine != "docker":
+        raise HostError(
+            host.name,
+            f"this step needs a docker engine; {host.name} runs {engine}",
+            hint="limit the play or command to docker hosts",
+        )
+    if getattr(host, "become", None) is not None:
+        raise HostError(
+            host.name,
+            "become is not supported by commit/backup/registry steps yet",
+            hint="give the SSH user access to docker (docker group), or set "
+            "docker_command: 'sudo -n docker' with a NOPASSWD sudo rule",
+        )
+
+
 def _step(
     host: HostPlan,
     connect: Connector,
@@ -252,6 +271,7 @@ def _step(
     try:
         if cancel.is_set():
             raise Cancelled("interrupted")
+        _require_docker(host)
         progress.phase(host.name, "connect")
         t = time.monotonic()
         session = connect(host.target)
@@ -283,6 +303,7 @@ class CommitTask:
     image: ImageRef
     message: str | None = None
     author: str | None = None
+    become_password: Any = field(default=None, repr=False)  # set by cli; become unsupported
 
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
@@ -349,6 +370,7 @@ class BackupTask:
     keep_image: bool = False
     records: list[BackupRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    become_password: Any = field(default=None, repr=False)  # set by cli; become unsupported
 
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
@@ -638,13 +660,21 @@ class PushTask:
     target: RegistryTarget
     outcome: PushOutcome
     check: bool = False
+    become_password: Any = field(default=None, repr=False)  # set by cli; become unsupported
 
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
     ) -> HostResult:
+        try:
+            _require_docker(host)
+        except HostError as exc:
+            result = HostResult(host.name, "failed", exc.message, error=exc)
+            self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
+            progress.finished(result)
+            return result
         shipped = deploy(host, self.deploy_job, connect, _Quiet(progress), cancel)
         if shipped.failed:
-            self.outcome.ok, self.outcome.reason = False, f"{host.name}: {shipped.message}"
+            self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
             shipped.message = f"not pushed: {shipped.message}"
             progress.finished(shipped)
             return shipped
@@ -652,12 +682,15 @@ class PushTask:
         result.bytes_sent = shipped.bytes_sent
         result.resumed_from = shipped.resumed_from
         for name, seconds in shipped.timings.items():
-            if name not in ("connect", "total"):
-                result.timings[name] = seconds
+            if name != "connect":  # the push's own connect stays; totals add up
+                result.timings[name] = round(result.timings.get(name, 0.0) + seconds, 3)
         self.outcome.ok = not result.failed
         if result.failed:
-            self.outcome.reason = f"{host.name}: {result.message}"
+            self.outcome.reason = self._failed_on(host)
         return result
+
+    def _failed_on(self, host: HostPlan) -> str:
+        return f"the push to {self.target.registry} failed on {host.name}"
 
     def _push(self, remote: _Remote, shipped: HostResult) -> None:
         names = ", ".join(str(reg.ref) for _, reg in self.target.pairs)
@@ -677,10 +710,12 @@ class PushTask:
         remote.result.images.update({str(r.ref): r.id for _, r in self.target.pairs})
         uploaded = "Pushed" in pushed.stdout
         remote.result.status = CHANGED if uploaded or shipped.status == CHANGED else OK
-        detail = ", ".join(f"{tag} {digest[:19]}" for tag, digest in digests.items())
+        detail = ", ".join(
+            f"{reg.ref.tag} {digest[:19]}" for (_, reg), digest in zip(self.target.pairs, digests)
+        )
         remote.result.message = (
             f"pushed {names}" if uploaded else f"{names} already in the registry"
-        ) + (f" (manifest {detail})" if detail else "")
+        ) + (f" (manifests {detail})" if detail else "")
 
 
 @dataclass
@@ -691,14 +726,13 @@ class PullTask:
     target: RegistryTarget
     outcome: PushOutcome
     check: bool = False
+    become_password: Any = field(default=None, repr=False)  # set by cli; become unsupported
 
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
     ) -> HostResult:
         if self.outcome.ok is False:
-            result = HostResult(
-                host.name, SKIPPED, f"not pulled: the push failed ({self.outcome.reason})"
-            )
+            result = HostResult(host.name, SKIPPED, f"not pulled: {self.outcome.reason}")
             progress.finished(result)
             return result
         return _step(host, connect, progress, cancel, self._pull)
@@ -752,6 +786,7 @@ class Noted:
 
     status: str
     message: str
+    become_password: Any = field(default=None, repr=False)  # set by cli; unused
 
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
