@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from types import FrameType
@@ -282,15 +283,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         codec = _auto_codec(facts) if play.compression == "auto" else play.compression
         if play.compression == "auto":
             print(f"compression auto for play {play.name!r}: {codec}", file=out)
+        store = _layer_store(play, codec, images, out, check)
         if check:  # read-only everywhere: use the cached archive's size if there is one
             cached = archive_mod.find_cached(images, codec, play.level)
-            jobs[index] = Job(images, cached, play.verify, CHECK, codec, facts)
+            jobs[index] = Job(images, cached, play.verify, CHECK, codec, facts, store)
             continue
         archive = archive_mod.prepare(images, codec, play.level)
-        jobs[index] = Job.deploy(archive, verify=play.verify, facts=facts)
+        jobs[index] = Job.deploy(archive, verify=play.verify, facts=facts, store=store)
     # 3. ship in parallel, collect every outcome
     plan, jobs, step = flow.expand(plan, jobs)
     return _execute(args, plan, jobs, out, step=step, extra=lambda: flow.json)
+
+
+def _layer_store(play: Any, codec: str, images: tuple[Any, ...], out: Any, check: bool) -> Any:
+    """`delta: auto` with gzip: every layer compressed once, ever, into the layer store; each
+    docker host is then sent only the layers it lacks (zstd/xz/none plays ship whole archives:
+    docker 20.10 reads no zstd-compressed layers)."""
+    from distrib.layerstore import LayerStore
+    from distrib.units import human_bytes
+
+    if play.delta != "auto" or codec != "gzip":
+        return None
+    store = LayerStore(level=play.level if play.level is not None else 6)
+    if check:  # read-only: a store that lacks the images cannot size a delta yet
+        return store if all(store.has(i) for i in images) else None
+    started = time.monotonic()
+    added = store.ensure(images)
+    if added:
+        print(
+            f"layer store: {human_bytes(added)} of new compressed layers for play {play.name!r} "
+            f"in {time.monotonic() - started:.1f}s (compressed once, reused from now on)",
+            file=out,
+        )
+    return store
 
 
 def _probe_for_codec(play_plan: Any) -> dict[str, Any]:

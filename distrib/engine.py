@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from distrib import commands, engines
 from distrib.archive import Archive, LocalImage
@@ -24,6 +25,7 @@ from distrib.errors import (
     VerifyError,
     last_lines,
 )
+from distrib.layerstore import LayerStore
 from distrib.plan import HostPlan
 from distrib.refs import ImageRef
 from distrib.transport import Result, Session, Target
@@ -79,6 +81,8 @@ class HostResult:
     states: dict[str, str] = field(default_factory=dict)  # ref -> present | missing | different
     bytes_sent: int = 0
     resumed_from: int = 0  # bytes of an earlier cut-off upload that were kept
+    layers_sent: int = 0  # delta: layers shipped (of layers_total the images have)
+    layers_total: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: DistribError | None = None
 
@@ -106,6 +110,7 @@ class Job:
     mode: str = DEPLOY
     codec: str = "gzip"
     facts: Mapping[str, commands.Facts] = field(default_factory=dict)  # probed once per run
+    store: LayerStore | None = None  # delta: assemble per host from the layer store
     # issue 6: sudo's password (from a prompt or a file), sent on stdin only; repr hides it
     become_password: engines.Secret | None = None
 
@@ -115,8 +120,9 @@ class Job:
         archive: Archive,
         verify: bool = True,
         facts: Mapping[str, commands.Facts] | None = None,
+        store: LayerStore | None = None,
     ) -> Job:
-        return cls(archive.images, archive, verify, DEPLOY, archive.codec, dict(facts or {}))
+        return cls(archive.images, archive, verify, DEPLOY, archive.codec, dict(facts or {}), store)
 
 
 def deploy(
@@ -195,6 +201,9 @@ class _Deployment:
         self.docker = list(host.docker)
         self.session: Session | None = None
         self.native = False  # the engine reads the archive's codec itself
+        self.archive: Any = job.archive  # what this host is sent (whole, or a delta)
+        self.codec = job.codec
+        self.delta_refused = False
         self.engine = engine_of(host)
         self.secret_line = b""  # the become password line, when sudo needs one
         self.tools: frozenset[str] = frozenset()
@@ -271,29 +280,55 @@ class _Deployment:
             self.result.status = OK
             self.result.message = "all images already present"
             return
-        if not facts.can_decode(self.job.codec):
+        wanted = [i for i in images if str(i.ref) in missing]
+        self.archive = self.job.archive
+        full = None
+        if self.job.store is not None and getattr(facts, "engine", "docker") == "docker":
+            # delta: only the layers whose chain the host lacks, from the layer store
+            self._phase("layers")
+            full = self.job.store.assemble(wanted)
+            self.archive = self.job.store.assemble(wanted, self._host_chains())
+            self.result.layers_sent = len(self.archive.layers)
+            self.result.layers_total = len(full.layers)
+        codec = self.archive.codec if self.archive is not None else self.job.codec
+        if not facts.can_decode(codec):
             raise HostError(
                 self.host.name,
-                f"archive is {self.job.codec}-compressed but the host has no {self.job.codec} "
+                f"archive is {codec}-compressed but the host has no {codec} "
                 f"and its engine ({facts.engine} {facts.engine_version}) cannot read it; "
                 "nothing was sent",
                 hint="use compression: auto or gzip for this play, or install it on the host",
             )
-        self.native = facts.engine_reads(self.job.codec)
-        mode = self._transfer_mode(facts, [i for i in images if str(i.ref) in missing])
+        self.codec = codec
+        self.native = facts.engine_reads(codec)
+        mode = self._transfer_mode(facts, wanted)
         if self.job.mode == CHECK:
             self.result.status = CHANGED
-            size = self.job.archive.size if self.job.archive else sum(i.size for i in images)
-            kind = "" if self.job.archive else " uncompressed"
+            if full is not None and self.archive is not None:
+                self.result.message = (
+                    f"would send {self.result.layers_sent} of {self.result.layers_total} layer(s), "
+                    f"{_human(self.archive.size)} (full archive: {_human(full.size)}) for "
+                    f"{', '.join(missing)} ({mode} transfer, check mode)"
+                )
+                return
+            size = self.archive.size if self.archive else sum(i.size for i in images)
+            kind = "" if self.archive else " uncompressed"
             self.result.message = (
                 f"would send {_human(size)}{kind} for {', '.join(missing)} "
                 f"({mode} transfer, check mode)"
             )
             return
-        if mode == STREAM:
-            self._stream()
-        else:
-            self._staged()
+        try:
+            self._ship(mode)
+        except CommandError:
+            if full is None or self.archive is full or self.cancel.is_set():
+                raise
+            # Confirmed on first use: this engine refused a partial archive (e.g. docker's
+            # containerd image store). Send the full archive, assembled from the same store.
+            self.archive = full
+            self.result.layers_sent = len(full.layers)
+            self.delta_refused = True
+            self._ship(mode)
         self.result.status = CHANGED
         if self.job.verify:
             self._phase("verify")
@@ -307,12 +342,29 @@ class _Deployment:
             self.result.message = f"loaded and verified {len(images)} image(s)"
         else:
             self.result.message = f"loaded {len(images)} image(s) (verify off)"
+        if self.result.layers_total:
+            self.result.message += (
+                f" ({self.result.layers_sent}/{self.result.layers_total} layers sent"
+                + ("; delta refused by the engine, full archive sent" if self.delta_refused else "")
+                + ")"
+            )
         if mode == STREAM:
             self.result.message += (
                 " (streamed: staging space too small)"
                 if (self.host.transfer == AUTO)
                 else " (streamed)"
             )
+
+    def _ship(self, mode: str) -> None:
+        if mode == STREAM:
+            self._stream()
+        else:
+            self._staged()
+
+    def _host_chains(self) -> set[tuple[str, ...]]:
+        listing = commands.host_layers(self.docker)
+        out = self._run(listing, "listing the host's layers", PROBE_TIMEOUT)
+        return commands.parse_host_layers(out.stdout)
 
     def _probe(self) -> commands.Facts:
         out = self._run(
@@ -392,7 +444,7 @@ class _Deployment:
                 "nothing was sent",
                 hint="free space on the host (docker image prune) and run again",
             )
-        archive = self.job.archive
+        archive = self.archive
         archive_size = archive.size_hint if archive else sum(i.size for i in missing)
         staging_fits = facts.tmp_avail is None or facts.tmp_avail >= archive_size * DISK_MARGIN
         wanted = self.host.transfer
@@ -411,7 +463,7 @@ class _Deployment:
     # -- staged transfer: private dir, resumable upload, checksum, then load ------------------
 
     def _staged(self) -> None:
-        archive = self.job.archive
+        archive = self.archive
         assert archive is not None and self.session is not None
         tempdir = commands.staging_dir(self.host.remote_tmp, archive.key)
         part = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}.part"
@@ -430,7 +482,7 @@ class _Deployment:
             self._phase("load")
             t = time.monotonic()
             self._run(
-                self.engine.load(final, self.job.codec, self.native, self.tools),
+                self.engine.load(final, self.codec, self.native, self.tools),
                 f"{self.engine.kind} load",
                 LOAD_TIMEOUT,
                 self.secret_line,
@@ -444,7 +496,7 @@ class _Deployment:
                 self._cleanup(tempdir)
 
     def _transfer(self, part: str, final: str, present: int) -> None:
-        archive = self.job.archive
+        archive = self.archive
         assert archive is not None and self.session is not None
         t = time.monotonic()
         offset = self._resume_offset(part, present)
@@ -485,7 +537,7 @@ class _Deployment:
 
     def _resume_offset(self, part: str, present: int) -> int:
         """Bytes of a previous, cut-off upload that can be kept (prefix checked by sha256)."""
-        archive = self.job.archive
+        archive = self.archive
         assert archive is not None
         if present <= 0:
             return 0
@@ -505,8 +557,8 @@ class _Deployment:
         return 0
 
     def _chunks(self, offset: int = 0) -> Iterator[bytes]:
-        assert self.job.archive is not None
-        for chunk in self.job.archive.chunks(offset):
+        assert self.archive is not None
+        for chunk in self.archive.chunks(offset):
             if self.cancel.is_set():
                 raise Cancelled("interrupted during upload")
             yield chunk
@@ -514,13 +566,13 @@ class _Deployment:
     # -- streamed transfer: straight into docker load, no temp file ----------------------------
 
     def _stream(self) -> None:
-        archive = self.job.archive
+        archive = self.archive
         assert archive is not None and self.session is not None
         self._phase("stream")
         t = time.monotonic()
         self.progress.transfer_started(self.host.name, archive.size_hint)
         loaded = self.session.upload(
-            self.engine.stream_load(self.job.codec, self.native, self.tools),
+            self.engine.stream_load(self.codec, self.native, self.tools),
             self._after_secret(self._chunks()),
             on_bytes=self._count_after_secret(),
             timeout=LOAD_TIMEOUT,

@@ -55,7 +55,12 @@ class Play:
     remote_tmp: str | None = None
     verify: bool = True
     transfer: str | None = None  # auto | staged | stream (None: host var, else auto)
+    delta: str = "auto"  # auto: send each docker host only the layers it lacks | off
     vars: Mapping[str, Any] = field(default_factory=dict)
+    # issue 6: run engine commands through sudo (None: the host's ansible_become* vars)
+    become: bool | None = None
+    become_user: str | None = None
+    become_method: str | None = None
     # issue 7: a commit step before distribution, and a registry target (workflows/spec.py)
     commit: workflow_spec.CommitSpec | None = None
     registry: str | None = None  # HOST[:PORT]: push there (from registry_host), then pull
@@ -63,10 +68,6 @@ class Play:
     registry_host: str | None = None  # the inventory host that loads and pushes
     pull: bool = False  # the play's hosts pull from the registry (else: push only)
     insecure: bool = False  # the registry speaks plain HTTP
-    # issue 6: run engine commands through sudo (None: the host's ansible_become* vars)
-    become: bool | None = None
-    become_user: str | None = None
-    become_method: str | None = None
 
     @classmethod
     def parse(cls, data: Any, file: str, index: int) -> Play:
@@ -233,6 +234,7 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "remote_tmp": _remote_tmp,
     "verify": _bool,
     "transfer": _choice("auto", "staged", "stream"),
+    "delta": _choice("auto", "off"),
     "vars": _vars,
     "become": _bool,
     "become_user": _string,

@@ -55,6 +55,9 @@ class FakeSession:
             return Result(command, 0, "\n".join(lines) + "\n", "")
         if command.startswith(commands.join([*self.docker, "version"])):
             return Result(command, 1, "", "Cannot connect to the Docker daemon")
+        if " images -q --no-trunc | sort -u | xargs -r " in command:
+            out = "".join(json.dumps(list(h.layers.get(ref, ()))) + "\n" for ref in h.images)
+            return Result(command, 0, out, "")
         if command.startswith(commands.join([*self.docker, "images"])):
             out = "".join(
                 f"{ref}\t{iid}\n" for ref, iid in h.images.items() if f"reference={ref}" in command

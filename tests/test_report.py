@@ -191,6 +191,8 @@ HOST_KEYS = {
     "states",
     "bytes_sent",
     "resumed_from",
+    "layers_sent",
+    "layers_total",
     "timings",
 }
 PLAY_KEYS = {"name", "aborted", "stopped", "abort_reason", "hosts"}
@@ -215,6 +217,7 @@ def check_schema(doc: dict[str, Any]) -> None:
             assert set(host["states"].values()) <= {"present", "missing", "different"}
             assert isinstance(host["bytes_sent"], int) and host["bytes_sent"] >= 0
             assert isinstance(host["resumed_from"], int) and host["resumed_from"] >= 0
+            assert isinstance(host["layers_sent"], int) and isinstance(host["layers_total"], int)
             assert all(isinstance(v, float) for v in host["timings"].values())
 
 
@@ -231,6 +234,8 @@ def test_json_shape_from_a_hand_built_run() -> None:
         "states": {"demo/web:1.0": "present"},
         "bytes_sent": 4_100_000,
         "resumed_from": 0,
+        "layers_sent": 0,
+        "layers_total": 0,
         "timings": {"total": 2.5, "upload": 1.25, "connect": 0.125, "load": 0.5, "probe": 0.05},
     }
     assert first["hosts"]["ghost"]["hint"] == "is the host up?"

@@ -1,0 +1,425 @@
+"""The layer store: every image layer compressed ONCE, ever, and per-host archives assembled
+from it with only the layers each host lacks (issue 8).
+
+Facts it rests on (DESIGN.md, docker 20.10):
+- `docker load` reads a docker-archive whose `<dir>/layer.tar` members are each gzip-compressed
+  in place (outer tar plain); the loaded image ID is identical.
+- `docker load` accepts an archive that leaves out a layer the host already has: for each layer
+  of the manifest it first looks the layer chain up in its store and reads the member only when
+  the chain is missing. A layer can therefore be omitted only when the host holds the same
+  diffID chain (the same diffID under another parent is another layer).
+
+Layout under `<cache>/layers/`: `blobs/<diffid>.gz` (+ `.json`: sizes and sha256),
+`configs/<image id>.json` (the image config, byte for byte), `.lock` (flock: writers and
+pruning are serialised; blobs appear by atomic rename, so readers never see half a blob).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from distrib import local
+from distrib.archive import LocalImage, cache_dir, docker_command
+from distrib.errors import LocalError
+
+BLOCK = 512
+READ_SIZE = 1024 * 1024
+DEFAULT_MAX_BYTES = 20 * 1000**3
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[-1]
+
+
+def chain_prefixes(diff_ids: Sequence[str]) -> set[tuple[str, ...]]:
+    """Every layer chain an image implies: (d1,), (d1, d2), ... (a host holds these)."""
+    return {tuple(diff_ids[: i + 1]) for i in range(len(diff_ids))}
+
+
+def missing_layers(image: LocalImage, host_chains: set[tuple[str, ...]]) -> list[str]:
+    """diffIDs of `image` whose chain the host lacks (what must be sent), in order."""
+    return [
+        diff_id
+        for i, diff_id in enumerate(image.diff_ids)
+        if tuple(image.diff_ids[: i + 1]) not in host_chains
+    ]
+
+
+@dataclass(frozen=True)
+class Blob:
+    diff_id: str
+    path: str
+    size: int  # compressed
+    raw_size: int
+    sha256: str  # of the compressed bytes
+
+
+class LayerStore:
+    """Content-addressed store of compressed layers and image configs."""
+
+    def __init__(self, directory: str | None = None, codec: str = "gzip", level: int = 6) -> None:
+        self.root = os.path.join(directory or cache_dir(), "layers")
+        self.codec = codec
+        self.level = level
+        for sub in ("blobs", "configs"):
+            os.makedirs(os.path.join(self.root, sub), mode=0o700, exist_ok=True)
+
+    # -- paths and lookups ----------------------------------------------------------------------
+
+    def blob_path(self, diff_id: str) -> str:
+        return os.path.join(self.root, "blobs", _hex(diff_id) + ".gz")
+
+    def config_path(self, image_id: str) -> str:
+        return os.path.join(self.root, "configs", _hex(image_id) + ".json")
+
+    def blob(self, diff_id: str) -> Blob | None:
+        path = self.blob_path(diff_id)
+        try:
+            with open(path[: -len(".gz")] + ".json", encoding="utf-8") as fh:
+                meta = json.load(fh)
+            if os.path.getsize(path) != meta["size"]:
+                return None
+            return Blob(
+                diff_id, path, int(meta["size"]), int(meta["raw_size"]), str(meta["sha256"])
+            )
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def has(self, image: LocalImage) -> bool:
+        return os.path.exists(self.config_path(image.id)) and all(
+            self.blob(d) is not None for d in image.diff_ids
+        )
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise writers (two runs at once fill the store once, not twice)."""
+        with open(os.path.join(self.root, ".lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- filling --------------------------------------------------------------------------------
+
+    def ensure(self, images: Iterable[LocalImage], abort: threading.Event | None = None) -> int:
+        """Make sure every layer and config of `images` is stored; returns bytes compressed.
+
+        Each image that lacks anything is read once with `docker save`; layers already stored
+        are skipped, the others compressed (pigz when present) and stored by diffID.
+        """
+        compressed = 0
+        with self.locked():
+            for image in images:
+                if not self.has(image):
+                    compressed += self._import(image, abort or threading.Event())
+                self._touch(image)
+        return compressed
+
+    def _touch(self, image: LocalImage) -> None:
+        now = time.time()
+        for path in [self.config_path(image.id)] + [self.blob_path(d) for d in image.diff_ids]:
+            with contextlib.suppress(OSError):
+                os.utime(path, (now, now))
+
+    def _import(self, image: LocalImage, abort: threading.Event) -> int:
+        save = local.spawn([*docker_command(), "save", str(image.ref)], stdout=local.PIPE)
+        assert save.stdout is not None
+        compressed = 0
+        seen_config = False
+        try:
+            with tarfile.open(fileobj=save.stdout, mode="r|") as tar:
+                for member in tar:
+                    if abort.is_set():
+                        raise LocalError("layer store import interrupted")
+                    if member.name == "index.json" or member.name.startswith("blobs/"):
+                        raise LocalError(
+                            "the local docker saves OCI-layout archives; the layer store reads "
+                            "the classic format",
+                            hint="use delta: off for this play",
+                        )
+                    source = tar.extractfile(member) if member.isfile() else None
+                    if source is None:
+                        continue
+                    if member.name.endswith("/layer.tar"):
+                        compressed += self._store_layer(source)
+                    elif member.name == _hex(image.id) + ".json":
+                        self._store_config(image.id, source.read())
+                        seen_config = True
+            rc = save.wait()
+        except BaseException:
+            if save.poll() is None:
+                save.kill()
+            save.wait()
+            raise
+        if rc != 0:
+            raise LocalError(f"docker save {image.ref} failed (exit {rc})")
+        if not seen_config or not self.has(image):
+            raise LocalError(f"docker save {image.ref}: archive lacks its config or layers")
+        return compressed
+
+    def _store_config(self, image_id: str, data: bytes) -> None:
+        if "sha256:" + hashlib.sha256(data).hexdigest() != image_id:
+            raise LocalError(f"config of {image_id[:19]} does not match its image ID")
+        _atomic_write(self.config_path(image_id), data)
+
+    def _store_layer(self, source: IO[bytes]) -> int:
+        """Hash the raw layer (its diffID) while spooling it; compress it unless stored."""
+        digest = hashlib.sha256()
+        blobs = os.path.join(self.root, "blobs")
+        fd, raw_path = tempfile.mkstemp(prefix=".raw-", dir=blobs)
+        try:
+            raw_size = 0
+            with os.fdopen(fd, "wb") as raw:
+                while True:
+                    block = source.read(READ_SIZE)
+                    if not block:
+                        break
+                    digest.update(block)
+                    raw.write(block)
+                    raw_size += len(block)
+            diff_id = "sha256:" + digest.hexdigest()
+            if self.blob(diff_id) is not None:
+                return 0
+            return self._compress(diff_id, raw_path, raw_size)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(raw_path)
+
+    def _compress(self, diff_id: str, raw_path: str, raw_size: int) -> int:
+        path = self.blob_path(diff_id)
+        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=os.path.dirname(path))
+        # -n: no name/time in the header, so the same layer always compresses to the same bytes
+        tool = ["pigz", "-n"] if local.which("pigz") else ["gzip", "-n"]
+        try:
+            with open(raw_path, "rb") as raw, os.fdopen(fd, "wb") as out:
+                proc = local.spawn([*tool, f"-{self.level}", "-c"], stdin=raw, stdout=out)
+                _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise LocalError(
+                    f"{tool[0]} failed", stderr=(err or b"").decode("utf-8", "replace")
+                )
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as fh:
+                for block in iter(lambda: fh.read(READ_SIZE), b""):
+                    digest.update(block)
+            size = os.path.getsize(tmp)
+            meta = {"size": size, "raw_size": raw_size, "sha256": digest.hexdigest()}
+            _atomic_write(path[: -len(".gz")] + ".json.tmp-meta", json.dumps(meta).encode())
+            os.replace(tmp, path)
+            os.replace(path[: -len(".gz")] + ".json.tmp-meta", path[: -len(".gz")] + ".json")
+            return size
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # -- listing and pruning ----------------------------------------------------------------------
+
+    def entries(self) -> list[tuple[str, int, float]]:
+        """(path, size, last used) of every blob and config, oldest first."""
+        out = []
+        for sub in ("blobs", "configs"):
+            directory = os.path.join(self.root, sub)
+            for name in os.listdir(directory):
+                if name.startswith(".") or name.endswith(".json") and sub == "blobs":
+                    continue
+                path = os.path.join(directory, name)
+                with contextlib.suppress(OSError):
+                    st = os.stat(path)
+                    out.append((path, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda e: e[2])
+
+    def prune(self, max_bytes: int) -> tuple[int, int]:
+        """Remove least recently used entries until the store fits `max_bytes`.
+
+        Returns (entries removed, bytes freed).
+        """
+        removed = freed = 0
+        with self.locked():
+            entries = self.entries()
+            total = sum(e[1] for e in entries)
+            for path, size, _ in entries:
+                if total <= max_bytes:
+                    break
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    if path.endswith(".gz"):
+                        os.unlink(path[: -len(".gz")] + ".json")
+                    removed += 1
+                    freed += size
+                    total -= size
+        return removed, freed
+
+    # -- assembling -----------------------------------------------------------------------------
+
+    def assemble(
+        self, images: Sequence[LocalImage], host_chains: set[tuple[str, ...]] | None = None
+    ) -> AssembledArchive:
+        """A plain docker-archive of `images` with only the layers the host lacks (all of
+        them when `host_chains` is None: the full archive, from the same blobs)."""
+        chains = host_chains or set()
+        members: list[_Member] = []
+        layers: dict[str, str] = {}
+        manifest = []
+        for image in images:
+            names = [f"{_hex(diff_id)}/layer.tar" for diff_id in image.diff_ids]
+            needed = set(missing_layers(image, chains))
+            for diff_id in image.diff_ids:
+                if diff_id in needed and diff_id not in layers:
+                    blob = self.blob(diff_id)
+                    if blob is None:
+                        raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
+                    layers[diff_id] = blob.path
+                    members.append(_Member(f"{_hex(diff_id)}/layer.tar", blob.size, path=blob.path))
+            config = self.config_path(image.id)
+            members.append(_Member(_hex(image.id) + ".json", os.path.getsize(config), path=config))
+            manifest.append(
+                {
+                    "Config": _hex(image.id) + ".json",
+                    "RepoTags": [image.ref.familiar],
+                    "Layers": names,
+                }
+            )
+        data = json.dumps(manifest, sort_keys=True).encode()
+        members.append(_Member("manifest.json", len(data), data=data))
+        return AssembledArchive(tuple(images), tuple(members), sorted(layers))
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str
+    size: int
+    path: str | None = None
+    data: bytes | None = None
+
+    def header(self) -> bytes:
+        info = tarfile.TarInfo(self.name)
+        info.size = self.size
+        info.mode = 0o644
+        info.mtime = 0  # deterministic: the same members always make the same bytes
+        return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+    def padding(self) -> int:
+        return (-self.size) % BLOCK
+
+    def span(self) -> int:
+        return len(self.header()) + self.size + self.padding()
+
+
+class AssembledArchive:
+    """A docker-archive streamed from the store (never written out): plain outer tar,
+    gzip-compressed layers inside. Same interface as archive.Archive for the engine."""
+
+    codec = "none"
+    level = 0
+    cached = True
+    complete = True
+    extension = ".tar"
+    build_seconds = None
+
+    def __init__(
+        self, images: tuple[LocalImage, ...], members: tuple[_Member, ...], layers: list[str]
+    ) -> None:
+        self.images = images
+        self.members = members
+        self.layers = layers  # diffIDs sent
+        self.size = sum(m.span() for m in members) + 2 * BLOCK
+        ident = json.dumps([[m.name, m.size] for m in members]).encode()
+        self.key = hashlib.sha256(ident).hexdigest()[:32]
+        self._sha256: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def size_hint(self) -> int:
+        return self.size
+
+    @property
+    def path(self) -> str:
+        return f"<assembled {self.key}>"
+
+    @property
+    def sha256(self) -> str:
+        with self._lock:
+            if self._sha256 is None:
+                digest = hashlib.sha256()
+                for chunk in self.chunks():
+                    digest.update(chunk)
+                self._sha256 = digest.hexdigest()
+            return self._sha256
+
+    def wait(self) -> None:
+        pass
+
+    def abort(self, grace: float = 0.0) -> None:
+        pass
+
+    def prefix_sha256(self, nbytes: int) -> str:
+        digest = hashlib.sha256()
+        remaining = nbytes
+        for chunk in self.chunks():
+            if remaining <= 0:
+                break
+            digest.update(chunk[:remaining])
+            remaining -= len(chunk)
+        return digest.hexdigest()
+
+    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+        """The archive's bytes from `offset`: headers, blob files, padding, end blocks."""
+        position = 0
+        for member in self.members:
+            span = member.span()
+            if position + span <= offset:
+                position += span
+                continue
+            header = member.header()
+            for piece in (header, None, b"\0" * member.padding()):
+                if piece is None:
+                    yield from self._content(member, max(0, offset - position))
+                    position += member.size
+                    continue
+                if position + len(piece) > offset:
+                    yield piece[max(0, offset - position) :]
+                position += len(piece)
+        end = b"\0" * (2 * BLOCK)
+        if position + len(end) > offset:
+            yield end[max(0, offset - position) :]
+
+    @staticmethod
+    def _content(member: _Member, skip: int) -> Iterator[bytes]:
+        if skip >= member.size:
+            return
+        if member.data is not None:
+            yield member.data[skip:]
+            return
+        assert member.path is not None
+        with open(member.path, "rb") as fh:
+            fh.seek(skip)
+            while True:
+                block = fh.read(READ_SIZE)
+                if not block:
+                    return
+                yield block
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
