@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from distrib import layerstore
 from distrib.archive import LocalImage
 from distrib.engine import CHANGED, CHECK, Job, deploy
 from distrib.layerstore import LayerStore, chain_prefixes, missing_layers
