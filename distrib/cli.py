@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--retry-file", metavar="PATH", help="write drifted/unreachable hosts here")
     verify.set_defaults(func=cmd_verify)
 
+    cache = sub.add_parser("cache", help="list or prune the archive and layer cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
+    cache_sub.required = True
+    cache_list = cache_sub.add_parser("list", help="what the cache holds, oldest use first")
+    cache_list.set_defaults(func=cmd_cache)
+    cache_prune = cache_sub.add_parser("prune", help="remove least recently used entries")
+    cache_prune.add_argument(
+        "--max-size", default=None, help="keep at most this (default $DISTRIB_CACHE_MAX or 20G)"
+    )
+    cache_prune.add_argument("--all", action="store_true", help="empty the cache")
+    cache_prune.set_defaults(func=cmd_cache)
+
     inv = sub.add_parser("inventory", help="show the parsed inventory (like ansible-inventory)")
     _inventory_args(inv)
     mode = inv.add_mutually_exclusive_group(required=True)
@@ -212,6 +224,36 @@ def _inventory(args: argparse.Namespace) -> Any:
     if not sources:
         raise ConfigError("no inventory given", hint="pass -i INVENTORY (or set DISTRIB_INVENTORY)")
     return Inventory.load(sources)
+
+
+def _keep_cache_in_bounds() -> None:
+    """The cache's size limit ($DISTRIB_CACHE_MAX, default 20G), enforced after every run."""
+    from distrib import cache
+
+    try:
+        cache.prune(cache.max_bytes())
+    except (OSError, ConfigError) as exc:
+        print(f"WARNING: cache not pruned: {exc}", file=sys.stderr)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from distrib import cache
+    from distrib.archive import cache_dir
+    from distrib.units import human_bytes
+
+    if args.cache_command == "list":
+        listed = cache.entries()
+        for entry in listed:
+            print(f"{entry.kind:8} {human_bytes(entry.size):>10}  {entry.label}")
+        total = sum(e.size for e in listed)
+        print(f"{len(listed)} entries, {human_bytes(total)} in {cache_dir()}")
+        return 0
+    limit = 0 if args.all else cache.parse_size(args.max_size or cache.DEFAULT_MAX)
+    if args.max_size is None and not args.all:
+        limit = cache.max_bytes()
+    removed, freed = cache.prune(limit)
+    print(f"removed {removed} entries, {human_bytes(freed)} freed")
+    return 0
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -441,6 +483,7 @@ def _execute(
     print(report.recap(run, colour), file=out)
     if getattr(args, "retry_file", None):
         report.write_retry_file(run, args.retry_file)
+    _keep_cache_in_bounds()
     if args.json:
         added = extra() if extra is not None else {}
         document = {**report.to_json(run), **added}
