@@ -61,7 +61,7 @@ class Lab:
 
     def restore(self) -> None:
         """Bring every host back (after a test broke one): `lab up` over the existing lab."""
-        distrib("lab", "up", "--hosts", str(len(self.hosts)), "--inventory", str(self.inventory), check=True)
+        distrib("lab", "up", "--hosts", str(len(self.hosts)), "--inventory", str(self.inventory), *_lab_up_options(), check=True)
 
     def inventory_with(
         self,
@@ -103,6 +103,14 @@ def distrib(
     return proc
 
 
+def _lab_up_options() -> list[str]:
+    """Every host's dockerd may use a plain-HTTP registry on the lab's own subnet (the
+    registry tests run Debian's docker-registry on a lab host: `lab registry up`)."""
+    from distrib.lab import config, current_instance
+
+    return ["--insecure-registry", str(config.subnet(current_instance()))]
+
+
 def _lab_unavailable() -> str | None:
     if not sys.platform.startswith("linux"):
         return "the lab needs Linux"
@@ -122,7 +130,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             pytest.fail(f"lab required but unavailable: {reason}")
         pytest.skip(reason)
     inventory = tmp_path_factory.mktemp("lab") / "inventory.yaml"
-    distrib("lab", "up", "--hosts", str(LAB_HOSTS), "--inventory", str(inventory), check=True)
+    distrib("lab", "up", "--hosts", str(LAB_HOSTS), "--inventory", str(inventory), *_lab_up_options(), check=True)
     try:
         distrib("lab", "images", check=True)
         from distrib.lab import lab_dir as lab_dir_of  # $DISTRIB_LAB_DIR, else per instance

@@ -113,10 +113,11 @@ def check_registry(text: Any) -> str:
     except InvalidReference:
         ref = None
     looks_like_registry = "." in text or ":" in text or text == "localhost"
-    if ref is None or ref.name != f"{text}/x" or not looks_like_registry:
+    if ref is None or "/" in text or ref.name != f"{text}/x" or not looks_like_registry:
         raise ConfigError(
             f"registry {text!r} is not a registry address: expected HOST[:PORT] with a dot or "
-            "a port in it (e.g. 10.0.0.5:5000, registry.example.internal)"
+            "a port in it (e.g. 10.0.0.5:5000, registry.example.internal); a path prefix "
+            "goes in namespace:"
         )
     return text
 

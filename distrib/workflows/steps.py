@@ -708,14 +708,13 @@ class PushTask:
         remote.done("push")
         digests = commands.parse_push(pushed.stdout)
         remote.result.images.update({str(r.ref): r.id for _, r in self.target.pairs})
-        uploaded = "Pushed" in pushed.stdout
-        remote.result.status = CHANGED if uploaded or shipped.status == CHANGED else OK
+        # A push is reported as a change: the output cannot tell a new tag from an old one
+        # when every layer already exists (docker_image in Ansible says changed too).
+        remote.result.status = CHANGED
         detail = ", ".join(
             f"{reg.ref.tag} {digest[:19]}" for (_, reg), digest in zip(self.target.pairs, digests)
         )
-        remote.result.message = (
-            f"pushed {names}" if uploaded else f"{names} already in the registry"
-        ) + (f" (manifests {detail})" if detail else "")
+        remote.result.message = f"pushed {names}" + (f" (manifests {detail})" if detail else "")
 
 
 @dataclass
