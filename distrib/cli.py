@@ -425,6 +425,7 @@ def _execute(
     from distrib import report, transport
     from distrib.executor import RunResult, run_plan
     from distrib.progress import logged, make_progress
+    from distrib.relay import run as relay_run
 
     secret = getattr(args, "become_secret", None)
     if secret is not None:  # the password rides with each job, in memory only
@@ -457,6 +458,7 @@ def _execute(
             cancel,
             on_play=lambda p: progress.write(report.play_banner(p.play.name, p.hosts), out),
             **({"step": step} if step is not None else {}),
+            batch_step=relay_run.batch_step,  # `fanout: relay` plays (issue 9)
         )
 
     worker = threading.Thread(target=work, name="executor", daemon=True)
@@ -478,6 +480,9 @@ def _execute(
             print(line, file=out)
         for host_result in play_result.hosts:
             print(report.host_line(host_result, verbose, colour), file=out)
+        if any(getattr(h, "fed_by", None) for h in play_result.hosts):
+            print(f"RELAY TREE [{play_result.name}] (who fed whom)", file=out)
+            print(relay_run.tree_text(play_result.hosts), file=out)
     if matrix:
         print(report.matrix(run), file=out)
     print(report.recap(run, colour), file=out)

@@ -645,7 +645,10 @@ def relay_receive(directory: str, part: str, children: Sequence[Sequence[str]]) 
     status, written as soon as this host's own copy ended), relay.status.N (child N's ssh exit
     status). Exits with tee's status once every child is done."""
     fifos = [f"relay.fifo.{i}" for i in range(1, len(children) + 1)]
+    # pid first, then the closed flag (relay_stop sets the flag, then reads the pid): a
+    # receiver that starts late, after the workstation gave up on it, never writes a byte
     steps = [f"umask 077 && cd -- {q(directory)} || exit 3", "echo $$ > relay.pid"]
+    steps.append("[ ! -e relay.closed ] || { rm -f relay.pid; exit 4; }; : > relay.started")
     steps.append("rm -f relay.received relay.status.* " + " ".join(fifos))
     if children:
         steps.append(f"mkfifo {' '.join(fifos)} || exit 3")
@@ -661,8 +664,7 @@ def relay_receive(directory: str, part: str, children: Sequence[Sequence[str]]) 
     steps.append("echo $s > relay.received.tmp && mv -f relay.received.tmp relay.received")
     for i in range(1, len(children) + 1):
         steps.append(f"wait $p{i}; echo $? > relay.status.{i}")
-    if fifos:
-        steps.append("rm -f " + " ".join(fifos))
+    steps.append("rm -f relay.pid " + " ".join(fifos))
     steps.append("exit $s")
     return "; ".join(steps)
 
@@ -685,7 +687,7 @@ def relay_watch(directory: str, part: str, seconds: float = 5.0) -> str:
     return (
         f"i=0; while [ ! -e {d}/relay.received ] && [ $i -lt {rounds} ]; do sleep 0.2; "
         "i=$((i+1)); done; "
-        f"[ -e {d}/relay.pid ] && echo started=1; "
+        f"[ -e {d}/relay.started ] && echo started=1; "
         f"printf 'received=%s\\n' \"$(cat {d}/relay.received 2>/dev/null)\"; "
         f"printf 'size=%s\\n' \"$(stat -c %s -- {q(part)} 2>/dev/null || echo 0)\""
     )
@@ -714,13 +716,24 @@ def parse_relay_watch(stdout: str) -> RelayWatch:
 
 
 def relay_stop(directory: str) -> str:
-    """Stop a receiving pipeline still running in `directory` (its whole process group)."""
-    pid = f"{q(directory)}/relay.pid"
+    """Close `directory` to receivers and stop a pipeline still running there (its whole
+    process group: sshd starts the receiving shell as a session leader), waiting until it is
+    gone so nothing writes after this returns."""
+    d = q(directory)
     return (
-        f"p=$(cat {pid} 2>/dev/null); "
-        'case "$p" in ""|*[!0-9]*) ;; *) kill -TERM -- "-$p" 2>/dev/null || '
-        'kill -TERM "$p" 2>/dev/null;; esac; rm -f -- ' + pid + "; true"
+        f"[ -d {d} ] || exit 0; : > {d}/relay.closed; p=$(cat {d}/relay.pid 2>/dev/null); "
+        # only a process still working in our dir is ours (a stale pid may have been reused)
+        f'r=$(cd -- {d} && pwd -P); case "$p" in ""|*[!0-9]*) ;; *) '
+        '[ "$(readlink /proc/$p/cwd 2>/dev/null)" = "$r" ] || exit 0; '
+        'kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null; i=0; '
+        'while { kill -0 -- "-$p" || kill -0 "$p"; } 2>/dev/null && [ $i -lt 50 ]; '
+        "do sleep 0.1; i=$((i+1)); done;; esac; true"
     )
+
+
+def relay_reset(directory: str, part: str) -> str:
+    """Before a stream: no copy and no markers left from an earlier, interrupted run."""
+    return f"cd -- {q(directory)} && rm -f -- {q(part)} relay.*"
 
 
 def relay_install(directory: str, name: str) -> str:

@@ -83,6 +83,8 @@ class HostResult:
     resumed_from: int = 0  # bytes of an earlier cut-off upload that were kept
     layers_sent: int = 0  # delta: layers shipped (of layers_total the images have)
     layers_total: int = 0
+    fed_by: str | None = None  # relay fan-out: "workstation" or the host that fed this one
+    bytes_relayed: int = 0  # relay fan-out: bytes this host received from other hosts
     timings: dict[str, float] = field(default_factory=dict)
     error: DistribError | None = None
 

@@ -33,6 +33,12 @@ from distrib.plan import STOP_LIMIT, STOP_NONE, HostPlan, Plan, PlayPlan, batch_
 # The per-host step: (host, job, connect, progress, cancel) -> HostResult. `engine.deploy` by
 # default; other workflows (registry pull, backup) plug in their own and reuse batching.
 HostStep = Callable[[HostPlan, Any, Connector, "Progress | None", threading.Event], HostResult]
+# A whole-batch runner (relay fan-out, issue 9): (play, batch, job, connect, progress, cancel)
+# -> the batch's results, or None to run that batch host by host with `step`.
+BatchStep = Callable[
+    [PlayPlan, tuple[HostPlan, ...], Any, Connector, "Progress | None", threading.Event],
+    "list[HostResult] | None",
+]
 
 
 @dataclass
@@ -70,6 +76,7 @@ def run_plan(
     cancel: threading.Event | None = None,
     on_play: Callable[[PlayPlan], None] | None = None,
     step: HostStep = deploy,
+    batch_step: BatchStep | None = None,
 ) -> RunResult:
     """Execute each play's job (`jobs[index]`) on its hosts; collect every outcome."""
     cancel = cancel or threading.Event()
@@ -77,7 +84,9 @@ def run_plan(
     for index, play_plan in enumerate(plan.plays):
         if on_play:
             on_play(play_plan)
-        run.plays.append(_run_play(play_plan, jobs[index], connect, progress, cancel, step))
+        run.plays.append(
+            _run_play(play_plan, jobs[index], connect, progress, cancel, step, batch_step)
+        )
         if cancel.is_set():
             run.interrupted = True
             break
@@ -91,6 +100,7 @@ def _run_play(
     progress: Progress | None,
     cancel: threading.Event,
     step: HostStep,
+    batch_step: BatchStep | None = None,
 ) -> PlayResult:
     play = play_plan.play
     result = PlayResult(play.name)
@@ -98,7 +108,12 @@ def _run_play(
         if result.stopped or cancel.is_set():
             result.hosts.extend(_skipped(batch, result.abort_reason or "interrupted"))
             continue
-        outcomes = _run_batch(batch, job, connect, progress, cancel, play_plan.forks, step)
+        whole = batch_step(play_plan, batch, job, connect, progress, cancel) if batch_step else None
+        outcomes = (
+            whole
+            if whole is not None
+            else _run_batch(batch, job, connect, progress, cancel, play_plan.forks, step)
+        )
         result.hosts.extend(outcomes)
         failed = sum(1 for r in outcomes if r.failed)
         verdict = batch_verdict(failed, len(batch), play.max_fail_percentage, play.any_errors_fatal)

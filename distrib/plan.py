@@ -43,6 +43,7 @@ class HostPlan:
     engine: str = engines.DOCKER
     containerd_namespace: str = engines.DEFAULT_NAMESPACE
     become: engines.Become | None = None
+    relay_group: str | None = None  # issue 9: relay fan-out stays within this group
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     transfer = str(play.transfer or merged.get("transfer") or "auto")
     if transfer not in ("auto", "staged", "stream"):
         raise bad("transfer", f"must be auto, staged or stream, not {transfer!r}")
+    group = merged.get("relay_group")
+    if group is not None and (not isinstance(group, (str, int)) or not str(group).strip()):
+        raise bad("relay_group", f"must be a non-empty name, not {group!r}")
     return HostPlan(
         host.name,
         target,
@@ -201,6 +205,7 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         engine=kind,
         containerd_namespace=namespace,
         become=become,
+        relay_group=str(group).strip() if group is not None else None,
     )
 
 

@@ -55,6 +55,8 @@ class Play:
     remote_tmp: str | None = None
     verify: bool = True
     transfer: str | None = None  # auto | staged | stream (None: host var, else auto)
+    fanout: str = "direct"  # issue 9: direct | relay (hosts pass the archive on)
+    relay_width: int = 3  # relay: children per host (and first hosts the workstation feeds)
     delta: str = "auto"  # auto: send each docker host only the layers it lacks | off
     vars: Mapping[str, Any] = field(default_factory=dict)
     # issue 6: run engine commands through sudo (None: the host's ansible_become* vars)
@@ -234,6 +236,8 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "remote_tmp": _remote_tmp,
     "verify": _bool,
     "transfer": _choice("auto", "staged", "stream"),
+    "fanout": _choice("direct", "relay"),
+    "relay_width": _int_range(1, 64),
     "delta": _choice("auto", "off"),
     "vars": _vars,
     "become": _bool,

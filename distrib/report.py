@@ -149,6 +149,8 @@ def to_json(run: RunResult) -> dict[str, Any]:
                         "states": r.states,
                         "bytes_sent": r.bytes_sent,
                         "resumed_from": r.resumed_from,
+                        "fed_by": r.fed_by,  # relay fan-out: workstation | host (else null)
+                        "bytes_relayed": r.bytes_relayed,  # received from other hosts
                         "layers_sent": r.layers_sent,
                         "layers_total": r.layers_total,
                         "timings": r.timings,
