@@ -250,11 +250,12 @@ class _Relay:
         self.private_key = b""
         self.payload: Payload | None = None
         self.tree: Tree | None = None
+        self.started = time.monotonic()
 
     # -- orchestration -------------------------------------------------------------------------
 
     def run(self) -> list[HostResult]:
-        started = time.monotonic()
+        self.started = time.monotonic()
         direct: list[HostPlan] = []
         with ThreadPoolExecutor(max_workers=min(self.forks, len(self.batch)) or 1) as pool:
             for host, outcome in zip(self.batch, pool.map(self._probe, self.batch)):
@@ -271,8 +272,6 @@ class _Relay:
         finally:
             for member in self.members.values():
                 member.session.close()
-        for result in self.results.values():
-            result.timings.setdefault("total", round(time.monotonic() - started, 3))
         return [self.results[h.name] for h in self.batch]
 
     def _probe(self, host: HostPlan) -> _Member | HostResult | None:
@@ -530,6 +529,7 @@ class _Relay:
         except Exception as exc:  # a bug: still only this host
             self._fail(result, HostError(m.name, f"unexpected error: {type(exc).__name__}: {exc}"))
             self._set_state(m, BROKEN if m.state != COMPLETE else COMPLETE)
+        result.timings["total"] = round(time.monotonic() - self.started, 3)  # from the probe
         self._final(result)
 
     def _stream_from_workstation(self, m: _Member) -> None:
