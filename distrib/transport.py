@@ -526,6 +526,13 @@ def _translate(
             "IdentityFile in ssh_config), and that the public key is in that user's "
             "authorized_keys",
         )
+    if isinstance(exc, paramiko.SSHException) and "no authentication methods" in str(exc).lower():
+        return error(
+            f"authentication failed for {where}: no key to offer (no key file, nothing in "
+            "ssh-agent, no ~/.ssh/id_*)",
+            hint="set ansible_ssh_private_key_file (or IdentityFile in ssh_config), or add the "
+            "key to ssh-agent (ssh-add) and export SSH_AUTH_SOCK",
+        )
     if isinstance(exc, paramiko.SSHException) and "passphrase" in str(exc).lower():
         return error(
             f"cannot decrypt the private key for {where}: wrong passphrase?",

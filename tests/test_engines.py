@@ -14,8 +14,8 @@ import pytest
 
 from distrib import commands, engines, sshargs, transport
 from distrib.errors import ConfigError
-from distrib.playbook import Playbook
 from distrib.plan import host_plan
+from distrib.playbook import Playbook
 from distrib.refs import ImageRef
 from distrib.transport import Target
 
