@@ -193,6 +193,8 @@ HOST_KEYS = {
     "resumed_from",
     "layers_sent",
     "layers_total",
+    "fed_by",  # relay fan-out (issue 9)
+    "bytes_relayed",
     "timings",
 }
 PLAY_KEYS = {"name", "aborted", "stopped", "abort_reason", "hosts"}
