@@ -238,6 +238,8 @@ def test_json_shape_from_a_hand_built_run() -> None:
         "resumed_from": 0,
         "layers_sent": 0,
         "layers_total": 0,
+        "fed_by": None,
+        "bytes_relayed": 0,
         "timings": {"total": 2.5, "upload": 1.25, "connect": 0.125, "load": 0.5, "probe": 0.05},
     }
     assert first["hosts"]["ghost"]["hint"] == "is the host up?"
