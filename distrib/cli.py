@@ -449,7 +449,15 @@ def _execute(
     cancel = threading.Event()
     holder: dict[str, RunResult] = {}
 
+    finished = threading.Event()
+
     def work() -> None:
+        try:
+            _work()
+        finally:
+            finished.set()
+
+    def _work() -> None:
         holder["run"] = run_plan(
             plan,
             jobs,
@@ -462,7 +470,7 @@ def _execute(
         )
 
     worker = threading.Thread(target=work, name="executor", daemon=True)
-    interrupted = _run_interruptibly(worker, cancel)
+    interrupted = _run_interruptibly(worker, cancel, finished)
     if interrupted:  # stop archive builds too: no partial file left on the workstation
         for job in jobs.values():
             if getattr(job, "archive", None) is not None:
@@ -496,8 +504,19 @@ def _execute(
     return EXIT_INTERRUPTED if run.interrupted else run.exit_code
 
 
-def _run_interruptibly(worker: threading.Thread, cancel: threading.Event) -> bool:
-    """Run `worker`; on SIGINT/SIGTERM ask it to stop and give hosts time to clean up."""
+def _run_interruptibly(
+    worker: threading.Thread, cancel: threading.Event, finished: threading.Event | None = None
+) -> bool:
+    """Run `worker`; on SIGINT/SIGTERM ask it to stop and give hosts time to clean up.
+
+    `finished` (set by the worker at its end) is what is waited on when given: a
+    Thread.join() cut by KeyboardInterrupt can leave is_alive() False while the thread still
+    runs (CPython gh-90882), and the process would exit before hosts are cleaned up."""
+    done = finished or threading.Event()
+
+    def alive() -> bool:
+        return not done.is_set() if finished is not None else worker.is_alive()
+
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -508,16 +527,19 @@ def _run_interruptibly(worker: threading.Thread, cancel: threading.Event) -> boo
     interrupted = False
     try:
         worker.start()
-        while worker.is_alive():
+        while alive():
             try:
-                worker.join(0.2)
+                done.wait(0.2) if finished is not None else worker.join(0.2)
             except KeyboardInterrupt:
                 if interrupted:
                     break
                 interrupted = True
                 cancel.set()
                 print("\ninterrupted: stopping and cleaning up hosts...", file=sys.stderr)
-                worker.join(CLEANUP_GRACE_SECONDS)
+                if finished is not None:
+                    done.wait(CLEANUP_GRACE_SECONDS)
+                else:
+                    worker.join(CLEANUP_GRACE_SECONDS)
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)

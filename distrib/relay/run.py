@@ -564,13 +564,20 @@ class _Relay:
         while True:
             if self.cancel.is_set():
                 raise Cancelled("interrupted")
-            watch = commands.parse_relay_watch(
-                self._run(
-                    m,
-                    commands.relay_watch(m.directory, m.part, WATCH_SECONDS),
-                    "watching the stream",
-                ).stdout
-            )
+            try:
+                out = self._run(
+                    m, commands.relay_watch(m.directory, m.part, WATCH_SECONDS), "watching"
+                )
+            except ConnectError:
+                # our own connection to the host was cut (its sshd sessions killed, say):
+                # the host may well be fine; a fresh connection, else it is unreachable
+                if "watch connection lost" in m.notes:
+                    raise
+                m.notes.append("watch connection lost")
+                m.session.close()
+                m.session = self.connect(m.host.target)
+                continue
+            watch = commands.parse_relay_watch(out.stdout)
             now = time.monotonic()
             if watch.size != size:
                 if watch.size > size:
