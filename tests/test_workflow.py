@@ -326,6 +326,7 @@ def test_registry_not_marked_insecure_is_refused(
     assert proc.returncode == 2, proc.stderr
     node1 = json.loads(proc.stdout)["plays"][0]["hosts"]["node1"]
     assert "does not say insecure: true" in node1["message"]
+    assert "nothing was sent" in node1["message"] and node1["bytes_sent"] == 0
     assert "add insecure: true" in node1["hint"]
 
 

@@ -264,8 +264,10 @@ def _step(
     progress: Progress,
     cancel: threading.Event,
     body: Callable[[_Remote], None],
+    finish: bool = True,
 ) -> HostResult:
-    """Connect, run `body`, close; every error becomes this host's outcome."""
+    """Connect, run `body`, close; every error becomes this host's outcome (reported to
+    `progress` as the host's end unless `finish` is false: more of the step follows)."""
     result = HostResult(host.name)
     started = time.monotonic()
     try:
@@ -288,7 +290,8 @@ def _step(
         result.status, result.message = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
         result.error = HostError(host.name, result.message)
     result.timings["total"] = round(time.monotonic() - started, 3)
-    progress.finished(result)
+    if finish:
+        progress.finished(result)
     return result
 
 
@@ -665,13 +668,14 @@ class PushTask:
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
     ) -> HostResult:
-        try:
-            _require_docker(host)
-        except HostError as exc:
-            result = HostResult(host.name, "failed", exc.message, error=exc)
+        # the registry policy first: a host whose engine would refuse (or silently downgrade)
+        # the registry is told so before a byte of the archive is sent
+        checked = _step(host, connect, progress, cancel, self._preflight, finish=False)
+        if checked.failed:
             self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
-            progress.finished(result)
-            return result
+            checked.message = f"{checked.message}; nothing was sent"
+            progress.finished(checked)
+            return checked
         shipped = deploy(host, self.deploy_job, connect, _Quiet(progress), cancel)
         if shipped.failed:
             self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
@@ -681,9 +685,10 @@ class PushTask:
         result = _step(host, connect, progress, cancel, lambda remote: self._push(remote, shipped))
         result.bytes_sent = shipped.bytes_sent
         result.resumed_from = shipped.resumed_from
-        for name, seconds in shipped.timings.items():
-            if name != "connect":  # the push's own connect stays; totals add up
-                result.timings[name] = round(result.timings.get(name, 0.0) + seconds, 3)
+        for earlier in (checked, shipped):
+            for name, seconds in earlier.timings.items():
+                if name != "connect":  # the push's own connect stays; totals add up
+                    result.timings[name] = round(result.timings.get(name, 0.0) + seconds, 3)
         self.outcome.ok = not result.failed
         if result.failed:
             self.outcome.reason = self._failed_on(host)
@@ -692,11 +697,13 @@ class PushTask:
     def _failed_on(self, host: HostPlan) -> str:
         return f"the push to {self.target.registry} failed on {host.name}"
 
-    def _push(self, remote: _Remote, shipped: HostResult) -> None:
-        names = ", ".join(str(reg.ref) for _, reg in self.target.pairs)
+    def _preflight(self, remote: _Remote) -> None:
         remote.phase("registry")
         self.target.check_policy(remote)
         remote.done("registry")
+
+    def _push(self, remote: _Remote, shipped: HostResult) -> None:
+        names = ", ".join(str(reg.ref) for _, reg in self.target.pairs)
         if self.check:
             remote.result.status = CHANGED
             remote.result.message = f"{shipped.message}; would push {names}"
