@@ -403,7 +403,13 @@ def accepts_codec(ctx: Ctx, codec: str) -> bool:
         env=ctx.env,
         check=False,
     )
-    return proc.returncode == 0
+    if proc.returncode == 0:
+        return True
+    if proc.returncode == 5 and "compression" in proc.stderr + proc.stdout:
+        return False  # a playbook error about the codec: this distrib does not know it
+    # Anything else is a broken distrib: stop now, not after an hour of baselines.
+    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+    raise BenchError(f"distrib plan failed (exit {proc.returncode}) for codec {codec}:\n{tail}")
 
 
 def cache_dir(ctx: Ctx) -> Path:
@@ -682,6 +688,16 @@ def main(argv: list[str] | None = None) -> int:
         run(distrib_cmd("lab", "images", *([] if args.quick else ["--bench"])), timeout=1800)
         ctx = Ctx(lab, args.image, local_image_id(args.image), args.hosts, WORK, env)
         doc["local_image_id"] = ctx.local_id
+        all_codecs = ("gzip", "zstd", "none", "auto")
+        with ThreadPoolExecutor(len(all_codecs)) as pool:
+            accepted = list(pool.map(lambda c: accepts_codec(ctx, c), all_codecs))
+        codecs = [c for c, ok in zip(all_codecs, accepted) if ok]
+        doc["distrib_codecs"] = codecs
+        # Preflight: distrib works end to end (small image, untimed) before the long baselines.
+        small = Ctx(lab, "demo/web:1.0", local_image_id("demo/web:1.0"), args.hosts, WORK, env)
+        run_distrib(small, codecs[0], clear_cache=True)
+        lab.clean(small.image)
+        log(f"preflight: distrib run works; codecs {', '.join(codecs)}")
         doc["stages"] = stages(ctx)
         rate = _rate_bytes_per_s(args.uplink)
 
@@ -700,11 +716,6 @@ def main(argv: list[str] | None = None) -> int:
             ]
         else:
             doc["ansible"] = "not installed"
-        all_codecs = ("gzip", "zstd", "none", "auto")
-        with ThreadPoolExecutor(len(all_codecs)) as pool:
-            accepted = list(pool.map(lambda c: accepts_codec(ctx, c), all_codecs))
-        codecs = [c for c, ok in zip(all_codecs, accepted) if ok]
-        doc["distrib_codecs"] = codecs
         rerun_codec = "auto" if "auto" in codecs else "zstd"
         for codec in codecs:
             methods.append(
