@@ -12,6 +12,7 @@ Library errors become ConnectError / HostError with a hint, here and nowhere els
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import select
@@ -554,6 +555,14 @@ def _translate(
     return exc
 
 
+def _close_quietly(chan: paramiko.Channel) -> None:
+    """Close a channel in a `finally`: on a dead link paramiko raises EOFError/OSError from
+    close() itself, which would hide the ConnectError being raised (the host would then be
+    reported as an unexpected error instead of unreachable)."""
+    with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+        chan.close()
+
+
 class SSHSession:
     """An open SSH connection to one host. One per host; not shared between threads.
 
@@ -600,7 +609,7 @@ class SSHSession:
             chan.shutdown_write()
             return self._finish(chan, command, timeout)
         finally:
-            chan.close()
+            _close_quietly(chan)
 
     def upload(
         self,
@@ -651,7 +660,7 @@ class SSHSession:
             return self._finish(chan, command, timeout)
         finally:
             progress["done"] = True
-            chan.close()
+            _close_quietly(chan)
 
     def download(
         self,
@@ -714,7 +723,7 @@ class SSHSession:
                 raise self._lost("the channel closed without an exit status")
             return Result(command, status, "", err.decode("utf-8", "replace"))
         finally:
-            chan.close()
+            _close_quietly(chan)
 
     def _watch(self, progress: dict[str, Any], io_timeout: float) -> None:
         while not progress["done"]:

@@ -233,6 +233,8 @@ def _teardown(
     for link in config.lab_links(config.parse_link_names(links), instance):
         _try(["ip", "link", "delete", link])
     remotes.unblock_direct(instance)  # `up --bastion` rules, found by their comment
+    with contextlib.suppress(OSError):  # busy while another lab's containerd host binds it
+        os.rmdir(remotes.CONTAINERD_SOCKET_DIR)
     br = config.bridge_name(instance)
     rule = ["FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]
     for _ in range(20):  # a rule inserted twice by an interrupted up needs two deletes
@@ -292,8 +294,13 @@ def down(
             keep = bool(others)
             _teardown(root, state, number, keep_workstation=keep, keep_keys=False, echo=echo)
             if state is not None and state.users:
-                if others:  # shared accounts: another lab may use them (harmless if left)
-                    echo(f"keeping the lab users: lab instances {others} may use them")
+                # workstation-wide accounts: kept while another instance's lab uses them
+                users_elsewhere = [
+                    o for o in config.other_instances(number)
+                    if (st := _read_state_lenient(Path(config.default_lab_dir(o)))) and st.users
+                ]  # fmt: skip
+                if users_elsewhere:
+                    echo(f"keeping the lab users: lab instances {users_elsewhere} use them")
                 else:
                     remotes.remove_users()
         if state is not None and state.inventory and not _inside(state.inventory, root):

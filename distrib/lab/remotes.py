@@ -17,8 +17,8 @@ Users (workstation-wide: lab hosts share /etc/passwd with the workstation)
 Each gets a home whose `.ssh` is replaced, inside every host's mount namespace, by a private
 dir holding only that instance's client key: no host and no other instance shares it. The
 accounts and /etc/sudoers.d/distrib-lab-users are created idempotently by `up --users` and
-removed by `down` when no other lab instance is in use (they are harmless if left: no password
-login for the first two, and sshd of the workstation is not a lab sshd).
+removed by `down` unless another instance's lab was also made with `--users` (they are harmless
+if left: no password login for the first two, and only lab sshds know their keys).
 
 Bastion
   `up --bastion`: node1 is the bastion; a REJECT rule in the workstation's OUTPUT chain (tagged
