@@ -364,8 +364,9 @@ class _Deployment:
             self._staged()
 
     def _host_chains(self) -> set[tuple[str, ...]]:
-        listing = commands.host_layers(self.docker)
-        out = self._run(listing, "listing the host's layers", PROBE_TIMEOUT)
+        # as the engine user (become), like every engine command (issue 6)
+        listing = self.engine.wrap(commands.host_layers(self.docker))
+        out = self._run(listing, "listing the host's layers", PROBE_TIMEOUT, self.secret_line)
         return commands.parse_host_layers(out.stdout)
 
     def _probe(self) -> commands.Facts:
