@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 SRC = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(SRC))  # run from a checkout: distrib itself (state of the lab)
 RESULTS = SRC / "bench" / "results"
 METHODS = ("relay", "direct", "oneliner", "manual")
 DEFAULT_CASES = (
