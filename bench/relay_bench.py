@@ -32,10 +32,12 @@ SRC = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(SRC))  # run from a checkout: distrib itself (state of the lab)
 RESULTS = SRC / "bench" / "results"
 METHODS = ("relay", "direct", "oneliner", "manual")
+# HOSTS:IMAGES[@METHODS]: the big image for every method at 4 and 8 hosts; at 16 hosts the
+# smaller images for every method, and the big one for distrib (relay's 16-vs-4 target).
 DEFAULT_CASES = (
     "4:demo/big:1.0",
     "8:demo/big:1.0",
-    "16:demo/big:1.0",
+    "16:demo/big:1.0@relay,direct",
     "16:demo/web:1.0,demo/worker:1.0",
 )
 REMOTE_FILE = "/var/tmp/relay-bench.tar.gz"
@@ -255,23 +257,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args(argv)
-    cases = [
-        (int(c.split(":", 1)[0]), c.split(":", 1)[1].split(",")) for c in args.case or DEFAULT_CASES
-    ]
     methods = [m for m in args.methods.split(",") if m]
-    lab = Lab(max(n for n, _ in cases), args.uplink)
+    cases = []
+    for case in args.case or DEFAULT_CASES:
+        spec, _, only = case.partition("@")
+        count, _, images = spec.partition(":")
+        chosen = [m for m in methods if not only or m in only.split(",")]
+        cases.append((int(count), images.split(","), chosen))
+    lab = Lab(max(n for n, _, _ in cases), args.uplink)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     rows: list[dict[str, Any]] = []
     start = sh(["git", "rev-parse", "HEAD"]).stdout.strip()
     try:
         with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
             work = Path(tmp)
-            for _, images in cases:  # distrib's cache first: archive / layer store built once
+            for _, images, _ in cases:  # distrib's cache first: archive / layer store built once
                 lab.reset(1, images)
                 distrib("run", str(playbook(work, images, "direct")), "-i",
                         str(lab.inventory(1, work)))  # fmt: skip
-            for n, images in cases:
-                for method in methods:
+            for n, images, chosen in cases:
+                for method in chosen:
                     log(f"{method} x{n} {','.join(images)}")
                     row: dict[str, Any] = {"method": method, "hosts": n, "images": ",".join(images)}
                     try:
