@@ -233,8 +233,6 @@ def _teardown(
     for link in config.lab_links(config.parse_link_names(links), instance):
         _try(["ip", "link", "delete", link])
     remotes.unblock_direct(instance)  # `up --bastion` rules, found by their comment
-    with contextlib.suppress(OSError):  # busy while another lab's containerd host binds it
-        os.rmdir(remotes.CONTAINERD_SOCKET_DIR)
     br = config.bridge_name(instance)
     rule = ["FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]
     for _ in range(20):  # a rule inserted twice by an interrupted up needs two deletes
@@ -293,8 +291,9 @@ def down(
                 echo(f"keeping the workstation dockerd: lab instances {others} may use it")
             keep = bool(others)
             _teardown(root, state, number, keep_workstation=keep, keep_keys=False, echo=echo)
-            if state is not None and state.users:
-                # workstation-wide accounts: kept while another instance's lab uses them
+            if remotes.users_exist():
+                # workstation-wide accounts (made by any `up --users` of this instance, even
+                # if a later `up` did not ask for them): kept while another instance uses them
                 users_elsewhere = [
                     o for o in config.other_instances(number)
                     if (st := _read_state_lenient(Path(config.default_lab_dir(o)))) and st.users

@@ -162,7 +162,8 @@ def prepare_containerd(host_dir: str) -> str:
     os.chmod(hd / "run-containerd", 0o711)
     path = hd / "containerd.toml"
     path.write_text(containerd_config(host_dir))
-    # Mount target inside each containerd host's namespace (an empty dir changes nothing else).
+    # Mount target inside each containerd host's namespace (an empty dir changes nothing else;
+    # it is the standard containerd path, so `down` leaves it).
     Path(CONTAINERD_SOCKET_DIR).mkdir(mode=0o711, exist_ok=True)
     return str(path)
 
@@ -208,6 +209,17 @@ def ensure_users() -> None:
         tmp.unlink()
         raise LabError(f"sudoers file rejected by visudo: {check.stderr.strip()}")
     os.replace(tmp, SUDOERS_FILE)
+
+
+def users_exist() -> bool:
+    """Whether any lab account or the lab sudoers file is on this machine."""
+    if os.path.exists(SUDOERS_FILE):
+        return True
+    for user in USERS:
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(user)
+            return True
+    return False
 
 
 def remove_users() -> None:
