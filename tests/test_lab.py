@@ -747,8 +747,9 @@ def test_lab_end_to_end() -> None:
 
 
 def _test_instances() -> tuple[int, int]:
-    # Instances 0 and 1 by default; DISTRIB_LAB_TEST_INSTANCES=8,9 when others' labs use 0/1.
-    text = os.environ.get("DISTRIB_LAB_TEST_INSTANCES", "0,1")
+    # Instances 8 and 9 by default: never the suite's own lab (instance 0, or
+    # $DISTRIB_LAB_INSTANCE), which the other integration tests share for the whole session.
+    text = os.environ.get("DISTRIB_LAB_TEST_INSTANCES", "8,9")
     first, second = (config.check_instance(int(t)) for t in text.split(","))
     assert first != second, text
     return first, second
