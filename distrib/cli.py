@@ -483,11 +483,11 @@ def _execute(
     if interrupted:
         run.interrupted = True
     for index, play_result in enumerate(run.plays):
+        for host_result in play_result.hosts:
+            print(report.host_line(host_result, verbose, colour), file=out)
         line = _archive_line(play_result.name, getattr(jobs.get(index), "archive", None))
         if line:
             print(line, file=out)
-        for host_result in play_result.hosts:
-            print(report.host_line(host_result, verbose, colour), file=out)
         if any(getattr(h, "fed_by", None) for h in play_result.hosts):
             print(f"RELAY TREE [{play_result.name}] (who fed whom)", file=out)
             print(relay_run.tree_text(play_result.hosts), file=out)
