@@ -346,3 +346,60 @@ def test_authorize_creates_a_private_file_and_drops_expired_entries(tmp_path: Pa
 def test_unauthorize_without_a_file_is_fine(tmp_path: Path) -> None:
     assert sh(commands.relay_unauthorize("abc"), env={"HOME": str(tmp_path)}).returncode == 0
     assert not (tmp_path / ".ssh").exists()
+
+
+# --- playbook keys, host vars and the executor's batch hook ---------------------------------------
+
+
+def test_playbook_fanout_keys_and_relay_group_var() -> None:
+    from distrib.errors import ConfigError
+    from distrib.plan import make_plan
+    from distrib.playbook import Playbook
+    from tests.test_plan import H, Inv
+
+    book = Playbook.from_text(
+        "- hosts: all\n  images: [demo/web:1.0]\n  fanout: relay\n  relay_width: 2\n", "b.yaml"
+    )
+    play = book.plays[0]
+    assert (play.fanout, play.relay_width) == ("relay", 2)
+    assert Playbook.from_text("- hosts: all\n  images: [a:1]\n").plays[0].fanout == "direct"
+    plan = make_plan(Inv(H("a", {"relay_group": "paris"}), H("b")), book)
+    assert [h.relay_group for h in plan.plays[0].hosts] == ["paris", None]
+    for bad in ("  fanout: tree\n", "  relay_width: 0\n"):
+        with pytest.raises(ConfigError) as err:
+            Playbook.from_text("- hosts: all\n  images: [a:1]\n" + bad, "b.yaml")
+        assert "b.yaml:3" in str(err.value)
+
+
+def test_executor_batch_hook_runs_relay_batches_whole() -> None:
+    import threading
+
+    from distrib.engine import Job
+    from distrib.executor import run_plan
+    from distrib.plan import make_plan
+    from distrib.playbook import Playbook
+    from tests.test_plan import H, Inv
+
+    book = Playbook.from_text(
+        "- hosts: all\n  images: [a:1]\n  serial: 1\n  fanout: relay\n"
+        "- hosts: all\n  images: [a:1]\n"
+    )
+    plan = make_plan(Inv(H("a"), H("b")), book)
+    seen: list[tuple[str, ...]] = []
+
+    def whole(play_plan, batch, job, connect, progress, cancel):  # type: ignore[no-untyped-def]
+        if play_plan.play.fanout != "relay":
+            return None
+        seen.append(tuple(h.name for h in batch))
+        return [HostResult(h.name, "changed", fed_by="workstation") for h in batch]
+
+    def step(host, job, connect, progress, cancel):  # type: ignore[no-untyped-def]
+        return HostResult(host.name, "ok")
+
+    run = run_plan(
+        plan, {0: Job(()), 1: Job(())}, lambda t: None,  # type: ignore[arg-type,return-value]
+        cancel=threading.Event(), step=step, batch_step=whole,
+    )  # fmt: skip
+    assert seen == [("a",), ("b",)]  # serial: 1 -> one relay tree per batch
+    assert [r.status for r in run.plays[0].hosts] == ["changed", "changed"]
+    assert [r.status for r in run.plays[1].hosts] == ["ok", "ok"]
