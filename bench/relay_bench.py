@@ -124,10 +124,15 @@ def run_distrib(lab: Lab, n: int, images: list[str], fanout: str, work: Path) ->
     if proc.returncode != 0:
         raise RuntimeError(f"distrib {fanout} exit {proc.returncode}: {proc.stderr[-1500:]}")
     hosts = doc["plays"][0]["hosts"]
-    loads = [h["timings"].get("load", 0.0) for h in hosts.values()]
+    loads = sorted(h["timings"].get("load", 0.0) for h in hosts.values())
+    phase = "relay" if fanout == "relay" else "upload"
+    moving = [h["timings"].get(phase, 0.0) for h in hosts.values()]
     return {
         "payload_bytes": max(h["bytes_sent"] for h in hosts.values()),
-        "load_s_median": sorted(loads)[len(loads) // 2],
+        "load_s_median": loads[len(loads) // 2],
+        "load_s_max": loads[-1],
+        # until the last host's own copy is complete (relay: the whole pipelined stream)
+        "transfer_s_max": max(moving),
         "fed_by": {name: h.get("fed_by") for name, h in hosts.items()},
     }
 
@@ -198,7 +203,12 @@ def measure(lab: Lab, method: str, n: int, images: list[str], work: Path) -> dic
     ids = lab.image_ids(n, images[0])
     if any(i != want for i in ids):
         raise RuntimeError(f"{method} x{n}: not every host holds {images[0]} ({ids})")
-    return {"seconds": round(seconds, 2), "uplink_bytes": wire, **extra}
+    return {
+        "seconds": round(seconds, 2),
+        "uplink_bytes": wire,
+        "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),  # others' work too
+        **extra,
+    }
 
 
 def table(rows: list[dict[str, Any]], methods: list[str]) -> str:
