@@ -1,8 +1,9 @@
 """SSH transport: the only module that imports fabric or paramiko (STYLE: I/O at the edges).
 
-`connect(target)` opens one paramiko SSHClient with host keys CHECKED (fabric 3 hard-codes
-paramiko's AutoAddPolicy, fabric#2071, so fabric's Connection is not used), honouring
-~/.ssh/config and ProxyJump (one shared connection per bastion, every hop's key checked),
+`connect(target)` opens a fabric Connection with host keys CHECKED (fabric 3 hard-codes
+paramiko's AutoAddPolicy, fabric#2071: our policy replaces it on the connection's paramiko
+client before it opens), honouring ~/.ssh/config and ProxyJump (one shared connection per
+bastion, every hop's key checked; fabric's own gateway would accept any bastion key),
 ssh-agent keys and encrypted keys (passphrase from set_key_passphrase), and returns an SSHSession
 with two operations: `run` a command and collect its output, and `upload` a byte stream into a
 remote command's stdin over one exec channel (no per-chunk round trips, large window).
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import fabric
 import paramiko
 
 from distrib.errors import ConnectError, HostError
@@ -315,15 +317,15 @@ def _open_client(
     hop: Hop, target: Target, known_hosts: str, sock: paramiko.Channel | None
 ) -> paramiko.SSHClient:
     """An authenticated SSH client to `hop` (over `sock` when behind a bastion); host key
-    checked against known_hosts. Raises the library's exceptions (translated by the caller)."""
-    client = paramiko.SSHClient()
-    _load_host_keys(client, target, known_hosts)
+    checked against known_hosts. Raises the library's exceptions (translated by the caller).
+
+    The connection is a fabric Connection whose paramiko client gets our host-key policy
+    before it opens (fabric 3 hard-codes AutoAddPolicy, fabric#2071; DESIGN.md). fabric's own
+    ssh_config loading is off: distrib resolves ssh_config itself (sshargs.py), so that every
+    hop, bastions included, is checked the same way; a bastion channel is handed in as `sock`.
+    """
     keys = [os.path.expanduser(k) for k in hop.key_files]
-    kwargs: dict[str, Any] = {
-        "hostname": hop.address,
-        "port": hop.port,
-        "username": hop.user,
-        "timeout": hop.connect_timeout,
+    connect_kwargs: dict[str, Any] = {
         "banner_timeout": hop.connect_timeout,
         "auth_timeout": hop.connect_timeout,
         "channel_timeout": hop.connect_timeout,
@@ -333,13 +335,23 @@ def _open_client(
     }
     existing = [k for k in keys if os.path.exists(k)]
     if existing:
-        kwargs["key_filename"] = existing
+        connect_kwargs["key_filename"] = existing
     if sock is not None:
-        kwargs["sock"] = sock
+        connect_kwargs["sock"] = sock
     if "value" in _passphrase:
-        kwargs["passphrase"] = _passphrase["value"]
+        connect_kwargs["passphrase"] = _passphrase["value"]
+    conn = fabric.Connection(
+        host=hop.address,
+        user=hop.user,
+        port=hop.port,
+        connect_timeout=hop.connect_timeout,
+        connect_kwargs=connect_kwargs,
+        config=fabric.Config(overrides={"load_ssh_configs": False}),
+    )
+    client: paramiko.SSHClient = conn.client
+    _load_host_keys(client, target, known_hosts)
     try:
-        client.connect(**kwargs)
+        conn.open()
     except BaseException:
         client.close()
         raise
@@ -608,6 +620,8 @@ class SSHSession:
                 chan.sendall(stdin)
             chan.shutdown_write()
             return self._finish(chan, command, timeout)
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            raise self._lost(str(exc) or type(exc).__name__) from None
         finally:
             _close_quietly(chan)
 
@@ -658,6 +672,10 @@ class SSHSession:
             chan.shutdown_write()
             progress["done"] = True
             return self._finish(chan, command, timeout)
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            if progress["stalled"]:
+                raise self._lost(f"no upload progress for {io_timeout:g}s") from None
+            raise self._lost(str(exc) or type(exc).__name__) from None
         finally:
             progress["done"] = True
             _close_quietly(chan)
