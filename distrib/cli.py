@@ -485,7 +485,16 @@ def _execute(
     for index, play_result in enumerate(run.plays):
         for host_result in play_result.hosts:
             print(report.host_line(host_result, verbose, colour), file=out)
-        line = _archive_line(play_result.name, getattr(jobs.get(index), "archive", None))
+        job = jobs.get(index)
+        deltas = [h for h in play_result.hosts if getattr(h, "layers_total", 0)]
+        if deltas and getattr(job, "store", None) is not None:
+            sent = sum(h.layers_sent for h in deltas)
+            line = (
+                f"layer store for play {play_result.name!r}: {sent} layer(s) sent to "
+                f"{len(deltas)} host(s), only what each lacked"
+            )
+        else:
+            line = _archive_line(play_result.name, getattr(job, "archive", None))
         if line:
             print(line, file=out)
         if any(getattr(h, "fed_by", None) for h in play_result.hosts):
