@@ -696,50 +696,11 @@ class SSHSession:
         interrupted run) closes the channel, so the remote command stops on its next write.
         """
         chan = self._channel(command)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        io_timeout = self.target.io_timeout
-        err = bytearray()
-        last_heard = time.monotonic()
         try:
             chan.shutdown_write()
-            while True:
-                got = False
-                while chan.recv_ready():
-                    block = chan.recv(PIECE)
-                    if block:
-                        write(block)
-                        if on_bytes:
-                            on_bytes(len(block))
-                    got = True
-                while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(65536)
-                    got = True
-                now = time.monotonic()
-                if got:
-                    last_heard = now
-                if chan.exit_status_ready() and chan.eof_received:
-                    if not chan.recv_ready() and not chan.recv_stderr_ready():
-                        break
-                    continue
-                if chan.closed or not self._transport.is_active():
-                    if chan.exit_status_ready():
-                        break
-                    raise self._lost("closed by the remote side")
-                if deadline is not None and now >= deadline:
-                    raise HostError(
-                        self.target.name, f"remote command timed out after {timeout:g}s: {command}"
-                    )
-                if now - last_heard >= io_timeout:
-                    if not self._ping(io_timeout):
-                        self._transport.close()
-                        raise self._lost(f"no answer to keepalive for {io_timeout:g}s")
-                    last_heard = time.monotonic()
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
-                select.select([chan], [], [], wait)
-            status = chan.recv_exit_status()
-            if status == -1:
-                raise self._lost("the channel closed without an exit status")
-            return Result(command, status, "", err.decode("utf-8", "replace"))
+            return self._finish(chan, command, timeout, write=write, on_bytes=on_bytes)
+        except (EOFError, paramiko.SSHException) as exc:  # not OSError: `write` may raise it
+            raise self._lost(str(exc) or type(exc).__name__) from None
         finally:
             _close_quietly(chan)
 
@@ -751,7 +712,18 @@ class SSHSession:
                 return
             time.sleep(min(0.5, io_timeout / 4))
 
-    def _finish(self, chan: paramiko.Channel, command: str, timeout: float | None) -> Result:
+    def _finish(
+        self,
+        chan: paramiko.Channel,
+        command: str,
+        timeout: float | None,
+        *,
+        write: Callable[[bytes], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Result:
+        """Wait for `command` to end; its stdout is collected, or handed to `write` chunk by
+        chunk (downloads). A link that stays silent for io_timeout is pinged; no answer is a
+        ConnectError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         io_timeout = self.target.io_timeout
         out = bytearray()
@@ -760,7 +732,13 @@ class SSHSession:
         while True:
             got = False
             while chan.recv_ready():
-                out += chan.recv(65536)
+                block = chan.recv(PIECE)
+                if write is None:
+                    out += block
+                elif block:
+                    write(block)
+                    if on_bytes:
+                        on_bytes(len(block))
                 got = True
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
