@@ -357,7 +357,9 @@ def test_terminal_bars_per_host_then_readable_recap(lab: Lab, tmp_path: Path) ->
     assert len(totals) == 1 and totals[0].startswith("TOTAL 3/3 100%|"), text
     # then the host lines and the recap, each on its own line, in order
     after = [  # (the archive summary line may come between host lines and recap)
-        ln for ln in lines[lines.index(totals[0]) + 1 :] if not ln.startswith("archive for play")
+        ln
+        for ln in lines[lines.index(totals[0]) + 1 :]
+        if not ln.startswith(("archive for play", "layer store for play"))
     ]
     assert [ln.split(" =>")[0] for ln in after[:3]] == [f"changed: [{h}]" for h in lab.hosts]
     assert after[3].startswith("PLAY RECAP ****")
