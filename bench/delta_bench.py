@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as b  # noqa: E402 - the shared lab driver and measuring
 
 V1 = "demo/big:1.0"
-V2 = "demo/big:2.0"
+V2 = "demo/big:2.0-bench"  # not the tests' demo/big:2.0: both may run at once
 TARGET_WIRE_FACTOR = 1.1
 TARGET_WIRE_SLACK = 64 * 1024  # per host
 TARGET_TIME_RATIO = 0.10
