@@ -46,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("playbook", help="playbook YAML file")
     _inventory_args(run)
     _output_args(run)
-    run.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
-    run.add_argument("-f", "--forks", type=int, help="hosts handled in parallel (overrides plays)")
-    run.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    _selection_args(run)
     run.add_argument(
         "-C", "--check", action="store_true", help="read-only: show what would be shipped"
     )
@@ -59,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("playbook", help="playbook YAML file")
     _inventory_args(plan)
     _output_args(plan)
-    plan.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
-    plan.add_argument("-f", "--forks", type=int, help="hosts handled in parallel")
-    plan.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    _selection_args(plan)
     plan.set_defaults(func=cmd_run, check=True)
 
     verify = sub.add_parser(
@@ -71,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inventory_args(verify)
     _output_args(verify)
     verify.add_argument("--hosts", default="all", help="host pattern (default: all)")
-    verify.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
-    verify.add_argument("-f", "--forks", type=int, default=None, help="hosts checked in parallel")
-    verify.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    _selection_args(verify)
     verify.add_argument("--retry-file", metavar="PATH", help="write drifted/unreachable hosts here")
     verify.set_defaults(func=cmd_verify)
 
@@ -205,6 +199,13 @@ def _enable_ssh_debug_log() -> None:
     logger = logging.getLogger("paramiko")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+
+
+def _selection_args(parser: argparse.ArgumentParser) -> None:
+    """--limit, --forks and --json: the same on every command that works on hosts."""
+    parser.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
+    parser.add_argument("-f", "--forks", type=int, help="hosts handled at once (overrides plays)")
+    parser.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
 
 
 def _inventory_args(parser: argparse.ArgumentParser) -> None:

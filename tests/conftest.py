@@ -84,6 +84,16 @@ class Lab:
         return path
 
 
+def local_id(ref: str) -> str:
+    """The image ID `ref` has in the workstation's docker (what every host must end up with)."""
+    return subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def distrib(
     *args: str, check: bool = False, timeout: float = 900, **kw: object
 ) -> subprocess.CompletedProcess[str]:

@@ -17,19 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Lab, distrib
+from tests.conftest import Lab, distrib, local_id
 
 pytestmark = pytest.mark.lab
 
 IMAGES = ("demo/web:1.0", "demo/worker:1.0")
 PLAY = "- hosts: {hosts}\n  images: [demo/web:1.0, demo/worker:1.0]\n"
 
-
-def local_id(ref: str) -> str:
-    return subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Lab, distrib
+from tests.conftest import Lab, distrib, local_id
 
 pytestmark = pytest.mark.lab
 
@@ -21,12 +21,6 @@ V1 = "demo/big:1.0"
 V2 = "demo/big:2.0"
 BASE = "distrib/busybox:latest"
 
-
-def local_id(ref: str) -> str:
-    return subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")

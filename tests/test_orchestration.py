@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Lab, distrib
+from tests.conftest import ROOT, Lab, distrib, local_id
 from tests.test_report import check_schema
 
 IMAGES = ("demo/web:1.0", "demo/worker:1.0")
@@ -29,14 +29,6 @@ ESC = "\x1b"
 
 lab_test = pytest.mark.lab
 
-
-def local_id(ref: str) -> str:
-    return subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Lab, distrib
+from tests.conftest import ROOT, Lab, distrib, local_id
 
 pytestmark = pytest.mark.lab
 
@@ -31,12 +31,6 @@ SLOW_PLAY = (
     "  compression: none\n"
 )
 
-
-def local_id(ref: str) -> str:
-    return subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
 
 
 @contextmanager

@@ -26,19 +26,13 @@ import pytest
 import yaml
 
 from distrib.lab.remotes import USER_PASSWORD
-from tests.conftest import ROOT, Lab, distrib
+from tests.conftest import ROOT, Lab, distrib, local_id
 
 pytestmark = pytest.mark.lab
 
 IMAGES = ("demo/web:1.0", "demo/worker:1.0")
 PLAY = "- name: remotes\n  hosts: {hosts}\n  images: [demo/web:1.0, demo/worker:1.0]\n  compression: {codec}\n"
 
-
-def local_id(ref: str) -> str:
-    return subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
 
 
 @dataclass(frozen=True)

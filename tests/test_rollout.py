@@ -7,26 +7,17 @@ Every check of what landed is made independently of distrib's own verification, 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Lab, distrib
+from tests.conftest import Lab, distrib, local_id
 
 pytestmark = pytest.mark.lab
 
 IMAGES = ("demo/web:1.0", "demo/worker:1.0")
 
-
-def local_id(ref: str) -> str:
-    return subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def playbook(tmp_path: Path, text: str) -> Path:
