@@ -355,7 +355,19 @@ def _open_client(
     except BaseException:
         client.close()
         raise
+    _no_delay(client)
     return client
+
+
+def _no_delay(client: paramiko.SSHClient) -> None:
+    """TCP_NODELAY on the connection's socket. Without it every remote command pays a
+    Nagle + delayed-ACK stall (~40 ms) on opening its channel: measured on the lab, a `true`
+    took 48 ms with Nagle and 6 ms without. Bulk uploads write large packets either way."""
+    transport = client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):  # not a bastion's channel
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Bastion:

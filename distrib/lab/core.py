@@ -241,7 +241,7 @@ def _teardown(
         _try(["iptables", "-w", "-D", *rule])
     shutil.rmtree(root / "hosts", ignore_errors=True)
     shutil.rmtree(root / "build", ignore_errors=True)
-    removed = ["known_hosts", "inventory.yaml", "state.json"]
+    removed = ["known_hosts", "inventory.yaml", "state.json", "root-bashrc"]
     if not keep_keys:
         removed += [CLIENT_KEY, CLIENT_KEY + ".pub"]
         shutil.rmtree(root / "keys", ignore_errors=True)
@@ -470,6 +470,22 @@ def _spawn_logged(cmd: Sequence[str], log: Path) -> local.Process[bytes]:
         return local.spawn(cmd, stdout=fh, stderr=fh, new_session=True)
 
 
+def _shell_rc_binds(root: Path) -> list[config.Bind]:
+    """A stock root ~/.bashrc inside every host: the hosts share the workstation's /root, and
+    bash sources ~/.bashrc for every command sshd runs. A workstation rc that starts version
+    managers (pyenv init: ~120 ms here) would otherwise be paid by each remote command, a
+    cost no real host of the inventory has."""
+    rc = Path("/root/.bashrc")
+    if not rc.is_file():
+        return []
+    stock = root / "root-bashrc"
+    if not stock.exists():
+        default = Path("/usr/share/base-files/dot.bashrc")
+        stock.write_text(default.read_text() if default.is_file() else "")
+        os.chmod(stock, 0o644)
+    return [config.Bind(str(stock), str(rc))]
+
+
 def _sshd_command(
     host: LabHost, root: Path, extra: Sequence[config.Bind] = (), docker: bool = True
 ) -> list[str]:
@@ -483,6 +499,7 @@ def _sshd_command(
         # The workstation's client key must not be readable from a host, or host-to-host
         # tests would pass on a key a real host never has.
         config.Bind("/dev/null", str(root / CLIENT_KEY)),
+        *_shell_rc_binds(root),
     ]
     script = config.sshd_wrapper_script(binds, host.sshd_config, host.name)
     # --uts too: `hostname` inside a host says node1, not the workstation's name.
