@@ -6,23 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from dataclasses import dataclass
 
 from distrib.archive import cache_dir
-from distrib.errors import ConfigError
 from distrib.layerstore import LayerStore
+from distrib.units import parse_size
 
 DEFAULT_MAX = "20G"
-_UNITS = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
-
-
-def parse_size(text: str) -> int:
-    """`20G`, `500M`, `1.5T`, `1000` (bytes) -> bytes (powers of 1000, as docker prints)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise ConfigError(f"not a size: {text!r} (use e.g. 500M, 20G)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 def max_bytes() -> int:
@@ -50,9 +40,10 @@ def entries(directory: str | None = None) -> list[Entry]:
             path = os.path.join(archives, name)
             key = name.split(".", 1)[0]
             label = key
-            with contextlib.suppress(OSError, ValueError), open(
-                os.path.join(archives, key + ".json"), encoding="utf-8"
-            ) as fh:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                open(os.path.join(archives, key + ".json"), encoding="utf-8") as fh,
+            ):
                 meta = json.load(fh)
                 label = f"{meta.get('codec')} " + " ".join(sorted(meta.get("images", {})))
             with contextlib.suppress(OSError):

@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Sequence
 from types import FrameType
@@ -238,7 +237,7 @@ def _keep_cache_in_bounds() -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from distrib import cache
+    from distrib import cache, units
     from distrib.archive import cache_dir
     from distrib.units import human_bytes
 
@@ -249,7 +248,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         total = sum(e.size for e in listed)
         print(f"{len(listed)} entries, {human_bytes(total)} in {cache_dir()}")
         return 0
-    limit = 0 if args.all else cache.parse_size(args.max_size or cache.DEFAULT_MAX)
+    limit = 0 if args.all else units.parse_size(args.max_size or cache.DEFAULT_MAX)
     if args.max_size is None and not args.all:
         limit = cache.max_bytes()
     removed, freed = cache.prune(limit)
@@ -343,21 +342,18 @@ def _layer_store(play: Any, codec: str, images: tuple[Any, ...], out: Any, check
     docker host is then sent only the layers it lacks (zstd/xz/none plays ship whole archives:
     docker 20.10 reads no zstd-compressed layers)."""
     from distrib.layerstore import LayerStore
-    from distrib.units import human_bytes
 
     if play.delta != "auto" or codec != "gzip":
         return None
     store = LayerStore(level=play.level if play.level is not None else 6)
+    if all(store.has(i) for i in images):
+        if not check:
+            store.ensure(images)  # marks them used (LRU)
+        return store
     if check:  # read-only: a store that lacks the images cannot size a delta yet
-        return store if all(store.has(i) for i in images) else None
-    started = time.monotonic()
-    added = store.ensure(images)
-    if added:
-        print(
-            f"layer store: {human_bytes(added)} of new compressed layers for play {play.name!r} "
-            f"in {time.monotonic() - started:.1f}s (compressed once, reused from now on)",
-            file=out,
-        )
+        return None
+    # hosts get their first loading steps while later layers are still being compressed
+    store.fill_in_background(images)
     return store
 
 
@@ -423,7 +419,7 @@ def _execute(
     adds keys to the --json document (backups, commits)."""
     from dataclasses import replace
 
-    from distrib import report, transport
+    from distrib import report, transport, units
     from distrib.executor import RunResult, run_plan
     from distrib.progress import logged, make_progress
     from distrib.relay import run as relay_run
@@ -448,6 +444,9 @@ def _execute(
     if verbose >= 3:
         _enable_ssh_debug_log()
     cancel = threading.Event()
+    for job in jobs.values():  # a layer store filling in the background stops with the run
+        if getattr(job, "store", None) is not None:
+            job.store.cancel_with(cancel)
     holder: dict[str, RunResult] = {}
 
     finished = threading.Event()
@@ -476,6 +475,8 @@ def _execute(
         for job in jobs.values():
             if getattr(job, "archive", None) is not None:
                 job.archive.abort()
+            if getattr(job, "store", None) is not None:
+                job.store.abort_fill()
     progress.close()
     run = holder.get("run")
     if run is None:
@@ -494,6 +495,12 @@ def _execute(
                 f"layer store for play {play_result.name!r}: {sent} layer(s) sent to "
                 f"{len(deltas)} host(s), only what each lacked"
             )
+            store = job.store  # type: ignore[union-attr]
+            if store.fill_added:
+                line += (
+                    f"; {units.human_bytes(store.fill_added)} of new layers compressed in "
+                    f"{store.fill_seconds:.1f}s while sending (once, reused from now on)"
+                )
         else:
             line = _archive_line(play_result.name, getattr(job, "archive", None))
         if line:

@@ -25,7 +25,7 @@ from distrib.errors import (
     VerifyError,
     last_lines,
 )
-from distrib.layerstore import LayerStore
+from distrib.layerstore import LayerStore, PendingDelta
 from distrib.plan import HostPlan
 from distrib.refs import ImageRef
 from distrib.transport import Result, Session, Target
@@ -64,6 +64,9 @@ class Progress:
 
     def transfer_started(self, host: str, total: int) -> None:
         pass
+
+    def transfer_more(self, host: str, nbytes: int) -> None:
+        """The transfer grew by `nbytes` (the next loading step)."""
 
     def advance(self, host: str, nbytes: int) -> None:
         pass
@@ -206,6 +209,13 @@ class _Deployment:
         self.archive: Any = job.archive  # what this host is sent (whole, or a delta)
         self.codec = job.codec
         self.delta_refused = False
+        # delta (LayerStore): the host's chains, its loading steps (a list, or an iterator
+        # while the store fills), whether to send them one by one, how many were loaded
+        self.wanted: list[LocalImage] = []
+        self.chains: set[tuple[str, ...]] = set()
+        self.steps: Iterable[Any] = []
+        self.stepped = False
+        self.loaded_steps = 0
         self.engine = engine_of(host)
         self.secret_line = b""  # the become password line, when sudo needs one
         self.tools: frozenset[str] = frozenset()
@@ -284,14 +294,10 @@ class _Deployment:
             return
         wanted = [i for i in images if str(i.ref) in missing]
         self.archive = self.job.archive
-        full = None
-        if self.job.store is not None and getattr(facts, "engine", "docker") == "docker":
-            # delta: only the layers whose chain the host lacks, from the layer store
+        delta = self.job.store is not None and getattr(facts, "engine", "docker") == "docker"
+        if delta:
             self._phase("layers")
-            full = self.job.store.assemble(wanted)
-            self.archive = self.job.store.assemble(wanted, self._host_chains())
-            self.result.layers_sent = len(self.archive.layers)
-            self.result.layers_total = len(full.layers)
+            self._delta(wanted)
         codec = self.archive.codec if self.archive is not None else self.job.codec
         if not facts.can_decode(codec):
             raise HostError(
@@ -306,7 +312,8 @@ class _Deployment:
         mode = self._transfer_mode(facts, wanted)
         if self.job.mode == CHECK:
             self.result.status = CHANGED
-            if full is not None and self.archive is not None:
+            if delta and self.archive is not None:
+                full = self._full()
                 self.result.message = (
                     f"would send {self.result.layers_sent} of {self.result.layers_total} layer(s), "
                     f"{_human(self.archive.size)} (full archive: {_human(full.size)}) for "
@@ -323,12 +330,13 @@ class _Deployment:
         try:
             self._ship(mode)
         except CommandError:
-            if full is None or self.archive is full or self.cancel.is_set():
+            if not delta or self.delta_refused or self.cancel.is_set():
                 raise
             # Confirmed on first use: this engine refused a partial archive (e.g. docker's
             # containerd image store). Send the full archive, assembled from the same store.
-            self.archive = full
-            self.result.layers_sent = len(full.layers)
+            self.archive = self._full()
+            self.steps, self.stepped = [], False
+            self.result.layers_sent = len(self.archive.layers)
             self.delta_refused = True
             self._ship(mode)
         self.result.status = CHANGED
@@ -350,6 +358,8 @@ class _Deployment:
                 + ("; delta refused by the engine, full archive sent" if self.delta_refused else "")
                 + ")"
             )
+        if self.loaded_steps > 1:
+            self.result.message += f" (loaded in {self.loaded_steps} steps while sending)"
         if mode == STREAM:
             self.result.message += (
                 " (streamed: staging space too small)"
@@ -359,9 +369,43 @@ class _Deployment:
 
     def _ship(self, mode: str) -> None:
         if mode == STREAM:
+            self._settle()
             self._stream()
+        elif self.stepped:
+            self._staged_steps()
         else:
+            self._settle()
             self._staged()
+
+    def _delta(self, wanted: list[LocalImage]) -> None:
+        """Only the layers whose chain the host lacks, from the layer store (issue 8): an
+        exact archive when the store holds everything, else (the store still filling in the
+        background) a pending one, sent in loading steps that wait for their blobs."""
+        store = self.job.store
+        assert store is not None
+        self.wanted, self.chains = wanted, self._host_chains()
+        self.result.layers_total = len({d for image in wanted for d in image.diff_ids})
+        if store.filling:
+            self.archive = PendingDelta(wanted, self.chains)
+            self.steps, self.stepped = store.steps(wanted, self.chains), True
+        else:
+            self.archive = store.assemble(wanted, self.chains)
+            self.steps = list(store.steps(wanted, self.chains))
+            self.stepped = len(self.steps) > 1
+        self.result.layers_sent = len(self.archive.layers)
+
+    def _full(self) -> Any:
+        """The full archive of the wanted images, from the same store (after its fill)."""
+        assert self.job.store is not None
+        self.job.store.wait_filled()
+        return self.job.store.assemble(self.wanted)
+
+    def _settle(self) -> None:
+        """A pending delta becomes exact (waits for the store's fill): for a whole transfer."""
+        if isinstance(self.archive, PendingDelta):
+            assert self.job.store is not None
+            self.job.store.wait_filled()
+            self.archive = self.job.store.assemble(self.wanted, self.chains)
 
     def _host_chains(self) -> set[tuple[str, ...]]:
         # as the engine user (become), like every engine command (issue 6)
@@ -498,13 +542,82 @@ class _Deployment:
             if not keep_partial:
                 self._cleanup(tempdir)
 
-    def _transfer(self, part: str, final: str, present: int) -> None:
+    def _staged_steps(self) -> None:
+        """Staged, one loading step at a time (LayerStore.steps): the host loads step k while
+        step k+1 is on the wire. Each step is checked (sha256) before it is loaded, as a whole
+        archive is; the last step holds the real config and tag, so the image appears only
+        when everything arrived. The untagged stand-in images of the steps are removed in
+        every outcome but a lost link; then the next run finds their layers on the host,
+        sends only the rest, and removes them."""
+        whole = self.archive
+        assert whole is not None and self.session is not None
+        tempdir = commands.staging_dir(self.host.remote_tmp, whole.key)
+        self._phase("upload")
+        self._run(
+            commands.make_staging(self.host.remote_tmp, whole.key, f"{tempdir}/-"),
+            "creating the private staging dir",
+            PROBE_TIMEOUT,
+        )
+        loader = _StepLoader(self)
+        keep = False
+        started = time.monotonic()
+        sent: list[Any] = []
+        try:
+            for index, step in enumerate(self.steps):
+                sent.append(step)
+                if index == 0:
+                    self.progress.transfer_started(self.host.name, step.size)
+                else:
+                    self.progress.transfer_more(self.host.name, step.size)
+                final = f"{tempdir}/{commands.ARCHIVE_NAME}.{index}{step.extension}"
+                self.archive = step
+                self._transfer(final + ".part", final, 0, step=True)
+                loader.put(final)
+            self._timed("upload", started)
+            self._phase("load")
+            waited = time.monotonic()
+            loader.finish()
+            self.loaded_steps = len(sent)
+            self._timed("load", waited)  # what loading added after the last byte
+        except ConnectError:
+            keep = True  # the link is gone: loaded steps and the partial upload stay
+            raise
+        finally:
+            loader.stop()
+            self.archive = whole
+            if not keep:
+                self._remove_stand_ins([s.stand_in for s in sent if s.stand_in])
+                self._cleanup(tempdir)
+
+    def _load_step(self, path: str) -> None:
+        """Load one checked step, then drop its file (called by the step loader's thread)."""
+        self._run(
+            self.engine.load(path, self.codec, self.native, self.tools),
+            f"{self.engine.kind} load",
+            LOAD_TIMEOUT,
+            self.secret_line,
+        )
+        self._run(commands.remove(path), "removing a loaded step", PROBE_TIMEOUT)
+
+    def _remove_stand_ins(self, image_ids: list[str]) -> None:
+        """`docker rmi` the steps' stand-ins (untagged; the real image keeps its layers).
+        Those never loaded are `No such image`: not an error."""
+        if not image_ids:
+            return
+        assert self.session is not None
+        try:
+            self._run_engine(self.engine.remove_images(image_ids), CLEANUP_TIMEOUT)
+        except DistribError as exc:
+            self.result.message += f" (removing the loading steps' images failed: {exc.message})"
+
+    def _transfer(self, part: str, final: str, present: int, step: bool = False) -> None:
         archive = self.archive
         assert archive is not None and self.session is not None
         t = time.monotonic()
         offset = self._resume_offset(part, present)
         for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            self.progress.transfer_started(self.host.name, archive.size_hint - offset)
+            if not step or attempt > 1:  # (a step's bytes are in the total already)
+                self.progress.transfer_started(self.host.name, archive.size_hint - offset)
             sent = self.session.upload(
                 commands.receive(part, append=offset > 0),
                 self._chunks(offset),
@@ -661,3 +774,64 @@ class _Deployment:
     def _layers(self, refs: list[str]) -> dict[str, tuple[str, ...]]:
         parsed = [ImageRef.parse(r) for r in refs]
         return self.engine.layers(self._engine_out("inspecting images"), parsed)
+
+
+class _StepLoader:
+    """One thread per host that loads checked steps in order while the next are uploaded.
+    The first failure stops it; `finish` re-raises it in the deploying thread."""
+
+    def __init__(self, deployment: _Deployment) -> None:
+        self._deployment = deployment
+        self._queue: list[str] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._work, name=f"load-{deployment.host.name}", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, path: str) -> None:
+        with self._cv:
+            self._raise()
+            self._queue.append(path)
+            self._cv.notify()
+
+    def finish(self) -> None:
+        """Wait until every step is loaded; raise the first failure."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+        with self._cv:
+            self._raise()
+
+    def stop(self) -> None:
+        """Load nothing more; wait for a load in progress (it must not outlive cleanup)."""
+        with self._cv:
+            self._queue.clear()
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                path = self._queue.pop(0)
+            try:
+                if self._deployment.cancel.is_set():
+                    raise Cancelled("interrupted")
+                self._deployment._load_step(path)
+            except BaseException as exc:  # noqa: BLE001 - handed to the deploying thread
+                with self._cv:
+                    self._error = exc
+                    self._queue.clear()
+                return

@@ -336,6 +336,10 @@ class Engine:
             return f"{{ cat; {source}; }} | {engine}"
         return f"{source} | {engine}"
 
+    def remove_images(self, image_ids: Sequence[str]) -> str:
+        """Remove images by ID (docker and podman; the loading steps' stand-ins)."""
+        return self.wrap(join([*self.argv, "rmi", *image_ids]))
+
     def stream_load(self, codec: str, native: bool, tools: Iterable[str]) -> str:
         """Load from stdin (after the password line, when sudo needs one)."""
         if self.plain_docker:

@@ -25,17 +25,23 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
+from functools import partial
+from typing import IO, Any, TypeVar
 
 from distrib import local
 from distrib.archive import LocalImage, cache_dir, docker_command
 from distrib.errors import LocalError
+from distrib.units import parse_size
+
+_T = TypeVar("_T")
 
 BLOCK = 512
 READ_SIZE = 1024 * 1024
 DEFAULT_MAX_BYTES = 20 * 1000**3
+PARTIAL_LABEL = "io.distrib.partial"
+STEP_BYTES = 16 * 1024 * 1024  # compressed layer bytes a loading step holds at least
 
 
 def _hex(digest: str) -> str:
@@ -72,8 +78,19 @@ class LayerStore:
         self.root = os.path.join(directory or cache_dir(), "layers")
         self.codec = codec
         self.level = level
+        # how finely archives are cut into loading steps (steps()); $DISTRIB_STEP_BYTES
+        self.step_bytes = parse_size(os.environ.get("DISTRIB_STEP_BYTES") or str(STEP_BYTES))
         for sub in ("blobs", "configs"):
             os.makedirs(os.path.join(self.root, sub), mode=0o700, exist_ok=True)
+        # a background fill (fill_in_background): steps() waits for each blob it needs
+        self._stored = threading.Condition()
+        self._filler: threading.Thread | None = None
+        self._fill_done = True
+        self._fill_error: BaseException | None = None
+        self._fill_abort = threading.Event()
+        self._cancel = threading.Event()  # the run's: a waiting step gives up, the fill stops
+        self.fill_added = 0  # bytes compressed by the background fill
+        self.fill_seconds = 0.0
 
     # -- paths and lookups ----------------------------------------------------------------------
 
@@ -95,6 +112,9 @@ class LayerStore:
             )
         except (OSError, ValueError, KeyError):
             return None
+
+    def _has_or_none(self, image: LocalImage) -> bool | None:
+        return self.has(image) or None
 
     def has(self, image: LocalImage) -> bool:
         return os.path.exists(self.config_path(image.id)) and all(
@@ -157,7 +177,13 @@ class LayerStore:
                     elif member.name == _hex(image.id) + ".json":
                         self._store_config(image.id, source.read())
                         seen_config = True
+                    with self._stored:  # a step waiting for this blob may go on
+                        self._stored.notify_all()
             rc = save.wait()
+        except tarfile.TarError as exc:  # docker save failed (or wrote no archive)
+            rc = save.wait()
+            if rc == 0:
+                raise LocalError(f"docker save {image.ref}: unreadable archive ({exc})") from None
         except BaseException:
             if save.poll() is None:
                 save.kill()
@@ -225,6 +251,68 @@ class LayerStore:
                 os.unlink(tmp)
             raise
 
+    # -- filling in the background: hosts receive the first layers while later ones compress --
+
+    def fill_in_background(self, images: Sequence[LocalImage]) -> None:
+        """Run `ensure(images)` in a thread. `steps()` waits for each blob it needs, so a
+        host's first loading step leaves as soon as its layers are compressed (docker save
+        writes layers in chain order; the real config comes last, with the last step)."""
+        self._fill_done = False
+
+        def fill() -> None:
+            started = time.monotonic()
+            try:
+                self.fill_added = self.ensure(images, self._fill_abort)
+            except BaseException as exc:  # noqa: BLE001 - raised to every waiting host
+                self._fill_error = exc
+            finally:
+                self.fill_seconds = time.monotonic() - started
+                with self._stored:
+                    self._fill_done = True
+                    self._stored.notify_all()
+
+        self._filler = threading.Thread(target=fill, name="layer-store-fill", daemon=True)
+        self._filler.start()
+
+    @property
+    def filling(self) -> bool:
+        """A background fill is running (sizes of what it has not stored are unknown)."""
+        return not self._fill_done
+
+    def cancel_with(self, cancel: threading.Event) -> None:
+        """Steps waiting for blobs give up, and the fill stops, once `cancel` is set."""
+        self._cancel = cancel
+
+    def abort_fill(self) -> None:
+        """Stop a background fill (an interrupted run) and wait for it to end."""
+        self._fill_abort.set()
+        if self._filler is not None:
+            self._filler.join()
+
+    def wait_filled(self) -> None:
+        """Wait for a background fill to end; raise what made it fail."""
+        self._wait(lambda: True if self._fill_done else None, "the layer store fill")
+        if self._fill_error is not None:
+            raise self._fill_error
+
+    def wait_blob(self, diff_id: str) -> Blob:
+        return self._wait(lambda: self.blob(diff_id), f"layer {diff_id[:19]}")
+
+    def _wait(self, ready: Callable[[], _T | None], what: str) -> _T:
+        with self._stored:
+            while True:
+                found = ready()
+                if found is not None:
+                    return found
+                if self._fill_done:
+                    if self._fill_error is not None:
+                        raise self._fill_error
+                    raise LocalError(f"{what} missing from the layer store")
+                if self._cancel.is_set():
+                    self._fill_abort.set()
+                    raise LocalError(f"interrupted while waiting for {what}")
+                self._stored.wait(0.5)
+
     # -- listing and pruning ----------------------------------------------------------------------
 
     def entries(self) -> list[tuple[str, int, float]]:
@@ -271,30 +359,131 @@ class LayerStore:
         them when `host_chains` is None: the full archive, from the same blobs)."""
         chains = host_chains or set()
         members: list[_Member] = []
-        layers: dict[str, str] = {}
+        sent: list[str] = []
         manifest = []
         for image in images:
-            names = [f"{_hex(diff_id)}/layer.tar" for diff_id in image.diff_ids]
             needed = set(missing_layers(image, chains))
             for diff_id in image.diff_ids:
-                if diff_id in needed and diff_id not in layers:
-                    blob = self.blob(diff_id)
-                    if blob is None:
-                        raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
-                    layers[diff_id] = blob.path
-                    members.append(_Member(f"{_hex(diff_id)}/layer.tar", blob.size, path=blob.path))
-            config = self.config_path(image.id)
-            members.append(_Member(_hex(image.id) + ".json", os.path.getsize(config), path=config))
-            manifest.append(
-                {
-                    "Config": _hex(image.id) + ".json",
-                    "RepoTags": [image.ref.familiar],
-                    "Layers": names,
-                }
-            )
-        data = json.dumps(manifest, sort_keys=True).encode()
-        members.append(_Member("manifest.json", len(data), data=data))
-        return AssembledArchive(tuple(images), tuple(members), sorted(layers))
+                if diff_id in needed and diff_id not in sent:
+                    sent.append(diff_id)
+                    members += self._layer_members([diff_id])
+            members.append(self._config_member(image))
+            manifest.append(_manifest_entry(image.id, [image.ref.familiar], image.diff_ids))
+        return _archive(tuple(images), members, manifest, sorted(sent))
+
+    def steps(
+        self,
+        images: Sequence[LocalImage],
+        host_chains: set[tuple[str, ...]] | None = None,
+    ) -> Iterator[AssembledArchive]:
+        """`assemble(images, host_chains)` cut into loading steps, so that a host loads step
+        k while step k+1 is still on the wire (issue 5: overlap loading with sending).
+
+        A step ends at a layer boundary once it holds `step_bytes` of layers; it then carries a
+        stand-in image: the real config with the chain so far and the label PARTIAL_LABEL,
+        untagged (`partial_config`). Loaded in order, each step finds the earlier layers on
+        the host and docker skips them (the fact delta rests on). The last step of an image
+        carries its real config and tag. The engine removes the stand-ins afterwards.
+        While the store fills in the background, each step waits for its own blobs.
+        """
+        have = set(host_chains or set())
+        for image in images:
+            chain = image.diff_ids
+            pending: list[str] = []
+            size = 0
+            for i in range(len(chain)):
+                prefix = tuple(chain[: i + 1])
+                if prefix in have:
+                    continue
+                have.add(prefix)
+                if chain[i] not in pending:
+                    pending.append(chain[i])
+                    size += self.wait_blob(chain[i]).size
+                if size >= self.step_bytes and i < len(chain) - 1:
+                    yield self._step(image, i + 1, pending)
+                    pending, size = [], 0
+            self._wait(partial(self._has_or_none, image), f"the config of {image.ref}")
+            yield self._step(image, len(chain), pending)
+
+    def _step(self, image: LocalImage, depth: int, diff_ids: list[str]) -> AssembledArchive:
+        members = self._layer_members(diff_ids)
+        chain = image.diff_ids[:depth]
+        if depth == len(image.diff_ids):
+            members.append(self._config_member(image))
+            manifest = [_manifest_entry(image.id, [image.ref.familiar], chain)]
+            return _archive((image,), members, manifest, list(diff_ids))
+        data = partial_config(chain)
+        stand_in = "sha256:" + hashlib.sha256(data).hexdigest()
+        members.append(_Member(_hex(stand_in) + ".json", len(data), data=data))
+        step = _archive((image,), members, [_manifest_entry(stand_in, [], chain)], list(diff_ids))
+        step.stand_in = stand_in
+        return step
+
+    def _config_member(self, image: LocalImage) -> _Member:
+        config = self.config_path(image.id)
+        return _Member(_hex(image.id) + ".json", os.path.getsize(config), path=config)
+
+    def _layer_members(self, diff_ids: Iterable[str]) -> list[_Member]:
+        members = []
+        for diff_id in diff_ids:
+            blob = self.blob(diff_id)
+            if blob is None:
+                raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
+            members.append(_Member(f"{_hex(diff_id)}/layer.tar", blob.size, path=blob.path))
+        return members
+
+
+def partial_config(diff_ids: Sequence[str]) -> bytes:
+    """The config of a stand-in image holding the chain `diff_ids`, labelled PARTIAL_LABEL.
+
+    Minimal, so it needs nothing docker save writes last (the real config): os linux (docker
+    load checks the OS, not the architecture). Deterministic: a chain has one stand-in ID."""
+    doc = {
+        "os": "linux",
+        "config": {"Labels": {PARTIAL_LABEL: "true"}},
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _manifest_entry(image_id: str, tags: list[str], diff_ids: Sequence[str]) -> dict[str, Any]:
+    """A docker-archive manifest entry listing every layer of the chain (present or not)."""
+    layers = [f"{_hex(d)}/layer.tar" for d in diff_ids]
+    return {"Config": _hex(image_id) + ".json", "RepoTags": tags, "Layers": layers}
+
+
+def _archive(
+    images: tuple[LocalImage, ...],
+    members: list[_Member],
+    manifest: list[dict[str, Any]],
+    layers: list[str],
+) -> AssembledArchive:
+    data = json.dumps(manifest, sort_keys=True).encode()
+    members.append(_Member("manifest.json", len(data), data=data))
+    return AssembledArchive(images, tuple(members), layers)
+
+
+class PendingDelta:
+    """A delta whose blobs are still being compressed (a background fill): what is known
+    before they are. The layers to send, an identity (the staging dir's name) and an upper
+    bound of the size (uncompressed, for the disk preflight). Sent only in loading steps."""
+
+    codec = "none"
+    level = 0
+    cached = False
+    complete = False
+    extension = ".tar"
+    build_seconds = None
+
+    def __init__(self, images: Sequence[LocalImage], host_chains: set[tuple[str, ...]]) -> None:
+        sent: list[str] = []
+        for image in images:
+            sent += [d for d in missing_layers(image, host_chains) if d not in sent]
+        self.images = tuple(images)
+        self.layers = sorted(sent)
+        self.size = self.size_hint = sum(i.size for i in images)
+        ident = json.dumps([[i.id for i in images], self.layers]).encode()
+        self.key = hashlib.sha256(ident).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -335,6 +524,7 @@ class AssembledArchive:
         self.images = images
         self.members = members
         self.layers = layers  # diffIDs sent
+        self.stand_in: str | None = None  # a loading step's untagged stand-in image (steps())
         self.size = sum(m.span() for m in members) + 2 * BLOCK
         ident = json.dumps([[m.name, m.size] for m in members]).encode()
         self.key = hashlib.sha256(ident).hexdigest()[:32]

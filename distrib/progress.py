@@ -198,6 +198,15 @@ class BarProgress(Progress):
                 self.total.total += total
                 self.total.refresh()
 
+    def transfer_more(self, host: str, nbytes: int) -> None:
+        with self.lock:
+            bar = self.bars.get(host)
+            if bar is not None and bar.total:
+                bar.total += nbytes
+                bar.refresh()
+            self.total.total = (self.total.total or 0) + nbytes
+            self.total.refresh()
+
     def advance(self, host: str, nbytes: int) -> None:
         with self.lock:
             bar = self.bars.get(host)

@@ -80,9 +80,7 @@ class Result:
 class Session(Protocol):
     """What the engine needs from a connection (a fake implements it in engine tests)."""
 
-    def run(
-        self, command: str, *, timeout: float | None = None, stdin: bytes = b""
-    ) -> Result: ...
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes = b"") -> Result: ...
 
     def upload(
         self,

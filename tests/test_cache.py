@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib import cache
+from distrib import cache, units
 from distrib.errors import ConfigError
 from tests.conftest import distrib
 
@@ -16,13 +16,13 @@ from tests.conftest import distrib
     [("1000", 1000), ("500M", 500_000_000), ("20G", 20_000_000_000), ("1.5t", 1_500_000_000_000), ("2KB", 2000)],
 )
 def test_parse_size(text: str, size: int) -> None:
-    assert cache.parse_size(text) == size
+    assert units.parse_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["", "lots", "-1G", "5X"])
 def test_bad_sizes(text: str) -> None:
     with pytest.raises(ConfigError, match="not a size"):
-        cache.parse_size(text)
+        units.parse_size(text)
 
 
 def _archive(root: Path, key: str, size: int, age: float) -> None:

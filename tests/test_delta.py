@@ -85,6 +85,12 @@ def test_host_without_v1_gets_everything(lab: Lab, releases: None, tmp_path: Pat
     assert hosts["node1"]["layers_sent"] == hosts["node1"]["layers_total"] > 1
     assert lab.image_id("node1", V2) == local_id(V2)
     assert wire["node1"] >= hosts["node1"]["bytes_sent"]
+    # loaded in steps (one per >= 16 MiB of layers) while the rest was on the wire; the
+    # steps' untagged stand-in images are gone, nothing dangles, nothing staged is left
+    assert "loaded in 4 steps" in hosts["node1"]["message"], hosts["node1"]["message"]
+    dangling = lab.exec("node1", "docker", "images", "-q", "--filter", "dangling=true").stdout
+    assert dangling.split() == [], "no stand-in or other untagged image left"
+    assert lab.temp_files("node1") == []
 
 
 def test_check_mode_shows_delta_and_full_sizes(lab: Lab, releases: None, tmp_path: Path) -> None:

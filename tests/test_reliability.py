@@ -222,6 +222,32 @@ def test_sigint_during_upload_cleans_every_host(lab: Lab, tmp_path: Path) -> Non
     assert {ref: local_id(ref) for ref in IMAGES} == before, "local docker untouched"
 
 
+def stand_ins(lab: Lab, host: str) -> list[str]:
+    """The loading steps' stand-in images (label io.distrib.partial) on `host`."""
+    out = lab.exec(host, "docker", "images", "-q", "--filter", "label=io.distrib.partial", check=False)
+    return out.stdout.split()
+
+
+def test_sigint_between_loading_steps_leaves_no_stand_in(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading steps (every layer its own step here): a run interrupted after a host loaded
+    its first step removes that step's untagged stand-in image, and no tag moves."""
+    lab.remove_images(*IMAGES)
+    for host in lab.hosts:
+        lab.exec(host, "docker", "image", "prune", "-af", check=False)
+    monkeypatch.setenv("DISTRIB_STEP_BYTES", "1")
+    book = write(tmp_path, "steps.yaml", "- hosts: lab\n  images: [demo/web:1.0]\n  compression: gzip\n")
+    with shaped(lab, "10mbit"):
+        proc = start_run(book, lab.inventory)
+        wait_for(lambda: any(stand_ins(lab, h) for h in lab.hosts), timeout=120, what="a loaded step")
+        proc.send_signal(signal.SIGINT)
+        rc, _, err = finish(proc, timeout=60)
+    assert rc == 130, err
+    assert_no_temp_files(lab)
+    for host in lab.hosts:
+        assert stand_ins(lab, host) == [], host
+        assert lab.image_id(host, "demo/web:1.0") in (None, local_id("demo/web:1.0")), host
+
+
 def test_connection_failures_have_distinct_messages(lab: Lab, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)

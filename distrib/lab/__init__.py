@@ -9,7 +9,7 @@ Python API (importing has no side effects):
 - `current_instance(option=None)`: the lab instance 0..9 (option, $DISTRIB_LAB_INSTANCE, 0)
 - `exec_in(host, argv, input=None, check=False) -> Completed` (inside the host's namespaces)
 - `ssh_argv(state, host, command)`: the OpenSSH client command with the lab key/known_hosts
-- `build_images(bench=False, rebuild=False) -> list[BuiltImage]`
+- `build_images(bench=False, huge=False, rebuild=False) -> list[BuiltImage]`
 - `register(subparsers)`: adds `distrib lab up|down|status|exec|images`
 """
 

@@ -84,7 +84,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     """`lab images`: build the demo images in the workstation's docker."""
-    for img in images.build_images(bench=args.bench, rebuild=args.rebuild):
+    for img in images.build_images(bench=args.bench, huge=args.huge, rebuild=args.rebuild):
         verb = "built" if img.built else "exists"
         print(f"{verb:<7} {img.tag:<24} {_human(img.size)}")
     return 0
@@ -175,6 +175,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = sub.add_parser("images", help="build demo images in the workstation's docker")
     p.add_argument("--bench", action="store_true", help="also build demo/big:1.0 (~500 MB)")
+    p.add_argument("--huge", action="store_true", help="also build demo/huge:1.0 (~2 GB)")
     p.add_argument("--rebuild", action="store_true", help="rebuild tags that already exist")
     # Accepted so scripts can pass --instance to every subcommand; the workstation's docker,
     # where the images are built, is shared by all instances.

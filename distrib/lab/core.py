@@ -764,9 +764,7 @@ def status(
     result = []
     for h in state.hosts:
         # behind the bastion the workstation cannot reach the banner (by design)
-        sshd_up = procs.pid_alive(h.sshd_pid) and (
-            h.behind_bastion or procs.ssh_banner(h.address)
-        )
+        sshd_up = procs.pid_alive(h.sshd_pid) and (h.behind_bastion or procs.ssh_banner(h.address))
         if h.kind != "docker":  # podman: no daemon; containerd: its pid, its socket
             socket = remotes.containerd_socket(h.host_dir)
             engine_up = h.kind == "podman" or (

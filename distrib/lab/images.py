@@ -44,7 +44,7 @@ class ImageSpec:
     tag: str
     layers: tuple[LayerSpec, ...]
     extra_files: tuple[tuple[str, str], ...] = ()  # (path in image, text)
-    bench: bool = False
+    tier: str = ""  # "": always built; "bench": with --bench; "huge": with --huge
 
 
 PY_STDLIB = ("/usr/lib/python3.11", "/usr/lib/python3")
@@ -67,7 +67,17 @@ IMAGES: tuple[ImageSpec, ...] = (
             LayerSpec("/opt/big/python", PY_STDLIB, 100 * MB),
             LayerSpec("/opt/big/share", ("/usr/share",), 100 * MB),
         ),
-        bench=True,
+        tier="bench",
+    ),
+    # ~2 GB of real files: the orchestrator's memory is measured distributing it (issue 5)
+    ImageSpec(
+        "demo/huge:1.0",
+        (
+            LayerSpec("/opt/huge/lib", ("/usr/lib",), 1000 * MB),
+            LayerSpec("/opt/huge/share", ("/usr/share",), 550 * MB),
+            LayerSpec("/opt/huge/bin", ("/usr/libexec", "/usr/bin", "/usr/sbin"), 450 * MB),
+        ),
+        tier="huge",
     ),
 )
 
@@ -225,7 +235,11 @@ def _build_image(spec: ImageSpec, scratch: Path, rebuild: bool) -> BuiltImage:
 
 
 def build_images(
-    *, bench: bool = False, rebuild: bool = False, scratch: str | os.PathLike[str] | None = None
+    *,
+    bench: bool = False,
+    huge: bool = False,
+    rebuild: bool = False,
+    scratch: str | os.PathLike[str] | None = None,
 ) -> list[BuiltImage]:
     """Build the demo images in the workstation's docker (skipping tags that exist).
 
@@ -239,7 +253,7 @@ def build_images(
     scratch_dir.mkdir(parents=True, exist_ok=True)
     built = [_build_base(rebuild)]
     for spec in IMAGES:
-        if spec.bench and not bench:
+        if (spec.tier == "bench" and not bench) or (spec.tier == "huge" and not huge):
             continue
         built.append(_build_image(spec, scratch_dir, rebuild))
     return built

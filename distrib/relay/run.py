@@ -123,6 +123,7 @@ def payload_for(
     common: set[tuple[str, ...]] | None = (
         set.intersection(*known) if known and len(known) == len(chains) else None
     )
+    job.store.wait_filled()  # the relayed stream is one exact archive
     return job.store.assemble(images, common)
 
 
