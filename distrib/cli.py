@@ -382,8 +382,10 @@ def _archive_line(name: str, archive: Any) -> str:
 
     if archive is None:
         return ""
-    how = "cached" if archive.cached else (
-        f"built in {archive.build_seconds:g}s" if archive.build_seconds else "not needed"
+    how = (
+        "cached"
+        if archive.cached
+        else (f"built in {archive.build_seconds:g}s" if archive.build_seconds else "not needed")
     )
     if not archive.complete:
         return f"archive for play {name!r}: {archive.codec}, {how}"

@@ -38,10 +38,10 @@ def probe(docker: Sequence[str], remote_tmp: str) -> str:
     # df of the nearest existing ancestor: the staging dir may not exist yet (check mode).
     return (
         f"printf 'engine_version=%s\\n' \"$({version} 2>/dev/null)\"; "
-        f"r=\"$({root} 2>/dev/null)\"; printf 'docker_root=%s\\n' \"$r\"; "
-        "[ -n \"$r\" ] && df -Pk -- \"$r\" 2>/dev/null | awk 'NR==2{print \"root_avail_kb=\"$4}'; "
-        f"p={q(remote_tmp)}; while [ ! -d \"$p\" ]; do p=$(dirname -- \"$p\"); done; "
-        "df -Pk -- \"$p\" 2>/dev/null | awk 'NR==2{print \"tmp_avail_kb=\"$4}'; "
+        f'r="$({root} 2>/dev/null)"; printf \'docker_root=%s\\n\' "$r"; '
+        '[ -n "$r" ] && df -Pk -- "$r" 2>/dev/null | awk \'NR==2{print "root_avail_kb="$4}\'; '
+        f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
+        'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; '
         f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
         "true"
     )
@@ -192,14 +192,14 @@ def make_staging(remote_tmp: str, key: str, part: str) -> str:
     base = q(remote_tmp)
     d = q(staging_dir(remote_tmp, key))
     stale = (
-        f"find {base} -maxdepth 1 -name {q(STAGING_PREFIX + '*')} -user \"$(id -u)\" "
+        f'find {base} -maxdepth 1 -name {q(STAGING_PREFIX + "*")} -user "$(id -u)" '
         f"-mmin +{RESUME_STALE_MINUTES} -exec rm -rf -- {{}} + 2>/dev/null; "
     )
     return (
         f"umask 077 && mkdir -p -- {base} && {{ {stale}true; }} && "
         f"if mkdir -- {d} 2>/dev/null; then :; "
         f"elif [ -d {d} ] && [ ! -L {d} ] && [ -O {d} ] && "
-        f"[ -z \"$(find {d} -maxdepth 0 -perm /077)\" ]; then touch -- {d}; "
+        f'[ -z "$(find {d} -maxdepth 0 -perm /077)" ]; then touch -- {d}; '
         f"else echo 'staging dir exists and is not private to this user' >&2; exit 3; fi && "
         f"printf 'partial=%s\\n' \"$(stat -c %s -- {q(part)} 2>/dev/null || echo 0)\""
     )
@@ -573,8 +573,8 @@ def relay_probe(remote_tmp: str) -> str:
         "printf 'user=%s\\n' \"$(id -un)\"; "
         f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
         "tee -p </dev/null >/dev/null 2>&1 && echo tee_p=1; "
-        f"p={q(remote_tmp)}; while [ ! -d \"$p\" ]; do p=$(dirname -- \"$p\"); done; "
-        "df -Pk -- \"$p\" 2>/dev/null | awk 'NR==2{print \"tmp_avail_kb=\"$4}'; true"
+        f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
+        'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; true'
     )
 
 
@@ -763,9 +763,9 @@ _AK = 'f="$HOME/.ssh/authorized_keys"'
 # (same mode and owner), so sshd never reads a half-written file.
 _AK_FILTER = (
     "now=$(date -u +%Y%m%d%H%M); "
-    "awk -v run=\"$run\" -v now=\"$now\" -v mark={mark} "
+    'awk -v run="$run" -v now="$now" -v mark={mark} '
     "'{{ if (index($0, run)) next; "
-    "if (index($0, mark) && match($0, /expiry-time=\"[0-9]+/)) "
+    'if (index($0, mark) && match($0, /expiry-time="[0-9]+/)) '
     "{{ if (substr($0, RSTART + 13, 12) < now) next }} print }}'"
 )
 
@@ -773,9 +773,9 @@ _AK_FILTER = (
 def _ak_rewrite(run: str) -> str:
     awk = _AK_FILTER.format(mark=q(" " + RELAY_MARK))
     return (
-        f"run={q(RELAY_MARK + run)}; {_AK}; [ -f \"$f\" ] || exit 0; "
+        f'run={q(RELAY_MARK + run)}; {_AK}; [ -f "$f" ] || exit 0; '
         'f=$(readlink -f -- "$f"); '
-        f"if grep -q -F -- {q(RELAY_MARK)} \"$f\"; then "
+        f'if grep -q -F -- {q(RELAY_MARK)} "$f"; then '
         't=$(mktemp -- "$f.distrib-XXXXXX") || exit 1; '
         f'{awk} "$f" > "$t" && chmod --reference="$f" -- "$t" && '
         'chown --reference="$f" -- "$t" && mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 1; }; fi'
@@ -789,7 +789,7 @@ def relay_authorize(options: str, public_key: str, run: str, hours: int = 2) -> 
         raise ValueError("bad authorized_keys entry")
     rest = f"{options} {public_key.strip()} {RELAY_MARK}{run}"
     return (
-        f"umask 077 && mkdir -p -- \"$HOME/.ssh\" && ( {_ak_rewrite(run)} ) && {_AK} && "
+        f'umask 077 && mkdir -p -- "$HOME/.ssh" && ( {_ak_rewrite(run)} ) && {_AK} && '
         'f=$(readlink -f -- "$f"); '
         '{ [ ! -s "$f" ] || [ -z "$(tail -c 1 -- "$f")" ] || echo >> "$f"; } && '
         f"printf 'expiry-time=\"%s\",%s\\n' \"$(date -u -d '+{int(hours)} hours' +%Y%m%d%H%MZ)\" "

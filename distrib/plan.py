@@ -221,9 +221,7 @@ def _flag(value: Any) -> bool | None:
     return True if text in _TRUE else False if text in _FALSE else None
 
 
-def _become(
-    merged: Mapping[str, Any], play: Play, bad: Any
-) -> engines.Become | None:
+def _become(merged: Mapping[str, Any], play: Play, bad: Any) -> engines.Become | None:
     """Become settings: the play's `become*` keys win over `ansible_become*` host vars."""
     wanted = play.become
     if wanted is None:
