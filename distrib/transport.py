@@ -609,6 +609,20 @@ class SSHSession:
     def _lost(self, what: str) -> ConnectError:
         return ConnectError(self.target.name, f"connection to {self.target.label} lost: {what}")
 
+    def _alive(self) -> bool:
+        """Whether the server still answers (paramiko closes the channels of a dead connection
+        a moment before it marks the transport inactive: ask rather than trust is_active)."""
+        return self._transport.is_active() and self._ping(min(self.target.io_timeout, 5.0))
+
+    def _killed(self, command: str) -> HostError:
+        """The connection is alive but sshd closed the command's channel without an exit
+        status: the remote command was killed by a signal (paramiko ignores `exit-signal`)."""
+        return HostError(
+            self.target.name,
+            f"the remote command ended without an exit status (killed by a signal?): {command}",
+            hint="look at the host's kernel log (OOM killer) and at who else manages its processes",
+        )
+
     def _channel(self, command: str) -> paramiko.Channel:
         try:
             chan = self._transport.open_session(
@@ -673,6 +687,8 @@ class SSHSession:
                             raise self._lost(f"no upload progress for {io_timeout:g}s") from None
                         if chan.exit_status_ready() and self._transport.is_active():
                             break  # the remote command died early: report its stderr
+                        if chan.closed and self._alive():
+                            raise self._killed(command) from None
                         raise self._lost(f"upload cut off: {exc or type(exc).__name__}") from None
                     progress["at"] = time.monotonic()
                     if on_bytes:
@@ -777,6 +793,8 @@ class SSHSession:
             select.select([chan], [], [], wait)
         status = chan.recv_exit_status()
         if status == -1:  # closed without an exit status: sshd (or the link) died under us
+            if self._alive():
+                raise self._killed(command)
             raise self._lost("the channel closed without an exit status")
         return Result(
             command, status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")

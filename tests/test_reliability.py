@@ -109,6 +109,45 @@ def test_sshd_killed_mid_upload_then_rerun_resumes(lab: Lab, tmp_path: Path) -> 
     assert_no_temp_files(lab)
 
 
+def descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below `root` (a lab host's sshd listener)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in out.splitlines():
+        pid, ppid, *args = line.split(None, 2)
+        children.setdefault(int(ppid), []).append((int(pid), args[0] if args else ""))
+    found, todo = [], [root]
+    while todo:
+        for pid, args in children.get(todo.pop(), []):
+            found.append((pid, args))
+            todo.append(pid)
+    return found
+
+
+def test_remote_command_killed_mid_upload_is_a_failure_not_a_lost_link(lab: Lab, tmp_path: Path) -> None:
+    """The receiving `cat` on node1 is killed (the link stays up): node1 failed with a message
+    that says so (not unreachable), its staging dir is removed, the others are unaffected."""
+    lab.remove_images(*IMAGES)
+    book = write(tmp_path, "play.yaml", SLOW_PLAY)
+    with shaped(lab):
+        proc = start_run(book, lab.inventory)
+        wait_for(lambda: staged_bytes(lab, "node1") > 1_000_000, what="upload to node1 to start")
+        listener = lab.state().host("node1").sshd_pid
+        cats = [pid for pid, args in descendants(listener) if args.split(" ", 1)[0] == "cat"]
+        assert cats, descendants(listener)
+        for pid in cats:
+            os.kill(pid, signal.SIGKILL)
+        rc, result, err = finish(proc)
+    hosts = result["plays"][0]["hosts"]
+    assert rc == 2, err
+    assert hosts["node1"]["status"] == "failed", hosts["node1"]
+    message = hosts["node1"]["message"]
+    assert "killed by a signal" in message or "137" in message, message
+    assert hosts["node2"]["status"] == hosts["node3"]["status"] == "changed"
+    assert lab.image_id("node1", "demo/web:1.0") is None
+    assert_no_temp_files(lab)
+
+
 def test_link_down_mid_run_times_out_others_unaffected(lab: Lab, tmp_path: Path) -> None:
     lab.remove_images(*IMAGES)
     inv = lab.inventory_with(tmp_path, extra_vars={"io_timeout": 3})
