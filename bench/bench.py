@@ -40,6 +40,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,33 @@ def run(
 def bash(script: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     """A pipeline, with pipefail: a failed `docker save` must fail the method, not hide."""
     return run(["bash", "-o", "pipefail", "-c", script], **kw)
+
+
+def side_bench(prefix: str, body: Callable[[Lab, Path, dict[str, str]], int]) -> int:
+    """Run a side benchmark (delta_bench.py, rss.py) measuring this checkout on its own lab
+    instance ($DISTRIB_LAB_INSTANCE, default 2): `body(lab, work dir, env)`; a failure is one
+    logged line and exit 1; the lab is taken down in every outcome."""
+    instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "2")
+    sys.path.insert(0, str(SRC))
+    lab = Lab(instance)
+    WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=WORK))
+    try:
+        return body(lab, work, {**os.environ, "DISTRIB_LAB_INSTANCE": instance})
+    except (BenchError, subprocess.SubprocessError) as exc:
+        log(f"benchmark failed: {exc}")
+        return 1
+    finally:
+        lab.down()
+
+
+def save_results(doc: dict[str, Any], kind: str) -> None:
+    """`results/<stamp>-<kind>.json` and `results/<kind>-latest.json`."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=2, default=str)
+    (RESULTS / f"{stamp}-{kind}.json").write_text(text)
+    (RESULTS / f"{kind}-latest.json").write_text(text)
 
 
 def distrib_cmd(*args: str) -> list[str]:

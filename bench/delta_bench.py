@@ -19,10 +19,8 @@ rollout. Reuses the lab driver and the measuring of bench/bench.py (same lab ins
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -101,74 +99,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uplink", default="200mbit")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "2")
-    sys.path.insert(0, str(b.SRC))  # the distrib being measured: this checkout
-    lab = b.Lab(instance)
-    b.WORK.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="delta-", dir=b.WORK))
-    env = {**os.environ, "DISTRIB_LAB_INSTANCE": instance}
-    try:
-        lab.up(args.hosts, args.uplink)
-        b.run(b.distrib_cmd("lab", "images", "--bench"), timeout=1800)
-        build_v2()
-        ctx = b.Ctx(lab, V2, b.local_image_id(V2), args.hosts, work, env)
-        b.log("rolling out v1 to every host (untimed) and warming the layer store")
-        distrib_run(ctx, playbook(ctx, "v1", V1, "auto"))
-        blob = new_layer_blob(ctx)
-        methods = {
-            "distrib delta (layer store)": lambda: distrib_run(
-                ctx, playbook(ctx, "v2-delta", V2, "auto")
-            ),
-            "distrib full archive": lambda: distrib_run(ctx, playbook(ctx, "v2-full", V2, "off")),
-            "manual (save|gzip -9, scp, load)": lambda: b.manual(ctx),
-        }
-        distrib_run(ctx, playbook(ctx, "v2-full", V2, "off"))  # warm the whole-archive cache too
-        samples: dict[str, list[b.Sample]] = {m: [] for m in methods}
-        for index in range(1, args.runs + 1):
-            for method, fn in methods.items():
-                samples[method].append(b.measure(ctx, method, index, fn))
-        rows = {m: b.summarise(s) for m, s in samples.items()}
-        delta = rows["distrib delta (layer store)"]
-        full = rows["distrib full archive"]
-        budget = args.hosts * (TARGET_WIRE_FACTOR * blob + TARGET_WIRE_SLACK)
-        verdict = {
-            "new_layer_compressed_bytes": blob,
-            "wire_budget_bytes": int(budget),
-            "wire_ok": bool(delta.get("wire_tx_bytes", 1e18) <= budget),
-            "time_ratio_delta_over_full": round(delta["median_s"] / full["median_s"], 3)
-            if delta.get("median_s") and full.get("median_s")
-            else None,
-        }
-        verdict["time_ok"] = bool(
-            verdict["time_ratio_delta_over_full"] is not None
-            and verdict["time_ratio_delta_over_full"] <= TARGET_TIME_RATIO
-        )
-        doc = {
-            "hosts": args.hosts,
-            "uplink": args.uplink,
-            "runs": args.runs,
-            "rows": rows,
-            "verdict": verdict,
-        }
-        print(f"{'method':36} {'median s':>9} {'wire MB':>9}")
-        for method, row in rows.items():
-            wire = row.get("wire_tx_bytes", 0) / b.MB
-            print(f"{method:36} {row.get('median_s', float('nan')):9.2f} {wire:9.2f}")
-        print(
-            f"new layer {blob / b.MB:.2f} MB compressed; wire budget {budget / b.MB:.2f} MB "
-            f"({'met' if verdict['wire_ok'] else 'MISSED'}); delta/full time "
-            f"{verdict['time_ratio_delta_over_full']} ({'met' if verdict['time_ok'] else 'MISSED'})"
-        )
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        b.RESULTS.mkdir(parents=True, exist_ok=True)
-        (b.RESULTS / f"{stamp}-delta.json").write_text(json.dumps(doc, indent=2, default=str))
-        (b.RESULTS / "delta-latest.json").write_text(json.dumps(doc, indent=2, default=str))
-        return 0
-    except (b.BenchError, subprocess.SubprocessError) as exc:
-        b.log(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        lab.down()
+    return b.side_bench("delta-", lambda lab, work, env: measure_all(args, lab, work, env))
+
+
+def measure_all(args: argparse.Namespace, lab: b.Lab, work: Path, env: dict[str, str]) -> int:
+    lab.up(args.hosts, args.uplink)
+    b.run(b.distrib_cmd("lab", "images", "--bench"), timeout=1800)
+    build_v2()
+    ctx = b.Ctx(lab, V2, b.local_image_id(V2), args.hosts, work, env)
+    b.log("rolling out v1 to every host (untimed) and warming the layer store")
+    distrib_run(ctx, playbook(ctx, "v1", V1, "auto"))
+    blob = new_layer_blob(ctx)
+    methods = {
+        "distrib delta (layer store)": lambda: distrib_run(
+            ctx, playbook(ctx, "v2-delta", V2, "auto")
+        ),
+        "distrib full archive": lambda: distrib_run(ctx, playbook(ctx, "v2-full", V2, "off")),
+        "manual (save|gzip -9, scp, load)": lambda: b.manual(ctx),
+    }
+    distrib_run(ctx, playbook(ctx, "v2-full", V2, "off"))  # warm the whole-archive cache too
+    samples: dict[str, list[b.Sample]] = {m: [] for m in methods}
+    for index in range(1, args.runs + 1):
+        for method, fn in methods.items():
+            samples[method].append(b.measure(ctx, method, index, fn))
+    rows = {m: b.summarise(s) for m, s in samples.items()}
+    delta = rows["distrib delta (layer store)"]
+    full = rows["distrib full archive"]
+    budget = args.hosts * (TARGET_WIRE_FACTOR * blob + TARGET_WIRE_SLACK)
+    verdict = {
+        "new_layer_compressed_bytes": blob,
+        "wire_budget_bytes": int(budget),
+        "wire_ok": bool(delta.get("wire_tx_bytes", 1e18) <= budget),
+        "time_ratio_delta_over_full": round(delta["median_s"] / full["median_s"], 3)
+        if delta.get("median_s") and full.get("median_s")
+        else None,
+    }
+    verdict["time_ok"] = bool(
+        verdict["time_ratio_delta_over_full"] is not None
+        and verdict["time_ratio_delta_over_full"] <= TARGET_TIME_RATIO
+    )
+    doc = {
+        "hosts": args.hosts,
+        "uplink": args.uplink,
+        "runs": args.runs,
+        "rows": rows,
+        "verdict": verdict,
+    }
+    print(f"{'method':36} {'median s':>9} {'wire MB':>9}")
+    for method, row in rows.items():
+        wire = row.get("wire_tx_bytes", 0) / b.MB
+        print(f"{method:36} {row.get('median_s', float('nan')):9.2f} {wire:9.2f}")
+    print(
+        f"new layer {blob / b.MB:.2f} MB compressed; wire budget {budget / b.MB:.2f} MB "
+        f"({'met' if verdict['wire_ok'] else 'MISSED'}); delta/full time "
+        f"{verdict['time_ratio_delta_over_full']} ({'met' if verdict['time_ok'] else 'MISSED'})"
+    )
+    b.save_results(doc, "delta")
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,12 +14,7 @@ Uses bench/bench.py's lab driver on its own lab instance (default 2), link unsha
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,56 +31,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--codecs", default="zstd,gzip")
     args = parser.parse_args(argv)
-    instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "2")
-    sys.path.insert(0, str(b.SRC))
-    lab = b.Lab(instance)
-    b.WORK.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="rss-", dir=b.WORK))
-    env = {**os.environ, "DISTRIB_LAB_INSTANCE": instance}
+    return b.side_bench("rss-", lambda lab, work, env: measure_all(args, lab, work, env))
+
+
+def measure_all(args: argparse.Namespace, lab: b.Lab, work: Path, env: dict[str, str]) -> int:
     rows: list[dict[str, Any]] = []
-    try:
-        lab.up(args.hosts, None)
-        b.run(b.distrib_cmd("lab", "images", "--huge"), timeout=3600)
-        size = int(b.run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE]).stdout)
-        ctx = b.Ctx(lab, IMAGE, b.local_image_id(IMAGE), args.hosts, work, env)
-        for index in range(1, args.runs + 1):
-            for codec in args.codecs.split(","):
-                lab.clean(IMAGE)
-                phases = b.run_distrib(ctx, codec, clear_cache=True)
-                row = {
-                    "run": index,
-                    "codec": codec,
-                    "seconds": phases["process_s"],
-                    "peak_rss_mb": phases["peak_rss_mb"],
-                    "wait4_maxrss_mb": phases["wait4_maxrss_mb"],
-                    "exit_code": phases["exit_code"],
-                }
-                rows.append(row)
-                b.log(f"{codec}: {row}")
-        doc = {
-            "image": IMAGE,
-            "image_bytes": size,
-            "hosts": args.hosts,
-            "rows": rows,
-            "target_rss_mb": b.TARGET_RSS_MB,
-            "met": all(r["peak_rss_mb"] < b.TARGET_RSS_MB for r in rows),
-        }
-        print(f"{IMAGE}: {size / b.MB:.0f} MB, {args.hosts} hosts")
-        print(f"{'codec':6} {'seconds':>8} {'peak RSS MB':>12} {'wait4 max MB':>13}")
-        for r in rows:
-            print(
-                f"{r['codec']:6} {r['seconds']:8.1f} {r['peak_rss_mb']:12.1f} "
-                f"{r['wait4_maxrss_mb']:13.1f}"
-            )
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        (b.RESULTS / f"{stamp}-rss.json").write_text(json.dumps(doc, indent=2))
-        (b.RESULTS / "rss-latest.json").write_text(json.dumps(doc, indent=2))
-        return 0 if all(r["exit_code"] == 0 for r in rows) else 1
-    except (b.BenchError, subprocess.SubprocessError) as exc:
-        b.log(f"benchmark failed: {exc}")
-        return 1
-    finally:
-        lab.down()
+    lab.up(args.hosts, None)
+    b.run(b.distrib_cmd("lab", "images", "--huge"), timeout=3600)
+    size = int(b.run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE]).stdout)
+    ctx = b.Ctx(lab, IMAGE, b.local_image_id(IMAGE), args.hosts, work, env)
+    for index in range(1, args.runs + 1):
+        for codec in args.codecs.split(","):
+            lab.clean(IMAGE)
+            phases = b.run_distrib(ctx, codec, clear_cache=True)
+            row = {
+                "run": index,
+                "codec": codec,
+                "seconds": phases["process_s"],
+                "peak_rss_mb": phases["peak_rss_mb"],
+                "wait4_maxrss_mb": phases["wait4_maxrss_mb"],
+                "exit_code": phases["exit_code"],
+            }
+            rows.append(row)
+            b.log(f"{codec}: {row}")
+    doc = {
+        "image": IMAGE,
+        "image_bytes": size,
+        "hosts": args.hosts,
+        "rows": rows,
+        "target_rss_mb": b.TARGET_RSS_MB,
+        "met": all(r["peak_rss_mb"] < b.TARGET_RSS_MB for r in rows),
+    }
+    print(f"{IMAGE}: {size / b.MB:.0f} MB, {args.hosts} hosts")
+    print(f"{'codec':6} {'seconds':>8} {'peak RSS MB':>12} {'wait4 max MB':>13}")
+    for r in rows:
+        print(
+            f"{r['codec']:6} {r['seconds']:8.1f} {r['peak_rss_mb']:12.1f} "
+            f"{r['wait4_maxrss_mb']:13.1f}"
+        )
+    b.save_results(doc, "rss")
+    return 0 if all(r["exit_code"] == 0 for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -777,61 +778,38 @@ class _Deployment:
 
 
 class _StepLoader:
-    """One thread per host that loads checked steps in order while the next are uploaded.
-    The first failure stops it; `finish` re-raises it in the deploying thread."""
+    """Loads checked steps in order on one worker thread while the next are uploaded. After
+    a failure nothing more is loaded; `put` and `finish` re-raise it in the deploying thread."""
 
     def __init__(self, deployment: _Deployment) -> None:
         self._deployment = deployment
-        self._queue: list[str] = []
-        self._cv = threading.Condition()
-        self._closed = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._work, name=f"load-{deployment.host.name}", daemon=True
-        )
-        self._thread.start()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"load-{deployment.host.name}")
+        self._loads: list[Future[None]] = []
+        self._stopped = threading.Event()  # a failure, or stop(): load nothing more
 
     def put(self, path: str) -> None:
-        with self._cv:
-            self._raise()
-            self._queue.append(path)
-            self._cv.notify()
+        for load in self._loads:
+            if load.done() and load.exception() is not None:
+                load.result()
+        self._loads.append(self._pool.submit(self._load, path))
 
     def finish(self) -> None:
         """Wait until every step is loaded; raise the first failure."""
-        with self._cv:
-            self._closed = True
-            self._cv.notify()
-        self._thread.join()
-        with self._cv:
-            self._raise()
+        for load in self._loads:
+            load.result()
 
     def stop(self) -> None:
         """Load nothing more; wait for a load in progress (it must not outlive cleanup)."""
-        with self._cv:
-            self._queue.clear()
-            self._closed = True
-            self._cv.notify()
-        self._thread.join()
+        self._stopped.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _work(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._closed:
-                    self._cv.wait()
-                if not self._queue:
-                    return
-                path = self._queue.pop(0)
-            try:
-                if self._deployment.cancel.is_set():
-                    raise Cancelled("interrupted")
-                self._deployment._load_step(path)
-            except BaseException as exc:  # noqa: BLE001 - handed to the deploying thread
-                with self._cv:
-                    self._error = exc
-                    self._queue.clear()
-                return
+    def _load(self, path: str) -> None:
+        if self._stopped.is_set():
+            return
+        try:
+            if self._deployment.cancel.is_set():
+                raise Cancelled("interrupted")
+            self._deployment._load_step(path)
+        except BaseException:
+            self._stopped.set()
+            raise

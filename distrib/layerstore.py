@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import IO, Any, TypeVar
 
 from distrib import local
@@ -112,9 +111,6 @@ class LayerStore:
             )
         except (OSError, ValueError, KeyError):
             return None
-
-    def _has_or_none(self, image: LocalImage) -> bool | None:
-        return self.has(image) or None
 
     def has(self, image: LocalImage) -> bool:
         return os.path.exists(self.config_path(image.id)) and all(
@@ -255,8 +251,8 @@ class LayerStore:
 
     def fill_in_background(self, images: Sequence[LocalImage]) -> None:
         """Run `ensure(images)` in a thread. `steps()` waits for each blob it needs, so a
-        host's first loading step leaves as soon as its layers are compressed (docker save
-        writes layers in chain order; the real config comes last, with the last step)."""
+        host's first loading step leaves as soon as its own layers are compressed (docker 20.10
+        saves layers in name order, not chain order: a step may wait for later ones)."""
         self._fill_done = False
 
         def fill() -> None:
@@ -297,6 +293,9 @@ class LayerStore:
 
     def wait_blob(self, diff_id: str) -> Blob:
         return self._wait(lambda: self.blob(diff_id), f"layer {diff_id[:19]}")
+
+    def wait_image(self, image: LocalImage) -> None:
+        self._wait(lambda: self.has(image) or None, f"the config of {image.ref}")
 
     def _wait(self, ready: Callable[[], _T | None], what: str) -> _T:
         with self._stored:
@@ -380,7 +379,7 @@ class LayerStore:
         k while step k+1 is still on the wire (issue 5: overlap loading with sending).
 
         A step ends at a layer boundary once it holds `step_bytes` of layers; it then carries a
-        stand-in image: the real config with the chain so far and the label PARTIAL_LABEL,
+        stand-in image: a minimal config holding the chain so far, labelled PARTIAL_LABEL,
         untagged (`partial_config`). Loaded in order, each step finds the earlier layers on
         the host and docker skips them (the fact delta rests on). The last step of an image
         carries its real config and tag. The engine removes the stand-ins afterwards.
@@ -402,7 +401,7 @@ class LayerStore:
                 if size >= self.step_bytes and i < len(chain) - 1:
                     yield self._step(image, i + 1, pending)
                     pending, size = [], 0
-            self._wait(partial(self._has_or_none, image), f"the config of {image.ref}")
+            self.wait_image(image)  # its config: the last step carries it
             yield self._step(image, len(chain), pending)
 
     def _step(self, image: LocalImage, depth: int, diff_ids: list[str]) -> AssembledArchive:
@@ -476,11 +475,8 @@ class PendingDelta:
     build_seconds = None
 
     def __init__(self, images: Sequence[LocalImage], host_chains: set[tuple[str, ...]]) -> None:
-        sent: list[str] = []
-        for image in images:
-            sent += [d for d in missing_layers(image, host_chains) if d not in sent]
         self.images = tuple(images)
-        self.layers = sorted(sent)
+        self.layers = sorted({d for image in images for d in missing_layers(image, host_chains)})
         self.size = self.size_hint = sum(i.size for i in images)
         ident = json.dumps([[i.id for i in images], self.layers]).encode()
         self.key = hashlib.sha256(ident).hexdigest()[:32]
