@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 from distrib.archive import cache_dir
-from distrib.layerstore import LayerStore
+from distrib.layerstore import LayerStore, meta_path
 from distrib.units import parse_size
 
 DEFAULT_MAX = "20G"
@@ -52,7 +52,7 @@ def entries(directory: str | None = None) -> list[Entry]:
     if os.path.isdir(os.path.join(root, "layers")):
         store = LayerStore(root)
         for path, size, used in store.entries():
-            kind = "layer" if path.endswith(".gz") else "config"
+            kind = "layer" if os.path.dirname(path).endswith("blobs") else "config"
             out.append(Entry(kind, path, size, used, os.path.basename(path).split(".", 1)[0][:12]))
     return sorted(out, key=lambda e: e.used)
 
@@ -82,7 +82,7 @@ def prune(limit: int, directory: str | None = None) -> tuple[int, int]:
 
 def _sidecar(entry: Entry) -> str | None:
     if entry.kind == "layer":
-        return entry.path[: -len(".gz")] + ".json"
+        return meta_path(entry.path)
     if entry.kind == "archive":
         name = os.path.basename(entry.path).split(".", 1)[0]
         return os.path.join(os.path.dirname(entry.path), name + ".json")

@@ -338,14 +338,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _layer_store(play: Any, codec: str, images: tuple[Any, ...], out: Any, check: bool) -> Any:
-    """`delta: auto` with gzip: every layer compressed once, ever, into the layer store; each
-    docker host is then sent only the layers it lacks (zstd/xz/none plays ship whole archives:
-    docker 20.10 reads no zstd-compressed layers)."""
-    from distrib.layerstore import LayerStore
+    """`delta: auto` with gzip or zstd: every layer compressed once, ever, into the layer store;
+    each docker host is then sent only the layers it lacks, in loading steps (xz/none plays
+    ship whole archives)."""
+    from distrib.layerstore import BLOB_SUFFIXES, LayerStore
 
-    if play.delta != "auto" or codec != "gzip":
+    if play.delta != "auto" or codec not in BLOB_SUFFIXES:
         return None
-    store = LayerStore(level=play.level if play.level is not None else 6)
+    store = LayerStore(codec=codec, level=play.level)
     if all(store.has(i) for i in images):
         if not check:
             store.ensure(images)  # marks them used (LRU)

@@ -387,7 +387,7 @@ class _Deployment:
         self.wanted, self.chains = wanted, self._host_chains()
         self.result.layers_total = len({d for image in wanted for d in image.diff_ids})
         if store.filling:
-            self.archive = PendingDelta(wanted, self.chains)
+            self.archive = PendingDelta(wanted, self.chains, store.codec)
             self.steps, self.stepped = store.steps(wanted, self.chains), True
         else:
             self.archive = store.assemble(wanted, self.chains)

@@ -9,9 +9,19 @@ Facts it rests on (DESIGN.md, docker 20.10):
   the chain is missing. A layer can therefore be omitted only when the host holds the same
   diffID chain (the same diffID under another parent is another layer).
 
-Layout under `<cache>/layers/`: `blobs/<diffid>.gz` (+ `.json`: sizes and sha256),
-`configs/<image id>.json` (the image config, byte for byte), `.lock` (flock: writers and
-pruning are serialised; blobs appear by atomic rename, so readers never see half a blob).
+Two codecs, one store each way of sending:
+- gzip: the archive is a plain outer tar whose `layer.tar` members are the stored gzip blobs,
+  compressed in place (docker 20.10 and later read that themselves).
+- zstd: the archive is one zstd stream of the whole tar (docker 20.10 reads no zstd layers; the
+  host pipes `zstd -dc | docker load`, or a newer engine reads it itself). zstd frames decode
+  concatenated, so the stream is the stored zstd blobs (each the frames of one raw
+  `layer.tar`) with the tar's own bytes between them (headers, padding, config, manifest) in
+  stored zstd frames (`zstd_raw_frame`): assembled per host, never recompressed.
+
+Layout under `<cache>/layers/`: `blobs/<diffid>.gz` (+ `<diffid>.json`: sizes and sha256) and
+`blobs/<diffid>.zst` (+ `<diffid>.zst.json`), `configs/<image id>.json` (the image config, byte
+for byte), `.lock` (flock: writers and pruning are serialised; blobs appear by atomic rename,
+so readers never see half a blob).
 """
 
 from __future__ import annotations
@@ -30,7 +40,14 @@ from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from distrib import local
-from distrib.archive import LocalImage, cache_dir, docker_command
+from distrib.archive import (
+    DEFAULT_LEVELS,
+    EXTENSIONS,
+    LocalImage,
+    cache_dir,
+    compressor,
+    docker_command,
+)
 from distrib.errors import LocalError
 from distrib.units import parse_size
 
@@ -41,10 +58,40 @@ READ_SIZE = 1024 * 1024
 DEFAULT_MAX_BYTES = 20 * 1000**3
 PARTIAL_LABEL = "io.distrib.partial"
 STEP_BYTES = 16 * 1024 * 1024  # compressed layer bytes a loading step holds at least
+BLOB_SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}  # the codecs a store keeps layers in
+# What an assembled archive is, as a whole, per store codec (gzip: a plain tar of gzip layers)
+WIRE_CODECS = {"gzip": "none", "zstd": "zstd"}
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_BLOCK = 128 * 1024  # a zstd block holds at most 128 KiB
 
 
 def _hex(digest: str) -> str:
     return digest.split(":", 1)[-1]
+
+
+def meta_path(blob_path: str) -> str:
+    """A blob's metadata file: `<diffid>.json` for gzip (stores older than zstd blobs),
+    `<blob>.json` for the others."""
+    return blob_path[: -len(".gz")] + ".json" if blob_path.endswith(".gz") else blob_path + ".json"
+
+
+def zstd_raw_frame(data: bytes) -> bytes:
+    """`data` as one zstd frame of raw (stored) blocks (RFC 8878 3.1.1): the magic number, a
+    single-segment header with the 8-byte content size, blocks of at most 128 KiB, the last one
+    flagged. Between the stored zstd layer blobs it carries the tar's own bytes; the frames of
+    a stream decode, concatenated, to the tar."""
+    out = bytearray(ZSTD_MAGIC)
+    out.append(0xE0)  # Frame_Content_Size_flag 3 (8 bytes), Single_Segment_flag
+    out += len(data).to_bytes(8, "little")
+    start = 0
+    while True:
+        block = data[start : start + ZSTD_BLOCK]
+        start += len(block)
+        last = start >= len(data)
+        out += (len(block) << 3 | last).to_bytes(3, "little")  # Block_Type 0: raw
+        out += block
+        if last:
+            return bytes(out)
 
 
 def chain_prefixes(diff_ids: Sequence[str]) -> set[tuple[str, ...]]:
@@ -73,10 +120,14 @@ class Blob:
 class LayerStore:
     """Content-addressed store of compressed layers and image configs."""
 
-    def __init__(self, directory: str | None = None, codec: str = "gzip", level: int = 6) -> None:
+    def __init__(
+        self, directory: str | None = None, codec: str = "gzip", level: int | None = None
+    ) -> None:
+        if codec not in BLOB_SUFFIXES:
+            raise ValueError(f"the layer store keeps gzip or zstd layers, not {codec}")
         self.root = os.path.join(directory or cache_dir(), "layers")
         self.codec = codec
-        self.level = level
+        self.level = DEFAULT_LEVELS[codec] if level is None else level
         # how finely archives are cut into loading steps (steps()); $DISTRIB_STEP_BYTES
         self.step_bytes = parse_size(os.environ.get("DISTRIB_STEP_BYTES") or str(STEP_BYTES))
         for sub in ("blobs", "configs"):
@@ -94,7 +145,7 @@ class LayerStore:
     # -- paths and lookups ----------------------------------------------------------------------
 
     def blob_path(self, diff_id: str) -> str:
-        return os.path.join(self.root, "blobs", _hex(diff_id) + ".gz")
+        return os.path.join(self.root, "blobs", _hex(diff_id) + BLOB_SUFFIXES[self.codec])
 
     def config_path(self, image_id: str) -> str:
         return os.path.join(self.root, "configs", _hex(image_id) + ".json")
@@ -102,7 +153,7 @@ class LayerStore:
     def blob(self, diff_id: str) -> Blob | None:
         path = self.blob_path(diff_id)
         try:
-            with open(path[: -len(".gz")] + ".json", encoding="utf-8") as fh:
+            with open(meta_path(path), encoding="utf-8") as fh:
                 meta = json.load(fh)
             if os.path.getsize(path) != meta["size"]:
                 return None
@@ -133,7 +184,7 @@ class LayerStore:
         """Make sure every layer and config of `images` is stored; returns bytes compressed.
 
         Each image that lacks anything is read once with `docker save`; layers already stored
-        are skipped, the others compressed (pigz when present) and stored by diffID.
+        are skipped, the others compressed (pigz when present, zstd -T0) and stored by diffID.
         """
         compressed = 0
         with self.locked():
@@ -222,11 +273,12 @@ class LayerStore:
     def _compress(self, diff_id: str, raw_path: str, raw_size: int) -> int:
         path = self.blob_path(diff_id)
         fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=os.path.dirname(path))
-        # -n: no name/time in the header, so the same layer always compresses to the same bytes
-        tool = ["pigz", "-n"] if local.which("pigz") else ["gzip", "-n"]
+        tool = compressor(self.codec, self.level) or []
+        if self.codec == "gzip":  # -n: no name/time, so a layer always compresses the same
+            tool.insert(1, "-n")
         try:
             with open(raw_path, "rb") as raw, os.fdopen(fd, "wb") as out:
-                proc = local.spawn([*tool, f"-{self.level}", "-c"], stdin=raw, stdout=out)
+                proc = local.spawn(tool, stdin=raw, stdout=out)
                 _, err = proc.communicate()
             if proc.returncode != 0:
                 raise LocalError(
@@ -238,9 +290,9 @@ class LayerStore:
                     digest.update(block)
             size = os.path.getsize(tmp)
             meta = {"size": size, "raw_size": raw_size, "sha256": digest.hexdigest()}
-            _atomic_write(path[: -len(".gz")] + ".json.tmp-meta", json.dumps(meta).encode())
+            _atomic_write(meta_path(path) + ".tmp-meta", json.dumps(meta).encode())
             os.replace(tmp, path)
-            os.replace(path[: -len(".gz")] + ".json.tmp-meta", path[: -len(".gz")] + ".json")
+            os.replace(meta_path(path) + ".tmp-meta", meta_path(path))
             return size
         except BaseException:
             with contextlib.suppress(OSError):
@@ -342,8 +394,8 @@ class LayerStore:
                     break
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-                    if path.endswith(".gz"):
-                        os.unlink(path[: -len(".gz")] + ".json")
+                    if path.endswith(tuple(BLOB_SUFFIXES.values())):
+                        os.unlink(meta_path(path))
                     removed += 1
                     freed += size
                     total -= size
@@ -368,7 +420,7 @@ class LayerStore:
                     members += self._layer_members([diff_id])
             members.append(self._config_member(image))
             manifest.append(_manifest_entry(image.id, [image.ref.familiar], image.diff_ids))
-        return _archive(tuple(images), members, manifest, sorted(sent))
+        return _archive(tuple(images), members, manifest, sorted(sent), self.codec)
 
     def steps(
         self,
@@ -410,25 +462,29 @@ class LayerStore:
         if depth == len(image.diff_ids):
             members.append(self._config_member(image))
             manifest = [_manifest_entry(image.id, [image.ref.familiar], chain)]
-            return _archive((image,), members, manifest, list(diff_ids))
+            return _archive((image,), members, manifest, list(diff_ids), self.codec)
         data = partial_config(chain)
         stand_in = "sha256:" + hashlib.sha256(data).hexdigest()
-        members.append(_Member(_hex(stand_in) + ".json", len(data), data=data))
-        step = _archive((image,), members, [_manifest_entry(stand_in, [], chain)], list(diff_ids))
+        members.append(_Member(_hex(stand_in) + ".json", data=data))
+        manifest = [_manifest_entry(stand_in, [], chain)]
+        step = _archive((image,), members, manifest, list(diff_ids), self.codec)
         step.stand_in = stand_in
         return step
 
     def _config_member(self, image: LocalImage) -> _Member:
-        config = self.config_path(image.id)
-        return _Member(_hex(image.id) + ".json", os.path.getsize(config), path=config)
+        with open(self.config_path(image.id), "rb") as fh:
+            return _Member(_hex(image.id) + ".json", data=fh.read())
 
     def _layer_members(self, diff_ids: Iterable[str]) -> list[_Member]:
+        """The layers as tar members: a gzip blob is the member itself (compressed in
+        place); a zstd blob stands for the raw layer.tar in the zstd stream."""
         members = []
         for diff_id in diff_ids:
             blob = self.blob(diff_id)
             if blob is None:
                 raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
-            members.append(_Member(f"{_hex(diff_id)}/layer.tar", blob.size, path=blob.path))
+            size = blob.size if self.codec == "gzip" else blob.raw_size
+            members.append(_Member(f"{_hex(diff_id)}/layer.tar", size=size, blob=blob))
         return members
 
 
@@ -456,10 +512,32 @@ def _archive(
     members: list[_Member],
     manifest: list[dict[str, Any]],
     layers: list[str],
+    codec: str,
 ) -> AssembledArchive:
+    """The archive's bytes as pieces: stored blobs, and the tar's own bytes between them
+    (headers, padding, small members, the end blocks; in raw zstd frames for zstd)."""
     data = json.dumps(manifest, sort_keys=True).encode()
-    members.append(_Member("manifest.json", len(data), data=data))
-    return AssembledArchive(images, tuple(members), layers)
+    members.append(_Member("manifest.json", data=data))
+    pieces: list[bytes | Blob] = []
+    between = bytearray()
+
+    def flush() -> None:
+        if between:
+            pieces.append(zstd_raw_frame(bytes(between)) if codec == "zstd" else bytes(between))
+            between.clear()
+
+    for member in members:
+        between += member.header()
+        if member.blob is not None:
+            flush()
+            pieces.append(member.blob)
+        else:
+            between += member.data
+        between += b"\0" * ((-member.size) % BLOCK)
+    between += b"\0" * (2 * BLOCK)
+    flush()
+    ident = json.dumps([codec, [[m.name, m.size] for m in members]]).encode()
+    return AssembledArchive(images, tuple(pieces), layers, codec, ident)
 
 
 class PendingDelta:
@@ -467,14 +545,16 @@ class PendingDelta:
     before they are. The layers to send, an identity (the staging dir's name) and an upper
     bound of the size (uncompressed, for the disk preflight). Sent only in loading steps."""
 
-    codec = "none"
     level = 0
     cached = False
     complete = False
-    extension = ".tar"
     build_seconds = None
 
-    def __init__(self, images: Sequence[LocalImage], host_chains: set[tuple[str, ...]]) -> None:
+    def __init__(
+        self, images: Sequence[LocalImage], host_chains: set[tuple[str, ...]], codec: str = "gzip"
+    ) -> None:
+        self.codec = WIRE_CODECS[codec]
+        self.extension = EXTENSIONS[self.codec]
         self.images = tuple(images)
         self.layers = sorted({d for image in images for d in missing_layers(image, host_chains)})
         self.size = self.size_hint = sum(i.size for i in images)
@@ -484,10 +564,16 @@ class PendingDelta:
 
 @dataclass(frozen=True)
 class _Member:
+    """A member of an assembled docker-archive: small bytes, or a stored layer blob."""
+
     name: str
-    size: int
-    path: str | None = None
-    data: bytes | None = None
+    data: bytes = b""
+    size: int = -1  # the size in the tar header (a zstd blob's raw size); default len(data)
+    blob: Blob | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            object.__setattr__(self, "size", len(self.data))
 
     def header(self) -> bytes:
         info = tarfile.TarInfo(self.name)
@@ -496,33 +582,32 @@ class _Member:
         info.mtime = 0  # deterministic: the same members always make the same bytes
         return info.tobuf(format=tarfile.USTAR_FORMAT)
 
-    def padding(self) -> int:
-        return (-self.size) % BLOCK
-
-    def span(self) -> int:
-        return len(self.header()) + self.size + self.padding()
-
 
 class AssembledArchive:
-    """A docker-archive streamed from the store (never written out): plain outer tar,
-    gzip-compressed layers inside. Same interface as archive.Archive for the engine."""
+    """A docker-archive streamed from the store (never written out): a plain outer tar of
+    gzip layers, or one zstd stream (see the module docstring). Same interface as
+    archive.Archive for the engine."""
 
-    codec = "none"
     level = 0
     cached = True
     complete = True
-    extension = ".tar"
     build_seconds = None
 
     def __init__(
-        self, images: tuple[LocalImage, ...], members: tuple[_Member, ...], layers: list[str]
+        self,
+        images: tuple[LocalImage, ...],
+        pieces: tuple[bytes | Blob, ...],
+        layers: list[str],
+        codec: str = "gzip",
+        ident: bytes = b"",
     ) -> None:
         self.images = images
-        self.members = members
+        self.pieces = pieces
         self.layers = layers  # diffIDs sent
+        self.codec = WIRE_CODECS[codec]  # what the host's engine (or a pipe) must read
+        self.extension = EXTENSIONS[self.codec]
         self.stand_in: str | None = None  # a loading step's untagged stand-in image (steps())
-        self.size = sum(m.span() for m in members) + 2 * BLOCK
-        ident = json.dumps([[m.name, m.size] for m in members]).encode()
+        self.size = sum(_length(p) for p in pieces)
         self.key = hashlib.sha256(ident).hexdigest()[:32]
         self._sha256: str | None = None
         self._lock = threading.Lock()
@@ -562,41 +647,31 @@ class AssembledArchive:
         return digest.hexdigest()
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
-        """The archive's bytes from `offset`: headers, blob files, padding, end blocks."""
+        """The archive's bytes from `offset`: the tar's own bytes and the blob files."""
         position = 0
-        for member in self.members:
-            span = member.span()
-            if position + span <= offset:
-                position += span
-                continue
-            header = member.header()
-            for piece in (header, None, b"\0" * member.padding()):
-                if piece is None:
-                    yield from self._content(member, max(0, offset - position))
-                    position += member.size
-                    continue
-                if position + len(piece) > offset:
-                    yield piece[max(0, offset - position) :]
-                position += len(piece)
-        end = b"\0" * (2 * BLOCK)
-        if position + len(end) > offset:
-            yield end[max(0, offset - position) :]
+        for piece in self.pieces:
+            length = _length(piece)
+            if position + length > offset:
+                skip = max(0, offset - position)
+                if isinstance(piece, bytes):
+                    yield piece[skip:]
+                else:
+                    yield from _blob_chunks(piece, skip)
+            position += length
 
-    @staticmethod
-    def _content(member: _Member, skip: int) -> Iterator[bytes]:
-        if skip >= member.size:
-            return
-        if member.data is not None:
-            yield member.data[skip:]
-            return
-        assert member.path is not None
-        with open(member.path, "rb") as fh:
-            fh.seek(skip)
-            while True:
-                block = fh.read(READ_SIZE)
-                if not block:
-                    return
-                yield block
+
+def _length(piece: bytes | Blob) -> int:
+    return len(piece) if isinstance(piece, bytes) else piece.size
+
+
+def _blob_chunks(blob: Blob, skip: int) -> Iterator[bytes]:
+    with open(blob.path, "rb") as fh:
+        fh.seek(skip)
+        while True:
+            block = fh.read(READ_SIZE)
+            if not block:
+                return
+            yield block
 
 
 def _atomic_write(path: str, data: bytes) -> None:

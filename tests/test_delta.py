@@ -48,9 +48,9 @@ def tx_bytes(lab: Lab, host: str) -> int:
     return int(Path(f"/sys/class/net/{veth}/statistics/tx_bytes").read_text())
 
 
-def run(lab: Lab, tmp_path: Path, image: str, limit: str) -> tuple[dict, dict[str, int]]:  # type: ignore[type-arg]
-    book = tmp_path / f"play-{image.replace('/', '_').replace(':', '_')}-{limit}.yaml"
-    book.write_text(f"- hosts: lab\n  images: [{image}]\n  compression: gzip\n")
+def run(lab: Lab, tmp_path: Path, image: str, limit: str, codec: str = "gzip") -> tuple[dict, dict[str, int]]:  # type: ignore[type-arg]
+    book = tmp_path / f"play-{image.replace('/', '_').replace(':', '_')}-{limit}-{codec}.yaml"
+    book.write_text(f"- hosts: lab\n  images: [{image}]\n  compression: {codec}\n")
     before = {h: tx_bytes(lab, h) for h in lab.hosts}
     proc = distrib("run", str(book), "-i", str(lab.inventory), "--limit", limit, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -93,6 +93,23 @@ def test_host_without_v1_gets_everything(lab: Lab, releases: None, tmp_path: Pat
     assert lab.temp_files("node1") == []
 
 
+def test_zstd_plays_send_deltas_and_steps_too(lab: Lab, releases: None, tmp_path: Path) -> None:
+    """A zstd play uses the layer store too: zstd blobs, one zstd stream per step (docker
+    20.10 reads it through `zstd -dc`), only the missing layers on the wire."""
+    lab.remove_images(V1, V2, BASE)
+    lab.exec("node2", "docker", "image", "prune", "-af", check=False)
+    hosts, _ = run(lab, tmp_path, V1, "node2", codec="zstd")
+    assert hosts["node2"]["status"] == "changed" and "loaded in 3 steps" in hosts["node2"]["message"]
+    assert lab.image_id("node2", V1) == local_id(V1)
+    hosts, wire = run(lab, tmp_path, V2, "node2", codec="zstd")
+    assert hosts["node2"]["layers_sent"] == 1, hosts["node2"]
+    budget = 1.1 * _new_layer_blob_size("zstd") + 64 * 1024 + 200 * 1024
+    assert wire["node2"] <= budget, f"{wire['node2']} bytes on the wire, budget {budget:.0f}"
+    assert lab.image_id("node2", V2) == local_id(V2)
+    dangling = lab.exec("node2", "docker", "images", "-q", "--filter", "dangling=true").stdout
+    assert dangling.split() == [] and lab.temp_files("node2") == []
+
+
 def test_check_mode_shows_delta_and_full_sizes(lab: Lab, releases: None, tmp_path: Path) -> None:
     lab.remove_images(V2)
     run(lab, tmp_path, V1, "node2")
@@ -119,7 +136,7 @@ def _play(tmp_path: Path, image: str) -> Path:
     return book
 
 
-def _new_layer_blob_size() -> int:
+def _new_layer_blob_size(codec: str = "gzip") -> int:
     """Compressed size of v2's top layer, as the layer store holds it."""
     from distrib.archive import inspect_local
     from distrib.layerstore import LayerStore
@@ -127,7 +144,7 @@ def _new_layer_blob_size() -> int:
 
     found, _ = inspect_local([ImageRef.parse(V2)])
     image = found[ImageRef.parse(V2)]
-    store = LayerStore()
+    store = LayerStore(codec=codec)
     store.ensure([image])
     blob = store.blob(image.diff_ids[-1])
     assert blob is not None

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from distrib.layerstore import (
     chain_prefixes,
     missing_layers,
     partial_config,
+    zstd_raw_frame,
 )
 from distrib.refs import ImageRef
 from tests.fakes import FakeFleet, FakeHost
@@ -358,3 +360,53 @@ def test_a_failed_step_removes_the_stand_ins_and_the_staging_dir(
     ), "nothing loaded after a failed step"
     assert any(c.startswith("docker rmi ") for c in h.log)
     assert not h.files and not h.dirs
+
+
+def unzstd(data: bytes) -> bytes:
+    return subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("size", [0, 1, 512, 128 * 1024, 128 * 1024 + 1, 300_000])
+def test_zstd_raw_frames_decode_concatenated(size: int) -> None:
+    data = os.urandom(size)
+    assert unzstd(zstd_raw_frame(data) + zstd_raw_frame(b"next")) == data + b"next"
+
+
+def test_zstd_store_sends_one_zstd_stream_of_its_blobs(
+    tmp_path: Path, docker_saving: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zstd blobs stand for the raw layers in one zstd stream: it decodes to a plain
+    docker-archive whose layers hash to their diffIDs; gzip and zstd blobs share a store."""
+    raw = [layer(5000, "base"), os.urandom(200_000), layer(700, "app")]
+    v, save = fake_save(tmp_path, raw)
+    monkeypatch.setenv("FAKE_SAVE", str(save))
+    store = LayerStore(str(tmp_path / "cache"), codec="zstd")
+    assert store.level == 3 and store.ensure([v]) > 0
+    blob = store.blob(v.diff_ids[1])
+    assert blob is not None and blob.path.endswith(".zst") and blob.raw_size == 200_000
+    assert os.path.exists(blob.path + ".json")
+    full = store.assemble([v])
+    assert (full.codec, full.extension) == ("zstd", ".tar.zst")
+    data = b"".join(full.chunks())
+    assert len(data) == full.size and hashlib.sha256(data).hexdigest() == full.sha256
+    for offset in (0, 1, 20, full.size // 2, full.size - 1, full.size):
+        assert b"".join(full.chunks(offset)) == data[offset:], offset
+    with tarfile.open(fileobj=io.BytesIO(unzstd(data))) as tar:
+        layers = {m.name: tar.extractfile(m).read() for m in tar if m.name.endswith("layer.tar")}  # type: ignore[union-attr]
+        names = tar.getnames()
+    assert names[-2:] == [f"{v.id[7:]}.json", "manifest.json"]
+    assert sorted("sha256:" + hashlib.sha256(b).hexdigest() for b in layers.values()) == sorted(
+        v.diff_ids
+    ), "each layer decodes to its raw bytes"
+    store.step_bytes = 1
+    steps = list(store.steps([v], chain_prefixes(v.diff_ids[:1])))
+    assert [s.layers for s in steps] == [[d] for d in v.diff_ids[1:]]
+    assert all(s.codec == "zstd" for s in steps)
+    with tarfile.open(fileobj=io.BytesIO(unzstd(b"".join(steps[0].chunks())))) as tar:
+        assert tar.getnames()[0] == f"{v.diff_ids[1][7:]}/layer.tar"
+    gz = LayerStore(str(tmp_path / "cache"))  # the gzip blobs of the same layers, beside
+    gz.ensure([v])
+    assert gz.has(v) and store.has(v) and docker_saving.read_text().count("x") == 2
+    assert gz.assemble([v]).codec == "none" and gz.assemble([v]).extension == ".tar"
+    store.prune(0)
+    assert os.listdir(tmp_path / "cache" / "layers" / "blobs") == [], "metadata pruned too"
