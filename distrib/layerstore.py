@@ -558,7 +558,7 @@ class PendingDelta:
         self.images = tuple(images)
         self.layers = sorted({d for image in images for d in missing_layers(image, host_chains)})
         self.size = self.size_hint = sum(i.size for i in images)
-        ident = json.dumps([[i.id for i in images], self.layers]).encode()
+        ident = json.dumps([[i.id for i in images], self.layers, codec]).encode()
         self.key = hashlib.sha256(ident).hexdigest()[:32]
 
 
@@ -598,8 +598,8 @@ class AssembledArchive:
         images: tuple[LocalImage, ...],
         pieces: tuple[bytes | Blob, ...],
         layers: list[str],
-        codec: str = "gzip",
-        ident: bytes = b"",
+        codec: str,
+        ident: bytes,
     ) -> None:
         self.images = images
         self.pieces = pieces

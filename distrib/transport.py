@@ -331,6 +331,7 @@ def _open_client(
         "allow_agent": True,
         "look_for_keys": True,
     }
+    connect_kwargs["transport_factory"] = AeadFirstTransport
     existing = [k for k in keys if os.path.exists(k)]
     if existing:
         connect_kwargs["key_filename"] = existing
@@ -355,6 +356,20 @@ def _open_client(
         raise
     _no_delay(client)
     return client
+
+
+class AeadFirstTransport(paramiko.Transport):
+    """paramiko's Transport offering AES-GCM first (paramiko lists it after aes-ctr). GCM
+    authenticates each packet inside the cipher; with aes-ctr paramiko computes an HMAC per
+    packet in Python. Streaming 512 MiB to a lab host: 468 vs 302 MB/s and 0.97 vs 1.58 s of
+    CPU (medians of 5). A server without GCM negotiates aes-ctr as before."""
+
+    _preferred_ciphers = tuple(
+        sorted(
+            paramiko.Transport._preferred_ciphers,  # type: ignore[attr-defined]  # (not in the stubs)
+            key=lambda name: "-gcm@" not in name,
+        )
+    )
 
 
 def _no_delay(client: paramiko.SSHClient) -> None:
