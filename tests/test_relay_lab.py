@@ -26,10 +26,10 @@ pytestmark = pytest.mark.lab
 IMAGE = "demo/big:1.0"  # ~500 MB of real files (distrib lab images --bench)
 
 
-def book(tmp_path: Path, width: int, name: str = "book.yaml") -> Path:
+def book(tmp_path: Path, width: int, name: str = "book.yaml", codec: str = "gzip") -> Path:
     path = tmp_path / name
     path.write_text(
-        f"- name: relay\n  hosts: lab\n  images: [{IMAGE}]\n  compression: gzip\n"
+        f"- name: relay\n  hosts: lab\n  images: [{IMAGE}]\n  compression: {codec}\n"
         f"  fanout: relay\n  relay_width: {width}\n"
     )
     return path
@@ -120,8 +120,9 @@ def test_relay_check_draws_the_tree(relay_lab: Lab, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])  # both come from the layer store
 def test_relay_uplink_carries_one_copy_all_verified_nothing_left(
-    relay_lab: Lab, tmp_path: Path
+    relay_lab: Lab, tmp_path: Path, codec: str
 ) -> None:
     lab = relay_lab
     originals = {h: authorized_keys(lab, h) for h in lab.hosts}
@@ -129,7 +130,7 @@ def test_relay_uplink_carries_one_copy_all_verified_nothing_left(
     inventory = grouped_inventory(lab, tmp_path)
     with Shaped(lab, "200mbit"):
         before = tx_bytes(lab)
-        code, doc, err = run_json(str(book(tmp_path, 2)), "-i", str(inventory))
+        code, doc, err = run_json(str(book(tmp_path, 2, codec=codec)), "-i", str(inventory))
         sent_on_wire = tx_bytes(lab) - before
     assert code == 0, err
     hosts = doc["plays"][0]["hosts"]
