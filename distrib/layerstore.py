@@ -483,8 +483,8 @@ class LayerStore:
             blob = self.blob(diff_id)
             if blob is None:
                 raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
-            size = blob.size if self.codec == "gzip" else blob.raw_size
-            members.append(_Member(f"{_hex(diff_id)}/layer.tar", size=size, blob=blob))
+            raw = self.codec == "zstd"
+            members.append(_Member(f"{_hex(diff_id)}/layer.tar", blob=blob, raw=raw))
         return members
 
 
@@ -568,12 +568,15 @@ class _Member:
 
     name: str
     data: bytes = b""
-    size: int = -1  # the size in the tar header (a zstd blob's raw size); default len(data)
     blob: Blob | None = None
+    raw: bool = False  # the blob stands for the raw layer.tar (inside a zstd stream)
 
-    def __post_init__(self) -> None:
-        if self.size < 0:
-            object.__setattr__(self, "size", len(self.data))
+    @property
+    def size(self) -> int:
+        """The size in the tar header."""
+        if self.blob is None:
+            return len(self.data)
+        return self.blob.raw_size if self.raw else self.blob.size
 
     def header(self) -> bytes:
         info = tarfile.TarInfo(self.name)

@@ -330,8 +330,8 @@ def _open_client(
         # ssh-agent keys (SSH_AUTH_SOCK) and ~/.ssh/id_* are tried as OpenSSH does.
         "allow_agent": True,
         "look_for_keys": True,
+        "transport_factory": AeadFirstTransport,  # AES-GCM first
     }
-    connect_kwargs["transport_factory"] = AeadFirstTransport
     existing = [k for k in keys if os.path.exists(k)]
     if existing:
         connect_kwargs["key_filename"] = existing
