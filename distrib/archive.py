@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tarfile
 import tempfile
 import threading
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from distrib import local
-from distrib.commands import INSPECT_FORMAT, parse_inspect_line
+from distrib.commands import INSPECT_FORMAT, parse_inspect
 from distrib.errors import LocalError
 from distrib.refs import ImageRef
 
@@ -30,10 +31,17 @@ READ_SIZE = 1024 * 1024
 
 @dataclass(frozen=True)
 class LocalImage:
+    """An image on the workstation. `id` is its identity, the config digest, on every engine
+    (docker's classic image ID; resolved from the manifest on the containerd store, whose own
+    ID is kept as `engine_id`). `fingerprint`: commands.config_fingerprint, for hosts that
+    show no config digest."""
+
     ref: ImageRef
     id: str
     diff_ids: tuple[str, ...]
     size: int
+    fingerprint: str = ""
+    engine_id: str = ""
 
 
 class Archive:
@@ -251,8 +259,11 @@ def inspect_local(refs: Sequence[ImageRef]) -> tuple[dict[ImageRef, LocalImage],
             timeout=60,
         )
         if result.ok:
-            image_id, diff_ids, size = parse_inspect_line(result.stdout.strip().splitlines()[0])
-            found[ref] = LocalImage(ref, image_id, diff_ids, size)
+            seen = parse_inspect(result.stdout.strip().splitlines()[0])
+            config = config_digest(ref, seen.id) if seen.containerd_store else seen.id
+            found[ref] = LocalImage(
+                ref, config, seen.diff_ids, seen.size, seen.fingerprint, seen.id
+            )
         elif "no such image" in result.stderr.lower():
             missing.append(ref)
         else:
@@ -262,6 +273,77 @@ def inspect_local(refs: Sequence[ImageRef]) -> tuple[dict[ImageRef, LocalImage],
                 stderr=result.stderr,
             )
     return found, missing
+
+
+def config_digest(ref: ImageRef, target: str) -> str:
+    """The config digest of a containerd-store image whose manifest (or index) is `target`.
+
+    Content-addressed, so the answer is cached for good (`<cache>/ids/`). Asked of the local
+    containerd (`ctr content get`, where its socket is ours to use), else read from `docker
+    save` (the whole image is read once; index.json comes last)."""
+    ids = os.path.join(cache_dir(), "ids")
+    path = os.path.join(ids, target.split(":", 1)[-1])
+    with contextlib.suppress(OSError):
+        with open(path) as fh:
+            cached = fh.read().strip()
+        if cached.startswith("sha256:"):
+            return cached
+    digest = _config_from_containerd(target) or _config_from_save(ref)
+    os.makedirs(ids, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(digest + "\n")
+    os.replace(tmp, path)
+    return digest
+
+
+def _config_from_containerd(target: str) -> str | None:
+    from distrib import engines  # manifest/index parsers
+
+    info = local.run(
+        [*docker_command(), "info", "--format", "{{.Containerd.Address}}"], check=False, timeout=30
+    )
+    address = info.stdout.strip() if info.ok else ""
+    if not address or address == "<no value>" or not os.access(address, os.W_OK):
+        return None
+
+    def blob(digest: str) -> bytes | None:
+        argv = ["ctr", "-a", address, "-n", "moby", "content", "get", digest]
+        try:
+            got = local.run(argv, check=False, timeout=60)
+        except LocalError:  # no ctr here
+            return None
+        return got.stdout.encode() if got.ok and got.stdout else None
+
+    data = blob(target)
+    if data is None:
+        return None
+    child = engines.index_manifest(data)
+    if child:  # an index: the linux/amd64 manifest (else its first)
+        data = blob(child)
+    return engines.manifest_config(data)
+
+
+def _config_from_save(ref: ImageRef) -> str:
+    save = local.spawn([*docker_command(), "save", str(ref)], stdout=local.PIPE)
+    assert save.stdout is not None
+    manifest: list[dict[str, object]] = []
+    try:
+        with tarfile.open(fileobj=save.stdout, mode="r|") as tar:
+            for member in tar:
+                if member.name == "manifest.json":
+                    source = tar.extractfile(member)
+                    manifest = json.loads(source.read()) if source else []
+    except (tarfile.TarError, ValueError) as exc:
+        save.kill()
+        save.wait()
+        raise LocalError(f"docker save {ref}: unreadable archive ({exc})") from None
+    rc = save.wait()
+    entry = manifest[0] if manifest and isinstance(manifest[0], dict) else {}
+    config = str(entry.get("Config") or "")
+    if rc != 0 or not config.startswith("blobs/sha256/"):
+        raise LocalError(f"docker save {ref}: cannot find the image's config (exit {rc})")
+    return "sha256:" + config.rsplit("/", 1)[-1]
 
 
 def compressor(codec: str, level: int) -> list[str] | None:

@@ -6,6 +6,7 @@ Pure: nothing here runs anything. Every argument that reaches a remote shell goe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Iterable, Sequence
@@ -161,13 +162,108 @@ def parse_inspect_layers(stdout: str) -> dict[str, tuple[str, ...]]:
 
 # --- local image identity ---------------------------------------------------------------------
 
-INSPECT_FORMAT = "{{.Id}}\t{{json .RootFS.Layers}}\t{{.Size}}"
+# What identifies an image is its config (DESIGN.md; issue 14): the classic store's image ID is
+# the config digest, but the containerd image store (docker 26+ with containerd-snapshotter,
+# the default of docker 29) shows a manifest digest as `.Id` (and then a `.Descriptor`), and
+# `docker image inspect` there shows no config digest at all. Where the digest cannot be had in
+# one command, the *fingerprint* stands in: a hash of the config fields inspect shows on every
+# engine (runtime config, platform, creation time, author, diffIDs), equal exactly when those
+# are. `{{index . "X"}}` renders missing keys as empty on every docker version (`.X` fails).
+INSPECT_FORMAT = (
+    "{{.Id}}\t{{json .RootFS.Layers}}\t{{.Size}}"
+    '\t{{with index . "Descriptor"}}{{.digest}}{{end}}'
+    '\t{{json .Config}}\t{{.Architecture}}\t{{.Os}}\t{{index . "Variant"}}'
+    "\t{{.Created}}\t{{.Author}}"
+)
+# The runtime config keys compared (docker's container config; podman and docker 28 omit empty
+# ones, docker 20.10 shows every key: an empty value counts as absent).
+FINGERPRINT_KEYS = (
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Healthcheck", "ArgsEscaped",
+    "Volumes", "WorkingDir", "Labels", "StopSignal", "StopTimeout", "Shell", "OnBuild",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """One image as `docker image inspect --format INSPECT_FORMAT` describes it."""
+
+    id: str  # the engine's image ID: config digest (classic), manifest digest (containerd)
+    diff_ids: tuple[str, ...]
+    size: int
+    descriptor: str = ""  # the containerd store's manifest/index digest ("" on classic)
+    fingerprint: str = ""
+
+    @property
+    def containerd_store(self) -> bool:
+        return bool(self.descriptor)
+
+
+def config_fingerprint(
+    config: object,
+    architecture: str,
+    os_name: str,
+    variant: str,
+    created: str,
+    author: str,
+    diff_ids: Sequence[str],
+) -> str:
+    """sha256 of the runtime config (FINGERPRINT_KEYS, empty values dropped), the platform,
+    the creation time, the author and the diffIDs: the identity where no config digest is
+    shown (the containerd store). `created` is cut to whole seconds: engines print it with
+    different fractional digits."""
+    runtime = config if isinstance(config, dict) else {}
+    kept = {
+        k: runtime[k] for k in FINGERPRINT_KEYS if runtime.get(k) not in (None, "", [], {}, False)
+    }
+    doc = {
+        "config": kept,
+        "platform": [architecture, os_name, "" if variant in ("<no value>", "") else variant],
+        "created": created.split(".")[0].rstrip("Z"),
+        "author": author,
+        "diff_ids": list(diff_ids),
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return "fp:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_fingerprint_of(config_json: bytes) -> str:
+    """The fingerprint of an image from its config blob (what `config_fingerprint` sees)."""
+    doc = json.loads(config_json)
+    rootfs = doc.get("rootfs") or {}
+    return config_fingerprint(
+        doc.get("config") or {},
+        str(doc.get("architecture") or ""),
+        str(doc.get("os") or ""),
+        str(doc.get("variant") or ""),
+        str(doc.get("created") or ""),
+        str(doc.get("author") or ""),
+        [str(d) for d in rootfs.get("diff_ids") or ()],
+    )
+
+
+def parse_inspect(line: str) -> Inspected:
+    """One INSPECT_FORMAT line (older callers' 3-field lines still parse)."""
+    fields = line.rstrip("\n").split("\t")
+    image_id, layers, size = fields[0].strip(), fields[1], fields[2]
+    diff_ids = tuple(json.loads(layers) or ())
+    if len(fields) < 5:  # a short line: no config fields asked for
+        return Inspected(image_id, diff_ids, int(size))
+    fields += [""] * (10 - len(fields))  # trailing empty fields may have been stripped
+    descriptor, config, arch, os_name, variant, created, author = fields[3:10]
+    try:
+        parsed_config = json.loads(config) if config.strip() else {}
+    except ValueError:
+        parsed_config = {}
+    fingerprint = config_fingerprint(
+        parsed_config, arch, os_name, variant, created, author, diff_ids
+    )
+    return Inspected(image_id, diff_ids, int(size), descriptor.strip(), fingerprint)
 
 
 def parse_inspect_line(line: str) -> tuple[str, tuple[str, ...], int]:
-    """`id<TAB>["sha256:..",..]<TAB>size` -> (id, diff_ids, size)."""
-    image_id, layers, size = line.strip().split("\t")
-    return image_id, tuple(json.loads(layers) or ()), int(size)
+    """`id<TAB>["sha256:..",..]<TAB>size...` -> (id, diff_ids, size)."""
+    found = parse_inspect(line)
+    return found.id, found.diff_ids, found.size
 
 
 # --- staging: private temp dir, upload (resumable), checksum, load, cleanup -------------------
