@@ -239,13 +239,18 @@ def dockerd_argv(
     pid_file: str,
     storage_driver: str,
     insecure_registries: Sequence[str] = (),
+    binary: str = "dockerd",
+    config_file: str | None = None,
 ) -> list[str]:
     """dockerd arguments of one lab host: private store, own socket, no networking of its own.
 
     `insecure_registries` (host:port or CIDR): plain-HTTP registries this dockerd may use
-    (docker allows only 127.0.0.0/8 by default; a lab registry lives on a lab address)."""
+    (docker allows only 127.0.0.0/8 by default; a lab registry lives on a lab address).
+    `binary`: a fetched engine's dockerd; `config_file`: its daemon.json (the containerd image
+    store); an empty `storage_driver` leaves the choice to dockerd."""
     return [
-        "dockerd",
+        binary,
+        *([f"--config-file={config_file}"] if config_file else []),
         f"--data-root={data_root}",
         f"--exec-root={exec_root}",
         f"--host=unix://{socket}",
@@ -255,7 +260,7 @@ def dockerd_argv(
         "--bridge=none",
         "--iptables=false",
         "--ip-masq=false",
-        f"--storage-driver={storage_driver}",
+        *([f"--storage-driver={storage_driver}"] if storage_driver else []),
         *(f"--insecure-registry={r}" for r in insecure_registries),
     ]
 

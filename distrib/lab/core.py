@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distrib import local, yamlio
 from distrib.errors import LabError, LocalError
-from distrib.lab import config, procs, remotes
+from distrib.lab import config, engines, fetch, procs, remotes
 from distrib.lab.state import (
     STATE_FILE,
     LabHost,
@@ -218,6 +218,8 @@ def _teardown(
         recorded = [p for h in state.hosts for p in (h.sshd_pid, h.dockerd_pid)]
         if state.workstation_dockerd_pid:
             recorded.append(state.workstation_dockerd_pid)
+        if state.workstation_engine_pid:
+            recorded.append(state.workstation_engine_pid)
         victims |= {
             p for p in recorded if any(config.mentions_path(a, str(root)) for a in procs.cmdline(p))
         }
@@ -241,6 +243,7 @@ def _teardown(
         _try(["iptables", "-w", "-D", *rule])
     shutil.rmtree(root / "hosts", ignore_errors=True)
     shutil.rmtree(root / "build", ignore_errors=True)
+    shutil.rmtree(root / WORKSTATION_ENGINE_DIR, ignore_errors=True)
     removed = ["known_hosts", "inventory.yaml", "state.json", "root-bashrc"]
     if not keep_keys:
         removed += [CLIENT_KEY, CLIENT_KEY + ".pub"]
@@ -460,14 +463,68 @@ def _keypair(path: Path, comment: str) -> Path:
     return path
 
 
+WORKSTATION_ENGINE_DIR = "workstation"  # in the lab dir: the `up --workstation` dockerd
+
+
+def _daemon_json(directory: Path, res: engines.Resolution) -> str | None:
+    """A daemon.json for an engine with the containerd image store (None otherwise)."""
+    if not res.spec.containerd_store:
+        return None
+    path = directory / "daemon.json"
+    path.write_text(engines.daemon_json(res.spec))
+    return str(path)
+
+
+def _start_workstation_engine(
+    root: Path, res: engines.Resolution, storage: str, echo: Echo
+) -> dict[str, object]:
+    """Start the lab's own local dockerd of engine `res` (own socket, data and exec roots in
+    the lab dir, root network namespace, no networking of its own); its LabState fields."""
+    wd = root / WORKSTATION_ENGINE_DIR
+    shutil.rmtree(wd, ignore_errors=True)  # after _teardown: nothing is mounted there
+    for sub, mode in (("docker", 0o711), ("exec", 0o700), ("bin", 0o755)):
+        (wd / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(wd / sub, mode)
+    os.symlink(fetch.client_binary(res), wd / "bin" / "docker")
+    socket = wd / "docker.sock"
+    argv = config.dockerd_argv(
+        data_root=str(wd / "docker"),
+        exec_root=str(wd / "exec"),
+        socket=str(socket),
+        pid_file=str(wd / "dockerd.pid"),
+        storage_driver="" if res.spec.containerd_store else storage,
+        binary=fetch.daemon_binary(res),
+        config_file=_daemon_json(wd, res),
+    )
+    log = root / "logs" / "workstation-engine-dockerd.log"
+    echo(f"starting the workstation engine {res.spec.name} ({res.version})")
+    proc = _spawn_logged(argv, log, fetch.daemon_env(res))
+    procs.wait_until(
+        functools.partial(procs.docker_ping, str(socket)),
+        timeout=DOCKERD_TIMEOUT,
+        what=f"workstation engine {res.spec.name}",
+        log=log,
+        proc=proc,
+    )
+    return {
+        "workstation_engine": res.spec.name,
+        "workstation_engine_version": res.version,
+        "workstation_engine_pid": proc.pid,
+        "workstation_docker_host": f"unix://{socket}",
+        "workstation_docker_bin": str(wd / "bin"),
+    }
+
+
 def _containerd_ping(socket: str) -> bool:
     return _try(["ctr", "-a", socket, "version"], timeout=10)
 
 
-def _spawn_logged(cmd: Sequence[str], log: Path) -> local.Process[bytes]:
+def _spawn_logged(
+    cmd: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> local.Process[bytes]:
     with open(log, "wb") as fh:
         # A new session: the daemons must outlive the CLI process that started them.
-        return local.spawn(cmd, stdout=fh, stderr=fh, new_session=True)
+        return local.spawn(cmd, stdout=fh, stderr=fh, new_session=True, env=env)
 
 
 def _shell_rc_binds(root: Path) -> list[config.Bind]:
@@ -519,12 +576,26 @@ def up(
     kinds: str | None = None,
     bastion: bool = False,
     users: bool = False,
+    workstation: str | None = None,
 ) -> LabState:
     """Create `n_hosts` lab hosts node1..nodeN in lab `instance` (default
     $DISTRIB_LAB_INSTANCE or 0), after removing that instance's previous lab, and return the
-    saved state. Writes the client key, known_hosts and an Ansible-style inventory."""
+    saved state. Writes the client key, known_hosts and an Ansible-style inventory.
+
+    `kinds`: engine names of the hosts (lab/engines.py; the last repeats). `workstation`: an
+    engine (docker-20.10|docker-26|docker-28|docker-28-containerd) run as a lab-managed local
+    dockerd with its own socket (LabState.workstation_env points docker at it); default: the
+    system's docker on /run/docker.sock. Engines are never fetched here (`lab engines fetch`).
+    """
     require_environment()
     config.check_host_count(n_hosts)
+    names = engines.parse_engines(kinds, n_hosts)
+    resolved = {name: fetch.require(name) for name in dict.fromkeys(names)}
+    ws_engine = None
+    if workstation:
+        if workstation not in engines.WORKSTATION_ENGINES:
+            raise LabError(f"--workstation must be one of {', '.join(engines.WORKSTATION_ENGINES)}")
+        ws_engine = fetch.require(workstation)
     if uplink:
         config.parse_rate(uplink)
     number = current_instance(instance)
@@ -540,7 +611,7 @@ def up(
         try:
             return _up(
                 root, number, n_hosts, uplink, inventory, echo, insecure_registries,
-                remotes.parse_kinds(kinds, n_hosts), bastion, users,
+                [resolved[n] for n in names], bastion, users, ws_engine,
             )  # fmt: skip
         except BaseException:
             # Never leave half a lab: the next `up` or `down` would have to guess.
@@ -556,11 +627,13 @@ def _up(
     inventory: str | os.PathLike[str] | None,
     echo: Echo,
     insecure_registries: Sequence[str] = (),
-    kinds: Sequence[str] = (),
+    kinds: Sequence[engines.Resolution] = (),
     bastion: bool = False,
     users: bool = False,
+    ws_engine: engines.Resolution | None = None,
 ) -> LabState:
-    kinds = list(kinds) or ["docker"] * n_hosts
+    kinds = list(kinds) or [fetch.require("docker")] * n_hosts
+    by_name = {config.host_name(i): r for i, r in enumerate(kinds, 1)}
     if bastion and n_hosts < 2:
         raise LabError("--bastion needs at least 2 hosts (node1 is the bastion)")
     if users:
@@ -572,14 +645,20 @@ def _up(
     if not Path("/run/docker.sock").exists():
         raise LabError("/run/docker.sock is missing although the workstation dockerd answers")
     storage = _probe_storage_driver(root)
+    ws_fields = _start_workstation_engine(root, ws_engine, storage, echo) if ws_engine else {}
     key = _keypair(root / CLIENT_KEY, "distrib-lab")
     client_pub = Path(f"{key}.pub").read_text()
     bridge = config.bridge_name(instance)
     _setup_bridge(instance, uplink)
 
     hosts = [
-        dataclasses.replace(_host_paths(root, k, instance), kind=kind)
-        for k, kind in zip(range(1, n_hosts + 1), kinds)
+        dataclasses.replace(
+            _host_paths(root, k, instance),
+            kind=res.spec.kind,
+            engine=res.spec.name,
+            engine_version=res.version,
+        )
+        for k, res in zip(range(1, n_hosts + 1), kinds)
     ]
     # `%h`: each user's own (per-host private) ~/.ssh; for root that is /root/.ssh as always
     authorized = "%h/.ssh/authorized_keys" if users else "/root/.ssh/authorized_keys"
@@ -593,11 +672,16 @@ def _up(
             # sudo resolves the host's own name: without it, every sudo warns (and asks DNS)
             hosts_file = remotes.etc_hosts(h.host_dir, h.name)
             extra_binds[h.name].append(config.Bind(hosts_file, "/etc/hosts"))
+        res = by_name[h.name]
+        # the engine's own client over the system's (docker 28 client with a 28 server)
+        extra_binds[h.name] += [config.Bind(s, t) for s, t in fetch.client_binds(res)]
         if h.kind == "podman":
-            etc = remotes.prepare_podman(h.host_dir, storage)
+            helpers = fetch.helpers_dir(res.spec) if res.source == "cache" else None
+            etc = remotes.prepare_podman(h.host_dir, storage, helpers)
             extra_binds[h.name].append(config.Bind(etc, "/etc/containers"))
         elif h.kind == "containerd":
-            remotes.prepare_containerd(h.host_dir)
+            major = int(engines.upstream_version(res.version).split(".")[0] or 1)
+            remotes.prepare_containerd(h.host_dir, major)
             sockets = str(Path(remotes.containerd_socket(h.host_dir)).parent)
             extra_binds[h.name].append(config.Bind(sockets, remotes.CONTAINERD_SOCKET_DIR))
 
@@ -607,23 +691,29 @@ def _up(
         if h.kind == "podman":  # no daemon
             started.append(None)
             continue
+        res = by_name[h.name]
         if h.kind == "containerd":
-            cmd = ["nsenter", f"--net=/run/netns/{h.netns}", "containerd", "--config",
-                   str(Path(h.host_dir) / "containerd.toml")]  # fmt: skip
-            started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-containerd.log"))
+            cmd = ["nsenter", f"--net=/run/netns/{h.netns}", fetch.daemon_binary(res),
+                   "--config", str(Path(h.host_dir) / "containerd.toml")]  # fmt: skip
+            started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-containerd.log",
+                                         fetch.daemon_env(res)))  # fmt: skip
             continue
+        daemon_json = _daemon_json(Path(h.host_dir), res)
         argv = config.dockerd_argv(
             data_root=h.data_root,
             exec_root=h.exec_root,
             socket=h.docker_socket,
             pid_file=str(Path(h.host_dir) / "dockerd.pid"),
-            storage_driver=storage,
+            storage_driver="" if res.spec.containerd_store else storage,
             insecure_registries=insecure_registries,
+            binary=fetch.daemon_binary(res),
+            config_file=daemon_json,
         )
         # nsenter --net only: `ip netns exec` would remount /sys and dockerd then dies
         # with "Devices cgroup isn't mounted".
         cmd = ["nsenter", f"--net=/run/netns/{h.netns}", *argv]
-        started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-dockerd.log"))
+        started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-dockerd.log",
+                                     fetch.daemon_env(res)))  # fmt: skip
     for h, proc in zip(hosts, started):
         if proc is None:
             continue
@@ -693,6 +783,7 @@ def _up(
         hosts=final,
         bastion=final[0].name if bastion else None,
         users=users,
+        **ws_fields,  # type: ignore[arg-type]
     )
     save_state(state)
     return state
@@ -750,6 +841,8 @@ class HostStatus:
     sshd_up: bool
     dockerd_up: bool
     images: int | None  # None when dockerd does not answer
+    engine: str = "docker"  # engine name (lab/engines.py)
+    version: str = ""  # its Debian package version
 
     @property
     def healthy(self) -> bool:
@@ -770,7 +863,8 @@ def status(
             engine_up = h.kind == "podman" or (
                 procs.pid_alive(h.dockerd_pid) and _containerd_ping(socket)
             )
-            result.append(HostStatus(h.name, h.address, sshd_up, engine_up, None))
+            result.append(HostStatus(h.name, h.address, sshd_up, engine_up, None,
+                                     h.engine or h.kind, h.engine_version))  # fmt: skip
             continue
         dockerd_up = procs.pid_alive(h.dockerd_pid) and procs.docker_ping(h.docker_socket)
         images = None
@@ -778,7 +872,8 @@ def status(
             out = local.run(["docker", "-H", h.docker_host, "images", "-q"],
                             check=False, timeout=30)  # fmt: skip
             images = len(out.stdout.split()) if out.ok else None
-        result.append(HostStatus(h.name, h.address, sshd_up, dockerd_up, images))
+        result.append(HostStatus(h.name, h.address, sshd_up, dockerd_up, images,
+                                 h.engine or h.kind, h.engine_version))  # fmt: skip
     return result
 
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,17 +91,24 @@ class BuiltImage:
     built: bool
 
 
+# Where `docker` points: {} = the workstation's system docker; a lab's `up --workstation`
+# engine sets DOCKER_HOST and PATH (LabState.workstation_env). Set by build_images.
+_target: dict[str, str] = {}
+
+
 def _docker(args: Sequence[str], *, what: str, input: bytes | None = None,
             timeout: float = 1800) -> local.Completed:  # fmt: skip
+    env = {**_target, **BUILD_ENV}
     try:
-        return local.run(["docker", *args], input=input, env=BUILD_ENV, timeout=timeout, what=what)
+        return local.run(["docker", *args], input=input, env=env, timeout=timeout, what=what)
     except LocalError as exc:
         raise LabError(str(exc)) from None
 
 
 def image_size(tag: str) -> int | None:
     """Size in bytes of local image `tag`, or None if the workstation does not have it."""
-    out = local.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], check=False)
+    out = local.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], check=False,
+                    env=_target or None)  # fmt: skip
     return int(out.stdout.strip()) if out.ok and out.stdout.strip().isdigit() else None
 
 
@@ -240,20 +247,29 @@ def build_images(
     huge: bool = False,
     rebuild: bool = False,
     scratch: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[BuiltImage]:
     """Build the demo images in the workstation's docker (skipping tags that exist).
 
     `scratch` holds the temporary build contexts; on the same filesystem as /usr the files
-    are hard-linked instead of copied.
+    are hard-linked instead of copied. `env` (LabState.workstation_env()): build in the lab's
+    workstation engine instead (its DOCKER_HOST and client first on PATH).
     """
     require_environment()
-    if not procs.docker_ping(WORKSTATION_SOCKET):
-        raise LabError("the workstation's dockerd does not answer", hint="distrib lab up")
+    host = (env or {}).get("DOCKER_HOST", "")
+    socket = host.removeprefix("unix://") if host else WORKSTATION_SOCKET
+    if not procs.docker_ping(socket):
+        raise LabError(f"the workstation's dockerd does not answer on {socket}",
+                       hint="distrib lab up")  # fmt: skip
     scratch_dir = Path(scratch) if scratch else Path("/var/tmp")
     scratch_dir.mkdir(parents=True, exist_ok=True)
-    built = [_build_base(rebuild)]
-    for spec in IMAGES:
-        if (spec.tier == "bench" and not bench) or (spec.tier == "huge" and not huge):
-            continue
-        built.append(_build_image(spec, scratch_dir, rebuild))
+    _target.update(env or {})
+    try:
+        built = [_build_base(rebuild)]
+        for spec in IMAGES:
+            if (spec.tier == "bench" and not bench) or (spec.tier == "huge" and not huge):
+                continue
+            built.append(_build_image(spec, scratch_dir, rebuild))
+    finally:
+        _target.clear()
     return built

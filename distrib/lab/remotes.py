@@ -83,8 +83,13 @@ def parse_rules_with_comment(output: str, comment: str) -> list[list[str]]:
     return out
 
 
-def podman_files(host_dir: str, storage_driver: str) -> dict[str, str]:
-    """storage.conf and containers.conf of a podman host (names relative to /etc/containers)."""
+def podman_files(
+    host_dir: str, storage_driver: str, helpers_dir: str | None = None
+) -> dict[str, str]:
+    """storage.conf and containers.conf of a podman host (names relative to /etc/containers).
+
+    `helpers_dir`: podman 5's helper_binaries_dir (it refuses to start without netavark)."""
+    helpers = [f'helper_binaries_dir = ["{helpers_dir}"]'] if helpers_dir else []
     driver = "overlay" if storage_driver == "overlay2" else "vfs"
     return {
         "storage.conf": "\n".join(
@@ -103,22 +108,28 @@ def podman_files(host_dir: str, storage_driver: str) -> dict[str, str]:
                 "[engine]",
                 'events_logger = "file"',
                 'cgroup_manager = "cgroupfs"',
+                *helpers,
                 "",
             ]
         ),
     }
 
 
-def containerd_config(host_dir: str) -> str:
-    """A containerd config: own root, state, socket (in a dir bound over /run/containerd)."""
+def containerd_config(host_dir: str, major: int = 1) -> str:
+    """A containerd config: own root, state, socket (in a dir bound over /run/containerd).
+
+    containerd 2 reads config `version = 3` (same keys here; its CRI is three plugins)."""
+    cri = ["io.containerd.grpc.v1.cri"]
+    if major >= 2:
+        cri += ["io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]
     return "\n".join(
         [
             "# Written by `distrib lab up`: this lab host's own containerd.",
-            "version = 2",
+            f"version = {3 if major >= 2 else 2}",
             f'root = "{host_dir}/containerd/root"',
             f'state = "{host_dir}/containerd/state"',
             # CRI (the kubelet's API) is not needed to import images into k8s.io.
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+            "disabled_plugins = [" + ", ".join(f'"{p}"' for p in cri) + "]",
             "[grpc]",
             f'  address = "{host_dir}/run-containerd/containerd.sock"',
             "[plugins]",
@@ -139,7 +150,7 @@ def _run(cmd: Sequence[str], what: str) -> local.Completed:
         raise LabError(str(exc)) from None
 
 
-def prepare_podman(host_dir: str, storage_driver: str) -> str:
+def prepare_podman(host_dir: str, storage_driver: str, helpers_dir: str | None = None) -> str:
     """The host's /etc/containers (a copy of the workstation's plus its own store); returns it."""
     etc = Path(host_dir) / "etc-containers"
     shutil.rmtree(etc, ignore_errors=True)
@@ -147,21 +158,21 @@ def prepare_podman(host_dir: str, storage_driver: str) -> str:
         shutil.copytree("/etc/containers", etc, symlinks=True)
     else:
         etc.mkdir(parents=True)
-    for name, text in podman_files(host_dir, storage_driver).items():
+    for name, text in podman_files(host_dir, storage_driver, helpers_dir).items():
         (etc / name).write_text(text)
     for sub in ("podman/root", "podman/run"):
         (Path(host_dir) / sub).mkdir(parents=True, exist_ok=True)
     return str(etc)
 
 
-def prepare_containerd(host_dir: str) -> str:
+def prepare_containerd(host_dir: str, major: int = 1) -> str:
     """containerd.toml and dirs of a containerd host; returns the config path."""
     hd = Path(host_dir)
     for sub in ("containerd/root", "containerd/state", "containerd/opt", "run-containerd"):
         (hd / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(hd / "run-containerd", 0o711)
     path = hd / "containerd.toml"
-    path.write_text(containerd_config(host_dir))
+    path.write_text(containerd_config(host_dir, major))
     # Mount target inside each containerd host's namespace (an empty dir changes nothing else;
     # it is the standard containerd path, so `down` leaves it).
     Path(CONTAINERD_SOCKET_DIR).mkdir(mode=0o711, exist_ok=True)
@@ -276,6 +287,8 @@ def annotate_inventory(data: dict[str, Any], hosts: Sequence[Any], bastion: str 
         entry = lab_hosts[h.name]
         if h.kind != "docker":
             entry["engine"] = h.kind
+        # informational only (distrib reads `engine`): which engine of the matrix it runs
+        entry["lab_engine"] = h.engine or h.kind
         if bastion and h.behind_bastion:
             entry["ansible_ssh_common_args"] = f"-o ProxyJump=root@{bastion}"
 

@@ -53,6 +53,8 @@ class LabHost:
     kind: str = "docker"  # docker | podman | containerd (lab/remotes.py); dockerd_pid is the
     # containerd's pid on a containerd host, 0 on a podman host
     behind_bastion: bool = False  # the workstation reaches its sshd only through the bastion
+    engine: str = ""  # engine name of the matrix (lab/engines.py): docker-28, podman-5, ...
+    engine_version: str = ""  # Debian version of that engine's package
 
     @property
     def docker_host(self) -> str:
@@ -76,6 +78,22 @@ class LabState:
     hosts: tuple[LabHost, ...]
     bastion: str | None = None  # the bastion host's name (`up --bastion`)
     users: bool = False  # `up --users` created the lab login users (lab/remotes.py)
+    # `up --workstation ENGINE`: a lab-managed local dockerd of that engine (lab/engines.py)
+    workstation_engine: str | None = None
+    workstation_engine_version: str = ""
+    workstation_engine_pid: int = 0
+    workstation_docker_host: str | None = None  # unix://<labdir>/workstation/docker.sock
+    workstation_docker_bin: str | None = None  # dir holding only its `docker` client
+
+    def workstation_env(self) -> dict[str, str]:
+        """Environment that points docker (and distrib) at the workstation engine: {} when
+        the lab uses the system's docker. PATH gets the engine's client dir first."""
+        if not self.workstation_docker_host:
+            return {}
+        env = {"DOCKER_HOST": self.workstation_docker_host}
+        if self.workstation_docker_bin:
+            env["PATH"] = f"{self.workstation_docker_bin}:{os.environ.get('PATH', '')}"
+        return env
 
     def host(self, name: str) -> LabHost:
         """The host named `name`, or LabError listing the known names."""
