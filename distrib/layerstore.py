@@ -48,7 +48,9 @@ from distrib.archive import (
     compressor,
     docker_command,
 )
+from distrib.engines import CONTAINERD, stored_name
 from distrib.errors import LocalError
+from distrib.refs import ImageRef
 from distrib.units import parse_size
 
 _T = TypeVar("_T")
@@ -62,6 +64,13 @@ BLOB_SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}  # the codecs a store keeps laye
 # What an assembled archive is, as a whole, per store codec (gzip: a plain tar of gzip layers)
 WIRE_CODECS = {"gzip": "none", "zstd": "zstd"}
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 ZSTD_BLOCK = 128 * 1024  # a zstd block holds at most 128 KiB
 
 
@@ -201,32 +210,50 @@ class LayerStore:
                 os.utime(path, (now, now))
 
     def _import(self, image: LocalImage, abort: threading.Event) -> int:
+        """Read `docker save` of `image` once and store its config and layers.
+
+        Two layouts (issue 14): docker 20.10 writes `<id>/layer.tar` (raw) and `<id>.json`;
+        docker 25+ writes an OCI layout, `blobs/sha256/<digest>` plus a `manifest.json` at
+        the end. There a raw layer's digest is its diffID (classic store), while the
+        containerd image store saves the layers as it holds them, already compressed (gzip,
+        maybe zstd): those are spooled, then matched to their diffIDs through the manifest,
+        checked by decompressing, and adopted as they are when the store keeps that codec
+        (no recompression), else recompressed."""
         save = local.spawn([*docker_command(), "save", str(image.ref)], stdout=local.PIPE)
         assert save.stdout is not None
         compressed = 0
         seen_config = False
+        wanted = set(image.diff_ids)
+        spooled: dict[str, tuple[str, str]] = {}  # blob digest -> (temp path, codec)
+        manifest: list[Any] = []
         try:
             with tarfile.open(fileobj=save.stdout, mode="r|") as tar:
                 for member in tar:
                     if abort.is_set():
                         raise LocalError("layer store import interrupted")
-                    if member.name == "index.json" or member.name.startswith("blobs/"):
-                        raise LocalError(
-                            "the local docker saves OCI-layout archives; the layer store reads "
-                            "the classic format",
-                            hint="use delta: off for this play",
-                        )
                     source = tar.extractfile(member) if member.isfile() else None
                     if source is None:
                         continue
-                    if member.name.endswith("/layer.tar"):
+                    name = member.name
+                    digest = "sha256:" + name.rsplit("/", 1)[-1]
+                    if name.endswith("/layer.tar"):
                         compressed += self._store_layer(source)
-                    elif member.name == _hex(image.id) + ".json":
+                    elif name in (_hex(image.id) + ".json", f"blobs/sha256/{_hex(image.id)}"):
                         self._store_config(image.id, source.read())
                         seen_config = True
+                    elif name == "manifest.json":
+                        manifest = _json_list(source.read())
+                    elif name.startswith("blobs/sha256/") and digest in wanted:
+                        compressed += self._store_layer(source)  # raw: digest = diffID
+                    elif name.startswith("blobs/sha256/"):
+                        spool = self._spool_compressed(source)
+                        if spool is not None:
+                            spooled[digest] = spool
                     with self._stored:  # a step waiting for this blob may go on
                         self._stored.notify_all()
             rc = save.wait()
+            if rc == 0 and spooled:
+                compressed += self._adopt(image, manifest, spooled)
         except tarfile.TarError as exc:  # docker save failed (or wrote no archive)
             rc = save.wait()
             if rc == 0:
@@ -236,11 +263,90 @@ class LayerStore:
                 save.kill()
             save.wait()
             raise
+        finally:
+            for path, _ in spooled.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         if rc != 0:
             raise LocalError(f"docker save {image.ref} failed (exit {rc})")
         if not seen_config or not self.has(image):
             raise LocalError(f"docker save {image.ref}: archive lacks its config or layers")
+        with self._stored:
+            self._stored.notify_all()
         return compressed
+
+    def _spool_compressed(self, source: IO[bytes]) -> tuple[str, str] | None:
+        """A compressed blob to a temp file, for `_adopt` (None: not compressed: a manifest,
+        an index, another image's config...)."""
+        head = source.read(4)
+        codec = "gzip" if head[:2] == GZIP_MAGIC else "zstd" if head == ZSTD_MAGIC else None
+        if codec is None:
+            return None
+        fd, path = tempfile.mkstemp(prefix=".saved-", dir=os.path.join(self.root, "blobs"))
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
+            for block in iter(lambda: source.read(READ_SIZE), b""):
+                out.write(block)
+        return path, codec
+
+    def _adopt(
+        self, image: LocalImage, manifest: list[Any], spooled: dict[str, tuple[str, str]]
+    ) -> int:
+        """Store the compressed layers of a containerd-store save (see `_import`)."""
+        config = f"blobs/sha256/{_hex(image.id)}"
+        entry = next(
+            (e for e in manifest if isinstance(e, dict) and e.get("Config") == config), None
+        )
+        layers = entry.get("Layers") if entry else None
+        if not isinstance(layers, list) or len(layers) != len(image.diff_ids):
+            raise LocalError(f"docker save {image.ref}: manifest.json does not list its layers")
+        compressed = 0
+        for diff_id, layer in zip(image.diff_ids, layers):
+            digest = "sha256:" + str(layer).rsplit("/", 1)[-1]
+            if digest not in spooled or self.blob(diff_id) is not None:
+                continue
+            path, codec = spooled[digest]
+            compressed += self._adopt_blob(diff_id, path, codec)
+        return compressed
+
+    def _adopt_blob(self, diff_id: str, path: str, codec: str) -> int:
+        """Decompress a saved blob, hashing it: it must be `diff_id`'s layer. A blob in the
+        store's own codec is kept as it is; another is recompressed from the raw bytes."""
+        keep = codec == self.codec
+        tool = (
+            ["zstd", "-dcq"]
+            if codec == "zstd"
+            else (compressor("gzip", 6) or ["gzip"])[:1] + ["-dc"]
+        )
+        digest = hashlib.sha256()
+        raw_size = 0
+        fd, raw_path = tempfile.mkstemp(prefix=".raw-", dir=os.path.join(self.root, "blobs"))
+        try:
+            with open(path, "rb") as blob, os.fdopen(fd, "wb") as raw:
+                proc = local.spawn(tool, stdin=blob, stdout=local.PIPE)
+                assert proc.stdout is not None
+                for block in iter(lambda: proc.stdout.read(READ_SIZE), b""):  # type: ignore[union-attr]
+                    digest.update(block)
+                    raw_size += len(block)
+                    if not keep:
+                        raw.write(block)
+                rc = proc.wait()
+            if rc != 0 or "sha256:" + digest.hexdigest() != diff_id:
+                raise LocalError(
+                    f"a saved layer does not match its diffID {diff_id[:19]} ({tool[0]} exit {rc})"
+                )
+            if not keep:
+                return self._compress(diff_id, raw_path, raw_size)
+            target = self.blob_path(diff_id)
+            blob_sha = _file_sha256(path)
+            meta = {"size": os.path.getsize(path), "raw_size": raw_size, "sha256": blob_sha}
+            _atomic_write(meta_path(target) + ".tmp-meta", json.dumps(meta).encode())
+            os.replace(path, target)
+            os.replace(meta_path(target) + ".tmp-meta", meta_path(target))
+            return 0
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(raw_path)
 
     def _store_config(self, image_id: str, data: bytes) -> None:
         if "sha256:" + hashlib.sha256(data).hexdigest() != image_id:
@@ -404,28 +510,63 @@ class LayerStore:
     # -- assembling -----------------------------------------------------------------------------
 
     def assemble(
-        self, images: Sequence[LocalImage], host_chains: set[tuple[str, ...]] | None = None
+        self,
+        images: Sequence[LocalImage],
+        host_chains: set[tuple[str, ...]] | None = None,
+        host_blobs: frozenset[str] | None = None,
     ) -> AssembledArchive:
         """A plain docker-archive of `images` with only the layers the host lacks (all of
-        them when `host_chains` is None: the full archive, from the same blobs)."""
+        them when `host_chains` is None: the full archive, from the same blobs).
+
+        `host_blobs` (docker's containerd image store: the digests of its content blobs)
+        makes it an OCI layout too (see `_oci_entry`)."""
         chains = host_chains or set()
-        members: list[_Member] = []
+        oci = host_blobs is not None
+        members: list[_Member] = [_Member("oci-layout", data=OCI_LAYOUT)] if oci else []
         sent: list[str] = []
         manifest = []
+        index: list[dict[str, Any]] = []
         for image in images:
-            needed = set(missing_layers(image, chains))
+            needed = set(self.missing(image, chains, host_blobs))
             for diff_id in image.diff_ids:
                 if diff_id in needed and diff_id not in sent:
                     sent.append(diff_id)
-                    members += self._layer_members([diff_id])
-            members.append(self._config_member(image))
-            manifest.append(_manifest_entry(image.id, [image.ref.familiar], image.diff_ids))
-        return _archive(tuple(images), members, manifest, sorted(sent), self.codec)
+                    members += self._layer_members([diff_id], oci)
+            config = self._config_bytes(image)
+            members.append(self._config_member(image.id, config, oci))
+            tags = [image.ref.familiar]
+            if host_blobs is None:
+                manifest.append(_manifest_entry(image.id, tags, image.diff_ids))
+                continue
+            layers = self._descriptors(image.diff_ids, needed, host_blobs)
+            manifest.append(_oci_manifest_entry(image.id, tags, layers))
+            entry, blob = _oci_entry(config, layers, image.ref)
+            members.append(blob)
+            index.append(entry)
+        return _archive(tuple(images), members, manifest, sorted(sent), self.codec, index)
+
+    def missing(
+        self,
+        image: LocalImage,
+        host_chains: set[tuple[str, ...]],
+        host_blobs: frozenset[str] | None = None,
+    ) -> list[str]:
+        """`missing_layers`, and on a containerd-store host (`host_blobs`) also every layer
+        whose blob the host's content store lacks in a form this store can name."""
+        chain_missing = missing_layers(image, host_chains)
+        if host_blobs is None:
+            return chain_missing
+        return [
+            d
+            for d in image.diff_ids
+            if d in chain_missing or self._held_descriptor(d, host_blobs) is None
+        ]
 
     def steps(
         self,
         images: Sequence[LocalImage],
         host_chains: set[tuple[str, ...]] | None = None,
+        host_blobs: frozenset[str] | None = None,
     ) -> Iterator[AssembledArchive]:
         """`assemble(images, host_chains)` cut into loading steps, so that a host loads step
         k while step k+1 is still on the wire (issue 5: overlap loading with sending).
@@ -436,55 +577,120 @@ class LayerStore:
         the host and docker skips them (the fact delta rests on). The last step of an image
         carries its real config and tag. The engine removes the stand-ins afterwards.
         While the store fills in the background, each step waits for its own blobs.
+        On a containerd-store host (`host_blobs`) a step's layers count as held once sent.
         """
         have = set(host_chains or set())
+        blobs = None if host_blobs is None else set(host_blobs)
         for image in images:
             chain = image.diff_ids
+            needed = set(self.missing(image, have, None if blobs is None else frozenset(blobs)))
             pending: list[str] = []
             size = 0
             for i in range(len(chain)):
                 prefix = tuple(chain[: i + 1])
-                if prefix in have:
+                if prefix in have and chain[i] not in needed:
                     continue
                 have.add(prefix)
                 if chain[i] not in pending:
                     pending.append(chain[i])
                     size += self.wait_blob(chain[i]).size
                 if size >= self.step_bytes and i < len(chain) - 1:
-                    yield self._step(image, i + 1, pending)
+                    yield self._step(image, i + 1, pending, blobs)
                     pending, size = [], 0
             self.wait_image(image)  # its config: the last step carries it
-            yield self._step(image, len(chain), pending)
+            yield self._step(image, len(chain), pending, blobs)
 
-    def _step(self, image: LocalImage, depth: int, diff_ids: list[str]) -> AssembledArchive:
-        members = self._layer_members(diff_ids)
+    def _step(
+        self, image: LocalImage, depth: int, diff_ids: list[str], blobs: set[str] | None
+    ) -> AssembledArchive:
+        oci = blobs is not None
+        members = [_Member("oci-layout", data=OCI_LAYOUT)] if oci else []
+        members += self._layer_members(diff_ids, oci)
         chain = image.diff_ids[:depth]
         if depth == len(image.diff_ids):
-            members.append(self._config_member(image))
-            manifest = [_manifest_entry(image.id, [image.ref.familiar], chain)]
-            return _archive((image,), members, manifest, list(diff_ids), self.codec)
-        data = partial_config(chain)
-        stand_in = "sha256:" + hashlib.sha256(data).hexdigest()
-        members.append(_Member(_hex(stand_in) + ".json", data=data))
-        manifest = [_manifest_entry(stand_in, [], chain)]
-        step = _archive((image,), members, manifest, list(diff_ids), self.codec)
-        step.stand_in = stand_in
+            config, image_id = self._config_bytes(image), image.id
+            tags, ref = [image.ref.familiar], image.ref
+        else:
+            config = partial_config(chain)
+            image_id, tags, ref = "sha256:" + hashlib.sha256(config).hexdigest(), [], None
+        members.append(self._config_member(image_id, config, oci))
+        index: list[dict[str, Any]] = []
+        stand_in = image_id
+        if blobs is None:
+            manifest = [_manifest_entry(image_id, tags, chain)]
+        else:
+            layers = self._descriptors(chain, set(diff_ids), frozenset(blobs))
+            manifest = [_oci_manifest_entry(image_id, tags, layers)]
+            entry, blob = _oci_entry(config, layers, ref)
+            members.append(blob)
+            index.append(entry)
+            stand_in = str(entry["digest"])  # the containerd store names it by manifest
+            blobs.update(str(layer["digest"]) for layer in layers)
+        step = _archive((image,), members, manifest, list(diff_ids), self.codec, index)
+        if depth < len(image.diff_ids):
+            step.stand_in = stand_in
         return step
 
-    def _config_member(self, image: LocalImage) -> _Member:
+    def _config_bytes(self, image: LocalImage) -> bytes:
         with open(self.config_path(image.id), "rb") as fh:
-            return _Member(_hex(image.id) + ".json", data=fh.read())
+            return fh.read()
 
-    def _layer_members(self, diff_ids: Iterable[str]) -> list[_Member]:
+    def _config_member(self, image_id: str, config: bytes, oci: bool = False) -> _Member:
+        name = f"blobs/sha256/{_hex(image_id)}" if oci else _hex(image_id) + ".json"
+        return _Member(name, data=config)
+
+    # -- OCI layout, for docker's containerd image store ----------------------------------------
+    #
+    # docker 28.5 with the containerd store refuses a docker-archive that leaves out layers
+    # (its importer resolves every manifest.json layer in the tar), but it loads an OCI layout
+    # (index.json) whose manifest names blobs its content store already holds, and only
+    # those: a blob it lacks makes a broken image even when the layer's snapshot exists
+    # (measured, issue 14). So a layer is left out only when the host holds its blob under a
+    # digest this store can name: the raw layer (digest = diffID) or this store's own gzip
+    # blob (what distrib sent it before). The same archive keeps its manifest.json and
+    # `<diffid>/layer.tar` members for engines that read the classic format.
+
+    def _sent_descriptor(self, diff_id: str) -> dict[str, Any]:
+        """The OCI descriptor of a layer as this store sends it."""
+        blob = self.wait_blob(diff_id)
+        if self.codec == "gzip":
+            return {"mediaType": LAYER_GZIP, "digest": "sha256:" + blob.sha256, "size": blob.size}
+        return {"mediaType": LAYER_TAR, "digest": diff_id, "size": blob.raw_size}
+
+    def _held_descriptor(self, diff_id: str, blobs: frozenset[str]) -> dict[str, Any] | None:
+        """The OCI descriptor of the host's own copy of a layer (None: none we can name)."""
+        blob = self.wait_blob(diff_id)
+        if diff_id in blobs:
+            return {"mediaType": LAYER_TAR, "digest": diff_id, "size": blob.raw_size}
+        if self.codec == "gzip" and "sha256:" + blob.sha256 in blobs:
+            return {"mediaType": LAYER_GZIP, "digest": "sha256:" + blob.sha256, "size": blob.size}
+        return None
+
+    def _descriptors(
+        self, chain: Sequence[str], sent: set[str], blobs: frozenset[str]
+    ) -> list[dict[str, Any]]:
+        """The OCI descriptors of `chain`: sent layers as this store sends them, the others
+        as the host holds them."""
+        out = []
+        for diff_id in chain:
+            held = None if diff_id in sent else self._held_descriptor(diff_id, blobs)
+            out.append(held or self._sent_descriptor(diff_id))
+        return out
+
+    def _layer_members(self, diff_ids: Iterable[str], oci: bool = False) -> list[_Member]:
         """The layers as tar members: a gzip blob is the member itself (compressed in
-        place); a zstd blob stands for the raw layer.tar in the zstd stream."""
+        place); a zstd blob stands for the raw layer.tar in the zstd stream. In an OCI
+        layout each is named by the digest of what the member holds."""
         members = []
         for diff_id in diff_ids:
             blob = self.blob(diff_id)
             if blob is None:
                 raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
             raw = self.codec == "zstd"
-            members.append(_Member(f"{_hex(diff_id)}/layer.tar", blob=blob, raw=raw))
+            name = f"{_hex(diff_id)}/layer.tar"
+            if oci:
+                name = f"blobs/sha256/{_hex(diff_id) if raw else blob.sha256}"
+            members.append(_Member(name, blob=blob, raw=raw))
         return members
 
 
@@ -507,17 +713,59 @@ def _manifest_entry(image_id: str, tags: list[str], diff_ids: Sequence[str]) -> 
     return {"Config": _hex(image_id) + ".json", "RepoTags": tags, "Layers": layers}
 
 
+def _oci_manifest_entry(
+    image_id: str, tags: list[str], layers: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The manifest.json entry of an OCI-layout archive: blob paths (docker 20.10 reads
+    them too; a layer left out is never opened)."""
+    return {
+        "Config": f"blobs/sha256/{_hex(image_id)}",
+        "RepoTags": tags,
+        "Layers": [f"blobs/sha256/{_hex(str(layer['digest']))}" for layer in layers],
+    }
+
+
+def _oci_entry(
+    config: bytes, layers: Sequence[dict[str, Any]], ref: ImageRef | None
+) -> tuple[dict[str, Any], _Member]:
+    """(index.json entry, manifest blob member) of an image: its config and `layers`. An
+    entry without a name (a stand-in) is loaded untagged."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+            "size": len(config),
+        },
+        "layers": list(layers),
+    }
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    entry: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data)}
+    if ref is not None:
+        entry["annotations"] = {
+            "io.containerd.image.name": stored_name(CONTAINERD, ref),
+            "org.opencontainers.image.ref.name": ref.tag or "latest",
+        }
+    return entry, _Member(f"blobs/sha256/{_hex(digest)}", data=data)
+
+
 def _archive(
     images: tuple[LocalImage, ...],
     members: list[_Member],
     manifest: list[dict[str, Any]],
     layers: list[str],
     codec: str,
+    index: list[dict[str, Any]] | None = None,
 ) -> AssembledArchive:
     """The archive's bytes as pieces: stored blobs, and the tar's own bytes between them
     (headers, padding, small members, the end blocks; in raw zstd frames for zstd)."""
     data = json.dumps(manifest, sort_keys=True).encode()
     members.append(_Member("manifest.json", data=data))
+    if index:
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index}
+        members.append(_Member("index.json", data=json.dumps(doc, sort_keys=True).encode()))
     pieces: list[bytes | Blob] = []
     between = bytearray()
 
@@ -675,6 +923,22 @@ def _blob_chunks(blob: Blob, skip: int) -> Iterator[bytes]:
             if not block:
                 return
             yield block
+
+
+def _json_list(data: bytes) -> list[Any]:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return []
+    return parsed if isinstance(parsed, list) else []
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(READ_SIZE), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _atomic_write(path: str, data: bytes) -> None:
