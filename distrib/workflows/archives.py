@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
-from distrib import local
+from distrib import commands, local
 from distrib.archive import Archive, LocalImage
 from distrib.errors import ConfigError, DistribError
 from distrib.refs import ImageRef, InvalidReference
@@ -183,7 +183,8 @@ def images_from_manifest(
                 ref = ImageRef.parse(tag)
             except InvalidReference as exc:
                 raise ArchiveError(f"manifest.json: {exc}") from None
-            images.append(LocalImage(ref, f"sha256:{digest}", diff_ids, size))
+            fingerprint = commands.config_fingerprint_of(raw)
+            images.append(LocalImage(ref, f"sha256:{digest}", diff_ids, size, fingerprint))
     return Contents(tuple(images), untagged)
 
 

@@ -154,7 +154,7 @@ class Flow:
 
 
 def _renamed(image: LocalImage, ref: Any) -> LocalImage:
-    return LocalImage(ref, image.id, image.diff_ids, image.size)
+    return dataclasses.replace(image, ref=ref)
 
 
 def prepare(plan: Plan, inventory: Callable[[], InventoryLike], check: bool) -> Flow:
