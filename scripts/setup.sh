@@ -11,7 +11,7 @@ fi
 
 packages=(docker.io openssh-server openssh-client iproute2 iptables busybox-static zstd pigz
           xz-utils util-linux procps psmisc python3 python3-venv python3-pip
-          podman containerd sudo docker-registry apache2-utils)
+          podman containerd sudo docker-registry apache2-utils patchelf)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -38,3 +38,9 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test]'
 echo "distrib installed: $(.venv/bin/distrib --version) in $(pwd)/.venv"
+
+# The lab's engine matrix (issue 14): newer engines than this Debian's, downloaded once into
+# /var/cache/distrib-lab/engines (never installed over the system's), so tests never fetch.
+# An engine that cannot be had here is reported, and its tests skip with that reason.
+.venv/bin/distrib lab engines fetch docker-26 docker-28 docker-28-containerd containerd-2 podman-5 \
+    || echo "scripts/setup.sh: some lab engines cannot be had here (see above)" >&2
