@@ -10,7 +10,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from distrib.refs import ImageRef
 
@@ -28,18 +28,29 @@ def join(argv: Sequence[str]) -> str:
 # --- host facts --------------------------------------------------------------------------------
 
 TOOLS = ("zstd", "pigz", "gzip", "xz", "sha256sum")
+DOCKER_INFO_FORMAT = "{{.DockerRootDir}}{{println}}{{.Driver}} {{json .DriverStatus}}"
+# docker's image store (issue 14): the containerd image store (docker 26+ with the
+# containerd-snapshotter feature, the default of docker 29) runs a containerd snapshotter as
+# its "driver" (`overlayfs [["driver-type","io.containerd.snapshotter.v1"]]`); the classic
+# store a graph driver (`overlay2 [["Backing Filesystem","extfs"],...]`).
+CONTAINERD_STORE = "containerd"
+CLASSIC_STORE = "classic"
 
 
 def probe(docker: Sequence[str], remote_tmp: str) -> str:
     """One read-only round trip: engine version, its data root and the free space there and
     where archives are staged, and the helper tools present. Changes nothing on the host."""
     version = join([*docker, "version", "--format", "{{.Server.Version}}"])
-    root = join([*docker, "info", "--format", "{{.DockerRootDir}}"])
+    # one `docker info`: the data root (line 1) and the storage driver with its status (line
+    # 2), which names the containerd snapshotter on the containerd image store (issue 14)
+    info = join([*docker, "info", "--format", DOCKER_INFO_FORMAT])
     tools = " ".join(TOOLS)
     # df of the nearest existing ancestor: the staging dir may not exist yet (check mode).
     return (
         f"printf 'engine_version=%s\\n' \"$({version} 2>/dev/null)\"; "
-        f'r="$({root} 2>/dev/null)"; printf \'docker_root=%s\\n\' "$r"; '
+        f'i="$({info} 2>/dev/null)"; r="$(printf \'%s\\n\' "$i" | sed -n 1p)"; '
+        "printf 'docker_root=%s\\n' \"$r\"; "
+        "printf 'docker_driver=%s\\n' \"$(printf '%s\\n' \"$i\" | sed -n 2p)\"; "
         '[ -n "$r" ] && df -Pk -- "$r" 2>/dev/null | awk \'NR==2{print "root_avail_kb="$4}\'; '
         f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
         'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; '
@@ -56,10 +67,18 @@ class Facts:
     root_avail: int | None = None  # bytes free in the engine's data root (None: unknown)
     tmp_avail: int | None = None  # bytes free where archives are staged (None: unknown)
     engine: str = "docker"  # docker | podman | containerd (distrib.engines)
+    store: str = ""  # docker's image store: containerd | classic ("" when not docker, unknown)
 
     @property
     def engine_ok(self) -> bool:
         return bool(self.engine_version)
+
+    @property
+    def label(self) -> str:
+        """`docker 28.5.2, containerd store`, `docker 20.10.24`, `podman 4.3.1`: what each
+        host's outcome line names (the classic store, docker's long-time default, is not)."""
+        text = f"{self.engine} {self.engine_version}".strip()
+        return f"{text}, containerd store" if self.store == CONTAINERD_STORE else text
 
     def has(self, tool: str) -> bool:
         return tool in self.tools
@@ -104,60 +123,15 @@ def parse_probe(stdout: str) -> Facts:
         kib("root_avail_kb"),
         kib("tmp_avail_kb"),
         values.get("engine") or "docker",
+        docker_store(values.get("docker_driver", "")),
     )
 
 
-# --- image listing (probe before shipping, verify after loading) ------------------------------
-
-LIST_FORMAT = "{{.Repository}}:{{.Tag}}\t{{.ID}}"
-
-
-def list_images(docker: Sequence[str], refs: Iterable[ImageRef]) -> str:
-    """A filtered `docker images` listing: one line `repo:tag<TAB>sha256:...` per match.
-
-    Several `--filter reference=` are OR-ed by docker. Exact references only: a glob in a
-    filter does not cross '/' (DESIGN.md), and grep would match substrings.
-    """
-    argv = [*docker, "images", "--no-trunc", "--format", LIST_FORMAT]
-    for ref in refs:
-        argv += ["--filter", f"reference={ref.familiar}"]
-    return join(argv)
-
-
-def parse_image_list(stdout: str) -> dict[str, str]:
-    """`repo:tag -> image id` from `list_images` output (untagged `<none>` lines dropped)."""
-    found: dict[str, str] = {}
-    for line in stdout.splitlines():
-        name, sep, image_id = line.strip().partition("\t")
-        if not sep or "<none>" in name:
-            continue
-        found[name] = image_id.strip()
-    return found
-
-
-def inspect_layers(docker: Sequence[str], refs: Iterable[str]) -> str:
-    """For each ref: `ref<TAB>["sha256:..",..]`, or `ref<TAB>null` when the host lacks it."""
-    inspect = join([*docker, "image", "inspect", "--format", "{{json .RootFS.Layers}}", "--"])
-    parts = [
-        f"printf '%s\\t' {q(ref)}; {inspect} {q(ref)} 2>/dev/null || echo null" for ref in refs
-    ]
-    return "; ".join(parts)
-
-
-def parse_inspect_layers(stdout: str) -> dict[str, tuple[str, ...]]:
-    """`ref -> diffIDs` from `inspect_layers` output; refs the host lacks are left out."""
-    out: dict[str, tuple[str, ...]] = {}
-    for line in stdout.splitlines():
-        ref, sep, layers = line.partition("\t")
-        if not sep:
-            continue
-        try:
-            parsed = json.loads(layers)
-        except ValueError:
-            continue
-        if isinstance(parsed, list):
-            out[ref.strip()] = tuple(str(x) for x in parsed)
-    return out
+def docker_store(driver: str) -> str:
+    """The image store from `{{.Driver}} {{json .DriverStatus}}` ("" when not answered)."""
+    if not driver.strip():
+        return ""
+    return CONTAINERD_STORE if "io.containerd.snapshotter" in driver else CLASSIC_STORE
 
 
 # --- local image identity ---------------------------------------------------------------------
@@ -264,6 +238,75 @@ def parse_inspect_line(line: str) -> tuple[str, tuple[str, ...], int]:
     """`id<TAB>["sha256:..",..]<TAB>size...` -> (id, diff_ids, size)."""
     found = parse_inspect(line)
     return found.id, found.diff_ids, found.size
+
+
+# --- what a host holds under each tag (probe before shipping, verify after loading) ----------
+#
+# One round trip for all images of a play: `image inspect` of each ref in INSPECT_FORMAT (its
+# config digest, or on docker's containerd store its manifest digest and the fingerprint).
+# Exact references only (a `--filter reference=` glob does not cross '/', grep matches
+# substrings: DESIGN.md). The engine's error is kept, not dropped: only "no such image" means
+# missing; a record the format cannot render (the containerd store keeps a tag whose content
+# never fully arrived: `map has no entry for key "Layers"`) is there but unusable; anything
+# else (the daemon went away, permission denied) is an error, never "missing".
+
+NO_SUCH_IMAGE = ("no such image", "image not known", "no such object")
+UNRENDERABLE = ("map has no entry for key", "nil pointer evaluating", "can't evaluate field")
+
+
+def inspect_images(docker: Sequence[str], refs: Iterable[str], fmt: str = INSPECT_FORMAT) -> str:
+    """For each ref a line `ref<TAB>` and its `fmt` line; when the engine fails, then a line
+    `ref<TAB>!` and its error, flattened (docker prints an empty line for a missing image
+    first: the last line of a ref counts). Only the error is captured; the format's output
+    goes straight to stdout."""
+    inspect = join([*docker, "image", "inspect", "--format", fmt, "--"])
+    flat = "tr '\\t\\n\\r' '   '"
+    parts = [
+        f"printf '%s\\t' {q(ref)}; "
+        f"if {{ e=$({inspect} {q(ref)} 2>&1 >&3 3>&-); }} 3>&1; then :; "
+        f"else printf '\\n%s\\t!%s\\n' {q(ref)} \"$(printf '%s' \"$e\" | {flat})\"; fi"
+        for ref in refs
+    ]
+    return "; ".join(parts)
+
+
+class InspectError(ValueError):
+    """The engine could not say what it holds under `ref` (not a missing image)."""
+
+    def __init__(self, ref: str, message: str) -> None:
+        super().__init__(f"{ref}: {message}")
+        self.ref = ref
+        self.message = message
+
+
+def parse_inspect_images(stdout: str) -> dict[str, Inspected]:
+    """`ref -> Inspected` from `inspect_images` output. Refs the host lacks are left out; a
+    tag whose record cannot be rendered is an `Inspected` with no id (there, not usable);
+    any other engine error raises InspectError."""
+    last: dict[str, str] = {}
+    for line in stdout.splitlines():
+        ref, sep, rest = line.partition("\t")
+        if sep and ref.strip():
+            last[ref.strip()] = rest
+    found: dict[str, Inspected] = {}
+    for ref, rest in last.items():
+        if rest.startswith("!") or not rest.strip():
+            words = rest[1:].strip()
+            lowered = words.lower()
+            if not words or any(m in lowered for m in NO_SUCH_IMAGE):
+                continue
+            if any(m in lowered for m in UNRENDERABLE):
+                found[ref] = Inspected("", (), 0)
+                continue
+            raise InspectError(ref, words)
+        try:
+            seen = parse_inspect(rest)
+        except (ValueError, IndexError) as exc:
+            raise InspectError(ref, f"unexpected inspect output {rest!r}") from exc
+        if seen.id and ":" not in seen.id:  # podman prints the bare hex
+            seen = replace(seen, id=f"sha256:{seen.id}")
+        found[ref] = seen
+    return found
 
 
 # --- staging: private temp dir, upload (resumable), checksum, load, cleanup -------------------

@@ -28,7 +28,6 @@ from distrib.errors import (
 )
 from distrib.layerstore import LayerStore, PendingDelta
 from distrib.plan import HostPlan
-from distrib.refs import ImageRef
 from distrib.transport import Result, Session, Target
 from distrib.units import human_bytes as _human
 
@@ -91,6 +90,7 @@ class HostResult:
     bytes_relayed: int = 0  # relay fan-out: bytes this host received from other hosts
     timings: dict[str, float] = field(default_factory=dict)
     error: DistribError | None = None
+    facts: commands.Facts | None = None  # the probe's answer: engine, version, store (issue 14)
 
     @property
     def failed(self) -> bool:
@@ -104,6 +104,27 @@ VERIFY = "verify"  # read-only: report drift (present / missing / different per 
 PRESENT = "present"
 MISSING = "missing"
 DIFFERENT = "different"
+# how a drifted image is named in a host's message (the state names stay in the JSON)
+DRIFT_WORDS = {MISSING: "missing", DIFFERENT: "different config", PRESENT: "present"}
+
+
+def image_state(image: LocalImage, seen: commands.Inspected | None) -> str:
+    """present | missing | different: what a host holds under `image`'s tag (issue 14).
+
+    The same content means the same config. Where the host shows a config digest (docker's
+    classic store and podman as the image ID, containerd through the manifest) it must be
+    ours. docker's containerd store shows none (a manifest digest, and a descriptor): there
+    the same manifest digest, or else the same config fingerprint, decides. Equal layer
+    diffIDs never do: a CMD, ENV, USER, LABEL or ENTRYPOINT change adds no layer."""
+    if seen is None:
+        return MISSING
+    if seen.containerd_store:
+        same = (bool(image.engine_id) and seen.id == image.engine_id) or (
+            bool(image.fingerprint) and seen.fingerprint == image.fingerprint
+        )
+    else:
+        same = bool(seen.id) and seen.id == image.id
+    return PRESENT if same else DIFFERENT
 
 
 @dataclass(frozen=True)
@@ -262,6 +283,7 @@ class _Deployment:
             self._become(self.host.become)
         facts = self.job.facts.get(self.host.name) or self._probe()
         self.tools = facts.tools
+        self.result.facts = facts
         if not facts.engine_ok:
             why = self._run_engine(self.engine.version_command(), PROBE_TIMEOUT)
             raise CommandError(
@@ -282,7 +304,7 @@ class _Deployment:
             if missing:
                 self.result.status = FAILED
                 self.result.message = "drift: " + ", ".join(
-                    f"{ref} {states[ref]}" for ref in missing
+                    f"{ref} {DRIFT_WORDS[states[ref]]}" for ref in missing
                 )
                 self.result.error = VerifyError(self.host.name, self.result.message)
             else:
@@ -347,7 +369,7 @@ class _Deployment:
             after, states = self._identity(images)
             self._timed("verify", t)
             self.result.images, self.result.states = after, states
-            wrong = [f"{ref} {state}" for ref, state in states.items() if state != PRESENT]
+            wrong = [f"{ref} {DRIFT_WORDS[s]}" for ref, s in states.items() if s != PRESENT]
             if wrong:
                 raise VerifyError(self.host.name, "after loading: " + "; ".join(wrong))
             self.result.message = f"loaded and verified {len(images)} image(s)"
@@ -734,9 +756,17 @@ class _Deployment:
         except DistribError as exc:
             self.result.message += f" (cleanup of {tempdir} failed: {exc.message})"
 
-    def _listing(self, images: tuple[LocalImage, ...]) -> dict[str, str]:
-        """`familiar ref -> image id` as this host's engine lists them (engines.py)."""
-        return self.engine.identity(self._engine_out("listing images"), [i.ref for i in images])
+    def _listing(self, images: tuple[LocalImage, ...]) -> dict[str, commands.Inspected]:
+        """`familiar ref -> what this host holds under it`, one round trip (engines.py)."""
+        run = self._engine_out("inspecting images")
+        try:
+            return self.engine.identity(run, [i.ref for i in images])
+        except commands.InspectError as exc:
+            raise HostError(
+                self.host.name,
+                f"{self.engine.kind} cannot inspect {exc.ref}: {exc.message}",
+                hint="is the engine running, and may this user use it?",
+            ) from None
 
     def _engine_out(self, what: str) -> Callable[[str], str]:
         def run(command: str) -> str:
@@ -745,36 +775,12 @@ class _Deployment:
         return run
 
     def _identity(self, images: tuple[LocalImage, ...]) -> tuple[dict[str, str], dict[str, str]]:
-        """What the host holds under each tag: (ref -> id, ref -> present|missing|different).
-
-        Same image ID means same content. A different ID can still be the same content: the
-        containerd image store names images by manifest digest, the classic store by config
-        digest (DESIGN.md). Then the layer diffIDs decide.
-        """
+        """What the host holds under each tag: (ref -> the engine's id, ref -> present |
+        missing | different), decided by `image_state` (the config, never the layers)."""
         found = self._listing(images)
-        states: dict[str, str] = {}
-        unsure = []
-        for image in images:
-            ref = str(image.ref)
-            seen = found.get(image.ref.familiar)
-            if seen is None:
-                states[ref] = MISSING
-            elif seen == image.id:
-                states[ref] = PRESENT
-            else:
-                unsure.append(image)
-        if unsure:
-            layers = self._layers([i.ref.familiar for i in unsure])
-            for image in unsure:
-                same = layers.get(image.ref.familiar) == image.diff_ids and image.diff_ids
-                states[str(image.ref)] = PRESENT if same else DIFFERENT
-        return {
-            str(i.ref): found[i.ref.familiar] for i in images if i.ref.familiar in found
-        }, states
-
-    def _layers(self, refs: list[str]) -> dict[str, tuple[str, ...]]:
-        parsed = [ImageRef.parse(r) for r in refs]
-        return self.engine.layers(self._engine_out("inspecting images"), parsed)
+        states = {str(i.ref): image_state(i, found.get(i.ref.familiar)) for i in images}
+        ids = {str(i.ref): found[i.ref.familiar].id for i in images if i.ref.familiar in found}
+        return ids, states
 
 
 class _StepLoader:

@@ -8,9 +8,11 @@ Engines differ in four ways that matter here (DESIGN.md, measured on Debian 12):
   archive the engine cannot read is decompressed on the host, in a pipe.
 - the names they store: podman stores an unqualified `NAME:TAG` as `localhost/NAME:TAG`,
   containerd as `docker.io/NAME:TAG` (`docker.io/library/NAME:TAG` for one component).
-- the identity they show: docker and podman list the config digest (docker's image ID);
-  containerd lists the manifest digest, whose manifest names the config digest.
-- how they are asked: `docker|podman images/image inspect`, `ctr images ls` + `ctr content get`.
+- the identity they show: the config digest is what identifies an image (issue 14). docker's
+  classic store and podman show it as the image ID; containerd lists the manifest digest, whose
+  manifest names it; docker's containerd image store shows a manifest digest and the config
+  digest nowhere, so there the config fingerprint stands in (commands.config_fingerprint).
+- how they are asked: `docker|podman image inspect`, `ctr images ls` + `ctr content get`.
 
 Become (sudo): every command that talks to the engine runs as the become user through ONE
 `sudo ... -- /bin/sh -c SCRIPT` (like Ansible), so a script that calls the engine several times
@@ -258,35 +260,21 @@ class Engine:
 
     # -- identity -------------------------------------------------------------------------
 
-    def identity(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, str]:
-        """`familiar ref -> image id` for the refs the host holds (id: the config digest)."""
-        if not refs:
-            return {}
-        if self.kind == DOCKER:
-            out = run(self.wrap(commands.list_images(list(self.argv), refs)))
-            return commands.parse_image_list(out)
-        if self.kind == PODMAN:
-            out = run(self.wrap(podman_list(self.argv)))
-            return podman_identity(parse_podman_list(out), refs)
-        return self._containerd_configs(run, refs)
-
-    def layers(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, tuple[str, ...]]:
-        """`familiar ref -> layer diffIDs` (the content identity, DESIGN.md)."""
+    def identity(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, commands.Inspected]:
+        """`familiar ref -> what the host holds under it`, for the refs it holds, in one round
+        trip. docker: INSPECT_FORMAT (the config digest as `.Id` on the classic store; on the
+        containerd store a manifest digest, a descriptor and the fingerprint); podman: `.Id`
+        is the config digest; containerd: the config digest its manifest names."""
         if not refs:
             return {}
         if self.kind in (DOCKER, PODMAN):
             names = [stored_name(self.kind, r) for r in refs]
-            text = run(self.wrap(commands.inspect_layers(list(self.argv), names)))
-            by_name = commands.parse_inspect_layers(text)
+            fmt = commands.INSPECT_FORMAT if self.kind == DOCKER else PODMAN_INSPECT_FORMAT
+            text = run(self.wrap(commands.inspect_images(list(self.argv), names, fmt)))
+            by_name = commands.parse_inspect_images(text)
             return {r.familiar: by_name[n] for r, n in zip(refs, names) if n in by_name}
         configs = self._containerd_configs(run, refs)
-        blobs = self._blobs(run, sorted(set(configs.values())))
-        out: dict[str, tuple[str, ...]] = {}
-        for familiar, digest in configs.items():
-            diff_ids = config_diff_ids(blobs.get(digest))
-            if diff_ids is not None:
-                out[familiar] = diff_ids
-        return out
+        return {ref: commands.Inspected(digest, (), 0) for ref, digest in configs.items()}
 
     def _blobs(self, run: Runner, digests: Sequence[str]) -> dict[str, bytes]:
         return parse_blobs(run(self.wrap(ctr_blobs(self.ctr, digests)))) if digests else {}
@@ -360,27 +348,11 @@ class Engine:
         return argv
 
 
-# --- podman listing ----------------------------------------------------------------------------
+# --- podman ------------------------------------------------------------------------------------
 
-
-def podman_list(argv: Sequence[str]) -> str:
-    """Every image podman holds, one `name<TAB>id` line per name (filtered here, not there:
-    podman's reference filter semantics differ between versions)."""
-    return join([*argv, "images", "--no-trunc", "--format", commands.LIST_FORMAT])
-
-
-def parse_podman_list(stdout: str) -> dict[str, str]:
-    return commands.parse_image_list(stdout)
-
-
-def podman_identity(found: dict[str, str], refs: Iterable[ImageRef]) -> dict[str, str]:
-    """`familiar -> id` for refs among podman's names (`localhost/x:1` is `x:1`)."""
-    out = {}
-    for ref in refs:
-        image_id = found.get(stored_name(PODMAN, ref))
-        if image_id:
-            out[ref.familiar] = image_id if ":" in image_id else f"sha256:{image_id}"
-    return out
+# podman's `.Id` is the config digest (bare hex): no fingerprint needed. Its inspect template
+# runs on a typed struct, so docker's `index . "Descriptor"` (a map lookup) would fail there.
+PODMAN_INSPECT_FORMAT = "{{.Id}}\t{{json .RootFS.Layers}}\t{{.Size}}"
 
 
 # --- containerd listing ------------------------------------------------------------------------
@@ -456,11 +428,3 @@ def index_manifest(blob: bytes | None, arch: str = "amd64") -> str | None:
             break
     digest = chosen.get("digest") if isinstance(chosen, dict) else None
     return digest if isinstance(digest, str) else None
-
-
-def config_diff_ids(blob: bytes | None) -> tuple[str, ...] | None:
-    rootfs = _json(blob).get("rootfs")
-    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(ids, list):
-        return None
-    return tuple(str(x) for x in ids)

@@ -49,12 +49,17 @@ def timings_text(timings: Mapping[str, float]) -> str:
 
 
 def host_line(result: HostResult, verbose: int = 0, colour: bool = False) -> str:
-    """`changed: [node1] => loaded and verified 2 image(s) (4.1 MB sent)`, Ansible-like.
+    """`changed: [node1] => loaded and verified 2 image(s) (docker 28.5.2, containerd store)
+    (4.1 MB sent)`, Ansible-like: the engine, its version and docker's image store follow the
+    message when the host was probed (mixed fleets, issue 14).
 
     With `verbose` >= 1 the host's phase timings follow in brackets."""
     label = "fatal" if result.status == FAILED else result.status
     text = f"{label}: [{result.host}]"
     detail = result.message
+    engine = engine_label(result)
+    if engine:
+        detail += f" ({engine})" if detail else f"({engine})"
     if result.error is not None and result.error.hint:
         detail += f" (hint: {result.error.hint})"
     if result.bytes_sent:
@@ -62,6 +67,20 @@ def host_line(result: HostResult, verbose: int = 0, colour: bool = False) -> str
     if verbose >= 1 and result.timings:
         detail += f" [{timings_text(result.timings)}]"
     return paint(f"{text} => {detail}" if detail else text, result.status, colour)
+
+
+def engine_label(result: HostResult) -> str:
+    """`docker 28.5.2, containerd store` ("" when the host's engine was never probed)."""
+    facts = result.facts
+    return facts.label if facts is not None and facts.engine_version else ""
+
+
+def engine_json(result: HostResult) -> dict[str, str] | None:
+    """The host's engine for --json: name, version, store (classic | containerd | "")."""
+    facts = result.facts
+    if facts is None or not facts.engine_version:
+        return None
+    return {"name": facts.engine, "version": facts.engine_version, "store": facts.store}
 
 
 def play_banner(name: str, hosts: object) -> str:
@@ -144,6 +163,7 @@ def to_json(run: RunResult) -> dict[str, Any]:
                     r.host: {
                         "status": r.status,
                         "message": r.message,
+                        "engine": engine_json(r),  # {name, version, store} once probed
                         "hint": r.error.hint if r.error else None,
                         "images": r.images,
                         "states": r.states,

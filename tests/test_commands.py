@@ -7,6 +7,8 @@ import shlex
 import pytest
 
 from distrib import commands
+from distrib.archive import LocalImage
+from distrib.engine import DIFFERENT, MISSING, PRESENT, image_state
 from distrib.refs import ImageRef
 
 
@@ -24,35 +26,196 @@ def test_probe_without_engine() -> None:
     assert not facts.engine_ok
 
 
-def test_list_images_quotes_and_filters_exact_refs() -> None:
-    cmd = commands.list_images(
-        ["sudo", "docker"], [ImageRef.parse("demo/web:1.0"), ImageRef.parse("docker.io/library/x")]
-    )
+# --- the image store in the probe (issue 14): real `docker info` lines, docker 20.10 / 28.5.2 ---
+
+PROBE_C28 = (
+    "engine_version=28.5.2+dfsg4\ndocker_root=/tmp/e/c28/data\n"
+    'docker_driver=overlayfs [["driver-type","io.containerd.snapshotter.v1"]]\n'
+    "root_avail_kb=81185376\ntmp_avail_kb=81185376\nhas_zstd=1\nhas_gzip=1\n"
+)
+PROBE_K28 = (
+    "engine_version=28.5.2+dfsg4\ndocker_root=/tmp/e/k28/data\n"
+    'docker_driver=overlay2 [["Backing Filesystem","extfs"],["Supports d_type","true"],'
+    '["Using metacopy","false"],["Native Overlay Diff","true"],["userxattr","false"]]\n'
+)
+PROBE_2010 = (
+    "engine_version=20.10.24+dfsg1\ndocker_root=/var/lib/docker\n"
+    'docker_driver=overlay2 [["Backing Filesystem","extfs"],["Supports d_type","true"],'
+    '["Native Overlay Diff","true"],["userxattr","false"]]\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "store", "label"),
+    [
+        (PROBE_C28, "containerd", "docker 28.5.2+dfsg4, containerd store"),
+        (PROBE_K28, "classic", "docker 28.5.2+dfsg4"),
+        (PROBE_2010, "classic", "docker 20.10.24+dfsg1"),
+        ("engine=podman\nengine_version=4.3.1\ndocker_root=/var/lib/containers\n", "",
+         "podman 4.3.1"),
+        ("engine=containerd\nengine_version=1.6.20~ds1\ndocker_root=\n", "",
+         "containerd 1.6.20~ds1"),
+        ("engine_version=20.10.24\n", "", "docker 20.10.24"),  # an older probe: unknown
+    ],
+)  # fmt: skip
+def test_probe_names_the_image_store(stdout: str, store: str, label: str) -> None:
+    facts = commands.parse_probe(stdout)
+    assert (facts.store, facts.label) == (store, label)
+
+
+def test_probe_asks_docker_info_once() -> None:
+    cmd = commands.probe(["docker"], "/var/tmp")
+    assert cmd.count(" info ") == 1 and "DriverStatus" in cmd and "DockerRootDir" in cmd
+
+
+# --- what a host holds under each tag: real `inspect_images` output ----------------------------
+
+ID_K28 = "sha256:4df3dfa4f91f5420ba60e0a3ae840980c17d7f95d006ba09f800b44624f3b547"
+ID_C28 = "sha256:e139be6ca7446c9f01744b0825a389ff6dd61d67b9d48fa995692b292f5db53d"
+BASE_LAYER = "sha256:7b7a9c683ee4c4bf0bb5b2639d4b232a65d6190e7a597563ad7ed948271e9b82"
+RUNTIME = (
+    '{"Cmd":["/bin/busybox","true"],"Entrypoint":null,'
+    '"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],'
+    '"Labels":null,"OnBuild":null,"User":"","Volumes":null,"WorkingDir":""}'
+)
+# docker 28.5.2, classic store (overlay2): `.Id` is the config digest, no descriptor
+LINE_K28 = (
+    f'{ID_K28}\t["{BASE_LAYER}","sha256:2fa74b7544b5a77db542d1c2be59d05492d142844238f19958c52ba5a3ab9993"]'
+    f"\t1982260\t\t{RUNTIME}\tamd64\tlinux\t<no value>\t2026-12-02T04:23:43.370764779Z\t"
+)
+# docker 28.5.2, containerd store: `.Id` is the manifest digest, shown again as the descriptor;
+# its config digest (sha256:c30d17c3...) appears nowhere
+C28_LAYERS = (BASE_LAYER, "sha256:15b867976afa9ab14e360924bc8532d9000d3362a8ae9d2a13e9888f0ac3e62c")
+LINE_C28 = (
+    f'{ID_C28}\t["{C28_LAYERS[0]}","{C28_LAYERS[1]}"]\t1081511\t{ID_C28}\t{RUNTIME}'
+    "\tamd64\tlinux\t<no value>\t2026-12-02T04:23:42.708502822Z\t"
+)
+# ... and its config blob, from `docker save` of that image
+CONFIG_C28 = (
+    '{"created":"2026-12-02T04:23:42.708502822Z","architecture":"amd64","os":"linux",'
+    f'"rootfs":{{"type":"layers","diff_ids":["{C28_LAYERS[0]}","{C28_LAYERS[1]}"]}},'
+    '"history":[{"created":"2026-12-02T04:23:42.302198641Z","comment":"Imported from -"}],'
+    '"config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],'
+    '"Cmd":["/bin/busybox","true"]}}'
+)
+# docker 20.10.24 shows every runtime key, empty or not
+LINE_2010 = (
+    "sha256:9cf82d16ac7b56b0c0ef4fe78732005f0a0304d3f63fb1fd7587bc48d43a98c5"
+    '\t["sha256:4e3fe77f2002509dc15499ad900bcbcddd45b6f014f7d8778ba53d985a85173c",'
+    '"sha256:1f84f6ddb0c349432a85bba1f77ca323458d3864d837659f1e6981efcfa705a5"]\t1984255\t\t'
+    '{"AttachStderr":false,"AttachStdin":false,"AttachStdout":false,"Cmd":["/bin/busybox","true"],'
+    '"Domainname":"","Entrypoint":null,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:'
+    '/usr/bin:/sbin:/bin"],"Hostname":"","Image":"sha256:7f0f2c5417c94cd967ec4eb23a027244d27e7'
+    '65cd84b9b28b168c1b83d1bee18","Labels":null,"OnBuild":null,"OpenStdin":false,'
+    '"StdinOnce":false,"Tty":false,"User":"","Volumes":null,"WorkingDir":""}\tamd64\tlinux'
+    "\t<no value>\t2026-12-02T04:32:49.639678175Z\t"
+)
+# podman 4.3.1 (engines.PODMAN_INSPECT_FORMAT): the config digest, bare hex
+LINE_PODMAN = (
+    "9cf82d16ac7b56b0c0ef4fe78732005f0a0304d3f63fb1fd7587bc48d43a98c5"
+    '\t["sha256:4e3fe77f2002509dc15499ad900bcbcddd45b6f014f7d8778ba53d985a85173c"]\t2145051'
+)
+MISSING_28 = "app:9\t\n\napp:9\t!Error response from daemon: No such image: app:9 \n"
+MISSING_2010 = (
+    "app:9\t\n\napp:9\t!Error response from daemon: no such image: app:9: No such image: app:9 \n"
+)
+MISSING_PODMAN = "localhost/app:9\t\nlocalhost/app:9\t!Error: inspecting object: localhost/app:9: image not known\n"
+# docker 28 containerd store: a tag whose content never fully arrived (a refused partial load)
+BROKEN_C28 = (
+    'app:3\t\n\napp:3\t!template parsing error: template: :1:22: executing "" at '
+    '<.RootFS.Layers>: map has no entry for key "Layers" \n'
+)
+DAEMON_DOWN = (
+    "app:1\t\n\napp:1\t!Cannot connect to the Docker daemon at unix:///tmp/nonexist.sock. "
+    "Is the docker daemon running? \n"
+)
+
+
+def test_inspect_images_is_one_well_formed_shell_command_per_play() -> None:
+    cmd = commands.inspect_images(["sudo", "docker"], ["demo/web:1.0", "x:latest"])
+    assert cmd.count("printf '%s\\t' ") == 2 and cmd.count(" image inspect --format ") == 2
     argv = shlex.split(cmd)
-    assert argv[:5] == ["sudo", "docker", "images", "--no-trunc", "--format"]
-    assert argv[5] == "{{.Repository}}:{{.Tag}}\t{{.ID}}"
-    assert argv[6:] == ["--filter", "reference=demo/web:1.0", "--filter", "reference=x:latest"]
+    assert argv[:3] == ["printf", "%s\\t", "demo/web:1.0;"]
+    assert commands.INSPECT_FORMAT in argv
+    assert "-- demo/web:1.0 2>&1 >&3 3>&-" in cmd, "only the error is captured"
+    hostile = commands.inspect_images(["docker"], ["a'b"])
+    assert "'a'\"'\"'b'" in hostile
 
 
 @pytest.mark.parametrize(
     ("stdout", "expected"),
     [
+        (f"app:1\t{LINE_K28}\n", {"app:1": (ID_K28, "", 2)}),
+        (f"app:1\t{LINE_C28}\n", {"app:1": (ID_C28, ID_C28, 2)}),
+        (f"t14/app:v1\t{LINE_2010}\n", {"t14/app:v1": (LINE_2010[:71], "", 2)}),
+        (f"localhost/t14/app:v1\t{LINE_PODMAN}\n",
+         {"localhost/t14/app:v1": ("sha256:" + LINE_PODMAN[:64], "", 1)}),
+        (MISSING_28, {}),
+        (MISSING_2010, {}),
+        (MISSING_PODMAN, {}),
+        (BROKEN_C28, {"app:3": ("", "", 0)}),  # there, but nothing can be said of it
+        (f"app:1\t{LINE_K28}\n{MISSING_28}", {"app:1": (ID_K28, "", 2)}),
         ("", {}),
-        (
-            "demo/web:1.0\tsha256:"
-            + "a" * 64
-            + "\n"
-            + "demo/worker:1.0\tsha256:"
-            + "b" * 64
-            + "\n",
-            {"demo/web:1.0": "sha256:" + "a" * 64, "demo/worker:1.0": "sha256:" + "b" * 64},
-        ),
-        ("<none>:<none>\tsha256:" + "c" * 64 + "\n", {}),
-        ("garbage line\n", {}),
+    ],
+)  # fmt: skip
+def test_parse_inspect_images(stdout: str, expected: dict[str, tuple[str, str, int]]) -> None:
+    found = commands.parse_inspect_images(stdout)
+    assert {r: (i.id, i.descriptor, len(i.diff_ids)) for r, i in found.items()} == expected
+
+
+def test_an_engine_error_is_never_a_missing_image() -> None:
+    with pytest.raises(commands.InspectError) as err:
+        commands.parse_inspect_images(DAEMON_DOWN)
+    assert err.value.ref == "app:1" and "Cannot connect to the Docker daemon" in err.value.message
+
+
+def test_fingerprint_is_the_same_from_inspect_and_from_the_config_blob() -> None:
+    # what a containerd-store host shows == what the workstation computes from the config
+    seen = commands.parse_inspect(LINE_C28)
+    assert seen.containerd_store
+    assert seen.fingerprint == commands.config_fingerprint_of(CONFIG_C28.encode())
+    # docker 20.10's extra empty keys do not change it; another CMD does
+    other_cmd = LINE_C28.replace('"/bin/busybox","true"', '"/bin/busybox","false"')
+    assert commands.parse_inspect(other_cmd).fingerprint != seen.fingerprint
+
+
+def _local(config: str, fingerprint: str = "", engine_id: str = "") -> LocalImage:
+    return LocalImage(ImageRef.parse("app:1"), config, C28_LAYERS, 1, fingerprint, engine_id)
+
+
+CONFIG_DIGEST = "sha256:c30d17c37af1ac7613d834b6af9262fb17149f394e242faf48cec4bc579ca3b0"
+FP_C28 = commands.config_fingerprint_of(CONFIG_C28.encode())
+OTHER_CMD_C28 = LINE_C28.replace('"/bin/busybox","true"', '"/bin/busybox","false"').replace(
+    ID_C28, "sha256:617cc6d1adeb94ec2d06c46a49cabb032d469337ea6f54c9d653c00cb51ba674"
+)
+
+
+@pytest.mark.parametrize(
+    ("image", "line", "state"),
+    [
+        # classic store: the config digest, and nothing else, decides
+        (_local(ID_K28, "fp:x"), LINE_K28, PRESENT),
+        (_local("sha256:" + "0" * 64, "fp:x"), LINE_K28, DIFFERENT),  # same layers, other config
+        (_local(ID_K28), None, MISSING),
+        # containerd store: no config digest shown; the fingerprint decides...
+        (_local(CONFIG_DIGEST, FP_C28), LINE_C28, PRESENT),
+        (_local(CONFIG_DIGEST, FP_C28), OTHER_CMD_C28, DIFFERENT),  # same layers, other CMD
+        (_local(CONFIG_DIGEST), LINE_C28, DIFFERENT),  # no fingerprint known: never "present"
+        # ... or the very manifest (a containerd-store workstation knows it)
+        (_local(CONFIG_DIGEST, "fp:other", ID_C28), LINE_C28, PRESENT),
+        # podman shows the config digest too
+        (_local("sha256:" + LINE_PODMAN[:64]), LINE_PODMAN, PRESENT),
+        (_local(ID_K28), "", DIFFERENT),  # an unreadable record under the tag
     ],
 )
-def test_parse_image_list(stdout: str, expected: dict[str, str]) -> None:
-    assert commands.parse_image_list(stdout) == expected
+def test_image_state(image: LocalImage, line: str | None, state: str) -> None:
+    if line is None:
+        seen = None
+    elif not line:
+        seen = commands.Inspected("", (), 0)
+    else:
+        seen = commands.parse_inspect_images(f"app:1\t{line}\n")["app:1"]
+    assert image_state(image, seen) == state
 
 
 def test_parse_inspect_line() -> None:

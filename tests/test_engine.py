@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
+from distrib import commands
 from distrib.archive import Archive, LocalImage
 from distrib.engine import (
     CHANGED,
@@ -28,8 +30,8 @@ from distrib.executor import run_plan
 from distrib.plan import HostPlan, Plan, PlayPlan, batches
 from distrib.playbook import Playbook
 from distrib.refs import ImageRef
-from distrib.transport import Target
-from tests.fakes import FakeFleet, FakeHost
+from distrib.transport import Result, Target
+from tests.fakes import FakeFleet, FakeHost, FakeSession
 
 WEB = "sha256:" + "1" * 64
 WORKER = "sha256:" + "2" * 64
@@ -182,17 +184,118 @@ def test_whole_batch_failing_stops_without_abort_code(archive: Archive) -> None:
     assert run.exit_code == EXIT_HOST_UNREACHABLE
 
 
-def test_same_layers_under_another_image_id_is_present(archive: Archive) -> None:
-    # the containerd image store names an image by its manifest digest, not the config digest
+def test_same_layers_under_another_config_is_different_and_shipped(archive: Archive) -> None:
+    # issue 14: a CMD/ENV/LABEL change adds no layer; equal diffIDs are not the same image
     other = "sha256:" + "7" * 64
     h = fake(
         "a",
         images={"demo/web:1.0": other, "demo/worker:1.0": WORKER},
-        layers={"demo/web:1.0": ("sha256:l1",)},
+        layers={"demo/web:1.0": ("sha256:l1",), "demo/worker:1.0": ("sha256:l2",)},
     )
+    checked = deploy(host("a"), Job(archive.images, None, mode=VERIFY), FakeFleet(h))
+    assert checked.status == FAILED
+    assert checked.states == {"demo/web:1.0": DIFFERENT, "demo/worker:1.0": PRESENT}
+    assert checked.message == "drift: demo/web:1.0 different config"
     result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
-    assert result.status == OK and result.bytes_sent == 0
+    assert result.status == CHANGED and result.bytes_sent == archive.size, result.message
+    assert h.images["demo/web:1.0"] == WEB
     assert result.states == {"demo/web:1.0": PRESENT, "demo/worker:1.0": PRESENT}
+
+
+CREATED = "2026-12-02T04:23:43.370764779Z"
+WEB_MANIFEST = "sha256:" + "e" * 64  # the containerd store's `.Id`
+RUNS = {"Cmd": ["/bin/busybox", "true"], "Env": ["PATH=/bin"]}
+
+
+def built(ref: str, config_digest: str, diff_ids: tuple[str, ...], runtime: object) -> LocalImage:
+    """A workstation image whose fingerprint comes from its config blob (archive.py's path)."""
+    blob = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": CREATED,
+        "config": runtime,
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+    }
+    fingerprint = commands.config_fingerprint_of(json.dumps(blob).encode())
+    return LocalImage(ImageRef.parse(ref), config_digest, diff_ids, 10, fingerprint, config_digest)
+
+
+@pytest.mark.parametrize(
+    ("host_runtime", "state"),
+    [
+        (RUNS, PRESENT),  # no config digest shown: the fingerprint decides
+        ({**RUNS, "Cmd": ["/bin/busybox", "false"]}, DIFFERENT),  # another CMD, same layers
+        ({**RUNS, "Labels": {"v": "2"}}, DIFFERENT),
+        ({**RUNS, "User": "nobody"}, DIFFERENT),
+    ],
+)
+def test_containerd_store_host_is_judged_by_the_config_fingerprint(
+    archive: Archive, host_runtime: dict[str, object], state: str
+) -> None:
+    web = built("demo/web:1.0", WEB, ("sha256:l1",), RUNS)
+    h = fake(
+        "a",
+        images={"demo/web:1.0": WEB_MANIFEST},
+        layers={"demo/web:1.0": ("sha256:l1",)},
+        configs={"demo/web:1.0": host_runtime},
+        containerd_store=True,
+        created=CREATED,
+    )
+    result = deploy(host("a"), Job((web,), None, mode=VERIFY), FakeFleet(h))
+    assert result.states == {"demo/web:1.0": state}
+    assert result.status == (OK if state == PRESENT else FAILED)
+    assert result.facts is not None and result.facts.store == "containerd"
+
+
+def test_containerd_store_drift_is_shipped_then_verified(archive: Archive) -> None:
+    web = built("demo/web:1.0", WEB, ("sha256:l1",), RUNS)
+    worker = built("demo/worker:1.0", WORKER, ("sha256:l2",), RUNS)
+    images = (web, worker)
+    drifted = Archive(archive.path, "gzip", 6, archive.size, archive.sha256, images)
+    h = fake(
+        "a",
+        images={"demo/web:1.0": WEB_MANIFEST, "demo/worker:1.0": "sha256:" + "d" * 64},
+        layers={"demo/web:1.0": ("sha256:l1",), "demo/worker:1.0": ("sha256:l2",)},
+        configs={
+            "demo/web:1.0": {**RUNS, "Cmd": ["/bin/busybox", "false"]},
+            "demo/worker:1.0": RUNS,
+        },
+        containerd_store=True,
+        created=CREATED,
+        archive_configs={"demo/web:1.0": RUNS},  # what loading our archive leaves there
+    )
+    h.archive_images = {"demo/web:1.0": "sha256:" + "f" * 64}  # its new manifest digest
+    h.archive_images["demo/worker:1.0"] = h.images["demo/worker:1.0"]
+    plan = _plan(["a"], "hosts: all\nimages: [x]\n")
+    verify = run_plan(plan, {0: Job(images, None, mode=VERIFY)}, FakeFleet(h))
+    assert verify.exit_code == EXIT_HOST_FAILED == 2
+    assert verify.plays[0].hosts[0].message == "drift: demo/web:1.0 different config"
+    shipped = run_plan(plan, {0: Job.deploy(drifted)}, FakeFleet(h))
+    result = shipped.plays[0].hosts[0]
+    assert result.status == CHANGED and result.bytes_sent == archive.size, result.message
+    assert result.states == {"demo/web:1.0": PRESENT, "demo/worker:1.0": PRESENT}
+    again = run_plan(plan, {0: Job(images, None, mode=VERIFY)}, FakeFleet(h))
+    assert again.exit_code == EXIT_OK
+
+
+def test_engine_that_cannot_inspect_is_an_error_not_missing(archive: Archive) -> None:
+    class Broken(FakeFleet):
+        def __call__(self, target: Target) -> FakeSession:
+            session = super().__call__(target)
+            real = session.run
+
+            def run(command: str, *, timeout: float | None = None) -> Result:
+                if " image inspect " in command:
+                    ref = "demo/web:1.0"
+                    return Result(command, 0, f"{ref}\t\n{ref}\t!permission denied\n", "")
+                return real(command, timeout=timeout)
+
+            session.run = run  # type: ignore[method-assign]
+            return session
+
+    result = deploy(host("a"), Job.deploy(archive), Broken(fake("a")))
+    assert result.status == FAILED and result.bytes_sent == 0
+    assert "cannot inspect demo/web:1.0: permission denied" in result.message
 
 
 def test_check_mode_changes_nothing(archive: Archive) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from distrib.commands import Facts
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
 from distrib.errors import (
     EXIT_HOST_FAILED,
@@ -41,6 +42,9 @@ class Tty(io.StringIO):
         return True
 
 
+C28 = Facts("28.5.2", frozenset(), store="containerd")  # docker's containerd image store
+
+
 def changed(host: str = "node1") -> HostResult:
     return HostResult(
         host,
@@ -61,7 +65,11 @@ def unreachable(host: str = "ghost") -> HostResult:
 def sample_run() -> RunResult:
     first = PlayResult(
         "roll out",
-        [changed("node1"), HostResult("node2", OK, "all images already present"), unreachable()],
+        [
+            changed("node1"),
+            HostResult("node2", OK, "all images already present", facts=C28),
+            unreachable(),
+        ],
     )
     second = PlayResult(
         "second",
@@ -128,6 +136,38 @@ def test_paint_unknown_status_is_plain() -> None:
             "unreachable: [ghost] => connection timed out after 2s (hint: is the host up?)",
         ),
         (HostResult("n", FAILED, "boom"), 0, "fatal: [n] => boom"),
+        # mixed fleets (issue 14): engine, version and docker's image store follow the message
+        (
+            HostResult("n", OK, "all images already present", facts=C28),
+            0,
+            "ok: [n] => all images already present (docker 28.5.2, containerd store)",
+        ),
+        (
+            HostResult(
+                "n",
+                CHANGED,
+                "loaded",
+                bytes_sent=4_100_000,
+                facts=Facts("20.10.24", frozenset(), store="classic"),
+            ),
+            0,
+            "changed: [n] => loaded (docker 20.10.24) (4.1 MB sent)",
+        ),
+        (
+            HostResult(
+                "n",
+                FAILED,
+                "drift: x:1 different config",
+                facts=Facts("4.3.1", frozenset(), engine="podman"),
+            ),
+            0,
+            "fatal: [n] => drift: x:1 different config (podman 4.3.1)",
+        ),
+        (
+            HostResult("n", UNREACHABLE, "refused", facts=Facts("", frozenset())),
+            0,
+            "unreachable: [n] => refused",
+        ),
         (HostResult("n", SKIPPED, ""), 2, "skipped: [n]"),
     ],
 )
@@ -196,6 +236,7 @@ HOST_KEYS = {
     "fed_by",  # relay fan-out (issue 9)
     "bytes_relayed",
     "timings",
+    "engine",  # {name, version, store} once probed (issue 14)
 }
 PLAY_KEYS = {"name", "aborted", "stopped", "abort_reason", "hosts"}
 
@@ -221,6 +262,11 @@ def check_schema(doc: dict[str, Any]) -> None:
             assert isinstance(host["resumed_from"], int) and host["resumed_from"] >= 0
             assert isinstance(host["layers_sent"], int) and isinstance(host["layers_total"], int)
             assert all(isinstance(v, float) for v in host["timings"].values())
+            engine = host["engine"]
+            assert engine is None or (
+                set(engine) == {"name", "version", "store"}
+                and engine["store"] in {"classic", "containerd", ""}
+            )
 
 
 def test_json_shape_from_a_hand_built_run() -> None:
@@ -241,6 +287,12 @@ def test_json_shape_from_a_hand_built_run() -> None:
         "fed_by": None,
         "bytes_relayed": 0,
         "timings": {"total": 2.5, "upload": 1.25, "connect": 0.125, "load": 0.5, "probe": 0.05},
+        "engine": None,
+    }
+    assert first["hosts"]["node2"]["engine"] == {
+        "name": "docker",
+        "version": "28.5.2",
+        "store": "containerd",
     }
     assert first["hosts"]["ghost"]["hint"] == "is the host up?"
     assert (first["aborted"], first["stopped"], first["abort_reason"]) == (False, False, None)

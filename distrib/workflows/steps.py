@@ -23,12 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from distrib import commands, local
+from distrib import commands, engines, local
 from distrib.archive import LocalImage
 from distrib.engine import (
     CHANGED,
-    DIFFERENT,
-    MISSING,
     OK,
     PRESENT,
     SKIPPED,
@@ -38,6 +36,7 @@ from distrib.engine import (
     Job,
     Progress,
     deploy,
+    image_state,
 )
 from distrib.errors import (
     CommandError,
@@ -160,6 +159,7 @@ class _Remote:
         facts = commands.parse_probe(
             self.run(commands.probe(self.docker, self.host.remote_tmp), "probe").stdout
         )
+        self.result.facts = facts
         if not facts.engine_ok:
             why = self.session.run(commands.join([*self.docker, "version"]), timeout=PROBE_TIMEOUT)
             raise CommandError(
@@ -199,33 +199,21 @@ class _Remote:
         return commands.parse_commit(out)
 
     def identity(self, images: Sequence[LocalImage]) -> dict[str, str]:
-        """ref -> present | missing | different: same image ID, or (a containerd store names
-        images by manifest digest, a pull may too) the same layer diffIDs (DESIGN.md)."""
-        listing = commands.parse_image_list(
-            self.run(commands.list_images(self.docker, [i.ref for i in images]), "listing").stdout
-        )
-        states: dict[str, str] = {}
-        unsure = []
-        for image in images:
-            seen = listing.get(image.ref.familiar)
-            if seen is None:
-                states[str(image.ref)] = MISSING
-            elif seen == image.id:
-                states[str(image.ref)] = PRESENT
-            else:
-                unsure.append(image)
-        if unsure:
-            layers = commands.parse_inspect_layers(
-                self.run(
-                    commands.inspect_layers(self.docker, [i.ref.familiar for i in unsure]),
-                    "inspecting images",
-                ).stdout
+        """ref -> present | missing | different, by the deploy engine's one rule
+        (engine.image_state: the config, never the layers alone; issue 14)."""
+        docker = engines.Engine(engines.DOCKER, tuple(self.docker))
+        try:
+            found = docker.identity(
+                lambda command: self.run(command, "inspecting images").stdout,
+                [i.ref for i in images],
             )
-            for image in unsure:
-                same = bool(image.diff_ids) and layers.get(image.ref.familiar) == image.diff_ids
-                states[str(image.ref)] = PRESENT if same else DIFFERENT
+        except commands.InspectError as exc:
+            raise HostError(
+                self.host.name, f"docker cannot inspect {exc.ref}: {exc.message}"
+            ) from None
+        states = {str(i.ref): image_state(i, found.get(i.ref.familiar)) for i in images}
         self.result.images.update(
-            {str(i.ref): listing[i.ref.familiar] for i in images if i.ref.familiar in listing}
+            {str(i.ref): found[i.ref.familiar].id for i in images if i.ref.familiar in found}
         )
         self.result.states.update(states)
         return states
@@ -727,7 +715,7 @@ class PushTask:
 @dataclass
 class PullTask:
     """On each host of a registry play: pull what it lacks, tag it with the play's names,
-    verify both names by content identity (image ID, else layer diffIDs)."""
+    verify both names by content identity (the config: engine.image_state)."""
 
     target: RegistryTarget
     outcome: PushOutcome
