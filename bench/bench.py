@@ -60,9 +60,18 @@ sys.path.insert(0, str(BENCH))
 SRC = ROOT
 
 MB = 1_000_000
+# The identity the landing check compares (distrib.commands.INSPECT_FORMAT; copied so that an
+# older snapshot measured with --distrib-ref need not have it).
+INSPECT_FORMAT = (
+    "{{.Id}}\t{{json .RootFS.Layers}}\t{{.Size}}"
+    '\t{{with index . "Descriptor"}}{{.digest}}{{end}}'
+    '\t{{json .Config}}\t{{.Architecture}}\t{{.Os}}\t{{index . "Variant"}}'
+    "\t{{.Created}}\t{{.Author}}"
+)
 RUN_TIMEOUT = 3600.0
 REMOTE_FILE = "/var/tmp/bench-archive.tar.gz"  # /var/tmp is private per lab host; /root is not
 RERUN = "distrib re-run (nothing changed)"
+ENGINES: dict[str, str | None] = {"hosts": None, "workstation": None}  # --engine/--workstation
 # The product's steady state: layer store already filled (an earlier rollout), hosts fresh.
 STORE_CODECS = ("gzip", "zstd")  # codecs whose plays use the layer store (a warm row each)
 
@@ -156,11 +165,18 @@ class Lab:
         cmd = distrib_cmd("lab", "up", "--hosts", str(hosts))
         if uplink:
             cmd += ["--uplink", uplink]
+        if ENGINES["hosts"]:
+            cmd += ["--kinds", ENGINES["hosts"]]
+        if ENGINES["workstation"]:
+            cmd += ["--workstation", ENGINES["workstation"]]
         t0 = time.monotonic()
         run(cmd, timeout=600)
         from distrib.lab import require_state
 
         self.state = require_state()
+        # every docker command of the bench (and distrib) then talks to the lab's
+        # workstation engine, when it has one (--workstation)
+        os.environ.update(self.state.workstation_env())
         if not Path(f"/sys/class/net/{self.state.bridge}").exists():
             raise BenchError(f"lab bridge {self.state.bridge} is missing after lab up")
         shaped = f", uplink {uplink}" if uplink else ", unshaped"
@@ -207,9 +223,12 @@ class Lab:
             raise BenchError(f"{image} still on {', '.join(h.name for h in left)} after clean")
 
     def image_ids(self, image: str) -> list[str | None]:
+        """Each host's identity of `image` (None: missing): its config fingerprint, the same
+        on every engine and store (a containerd-store ID is a manifest digest)."""
+
         def one(h: Any) -> str | None:
-            out = self.exec(h.name, ["docker", "image", "inspect", "-f", "{{.Id}}", image])
-            return out.stdout.strip() if out.returncode == 0 else None
+            out = self.exec(h.name, ["docker", "image", "inspect", "-f", INSPECT_FORMAT, image])
+            return identity(out.stdout) if out.returncode == 0 else None
 
         return self.each(one)
 
@@ -219,8 +238,14 @@ class Lab:
         return ssh_options(self.state)
 
 
+def identity(inspect_output: str) -> str:
+    from distrib.commands import parse_inspect
+
+    return parse_inspect(inspect_output.strip("\n").splitlines()[0]).fingerprint
+
+
 def local_image_id(image: str) -> str:
-    return run(["docker", "image", "inspect", "-f", "{{.Id}}", image]).stdout.strip()
+    return identity(run(["docker", "image", "inspect", "-f", INSPECT_FORMAT, image]).stdout)
 
 
 def check_counter(lab: Lab, size: int = 32 * 1024 * 1024) -> dict[str, Any]:
@@ -644,7 +669,27 @@ def main(argv: list[str] | None = None) -> int:
         help="measure the distrib of this commit (a git archive snapshot) instead of the checkout",
     )
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
+    parser.add_argument(
+        "--engine",
+        metavar="ENGINE",
+        help="the hosts' engine (`distrib lab engines`: docker-20.10, docker-28, "
+        "docker-28-containerd, ...; a comma list gives each host its own, the last repeats)",
+    )
+    parser.add_argument(
+        "--workstation",
+        metavar="ENGINE",
+        help="the workstation's engine, a lab-managed dockerd (docker-20.10, docker-26, "
+        "docker-28, docker-28-containerd; default: the system's docker)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="M1,M2",
+        help="measure only these methods: manual, one-liner, ansible, gzip, zstd, none, auto "
+        "(the re-run and warm rows follow their codec)",
+    )
     args = parser.parse_args(argv)
+    ENGINES.update(hosts=args.engine, workstation=args.workstation)
+    only = set(args.only.split(",")) if args.only else None
     if args.quick:
         args.image, args.runs, args.hosts, args.no_ansible = "demo/web:1.0", 1, 2, True
         args.transport_mb = 16
@@ -689,6 +734,9 @@ def main(argv: list[str] | None = None) -> int:
             "image": args.image,
             "quick": args.quick,
             "lab_instance": instance,
+            "host_engine": args.engine or "docker (system)",
+            "workstation_engine": args.workstation or "docker (system)",
+            "only": args.only,
         },
     }
     try:
@@ -718,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not args.quick:
             lab.up(args.hosts, args.uplink)
+        env.update(lab.state.workstation_env())  # distrib too uses the lab's workstation engine
         doc["wire_counter_check"] = check_counter(
             lab, 8 * 1024 * 1024 if args.quick else 32 * 1024 * 1024
         )
@@ -744,6 +793,11 @@ def main(argv: list[str] | None = None) -> int:
             ("manual (save, gzip -9, then scp + load host by host)", lambda: manual(ctx)),
             ("one-liner (save, gzip, ssh gunzip, load; hosts in parallel)", lambda: oneliner(ctx)),
         ]
+        baseline_names = [name for name, _ in methods]
+        if only is not None:
+            methods = [m for m, key in zip(methods, ("manual", "one-liner")) if key in only]
+            codecs = [c for c in codecs if c in only]
+            args.no_ansible = args.no_ansible or "ansible" not in only
         ansible_name = f"Ansible (copy + command: docker load, forks={args.hosts})"
         if args.no_ansible:
             doc["ansible"] = "skipped (--no-ansible / --quick)"
@@ -792,11 +846,10 @@ def main(argv: list[str] | None = None) -> int:
         lab.clean(ctx.image)
 
         # 4. rows, link limits, speed-ups, targets
+        manual_samples = samples.get(baseline_names[0], [])
         sizes = {
-            "gzip -9": statistics.median(
-                s.phases["archive_bytes"] for s in samples[methods[0][0]] if s.ok
-            )
-            if any(s.ok for s in samples[methods[0][0]])
+            "gzip -9": statistics.median(s.phases["archive_bytes"] for s in manual_samples if s.ok)
+            if any(s.ok for s in manual_samples)
             else None,
             "gzip": doc["stages"]["save|pigz -6"]["bytes"],
             "zstd": doc["stages"]["save|zstd -3 -T0"]["bytes"],
@@ -807,8 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, group in samples.items():
             rows[name] = summarise(group)
         codec_of = {
-            methods[0][0]: "gzip -9",
-            methods[1][0]: "gzip",
+            baseline_names[0]: "gzip -9",
+            baseline_names[1]: "gzip",
             ansible_name: "gzip",
             **{warm(c): c for c in STORE_CODECS},
         }
@@ -822,7 +875,11 @@ def main(argv: list[str] | None = None) -> int:
             row["link_limit_codec"] = codec_of.get(name)
             if limit and "median_s" in row:
                 row["x_link_limit"] = round(row["median_s"] / limit, 2)
-        baselines = {"manual": methods[0][0], "one-liner": methods[1][0], "ansible": ansible_name}
+        baselines = {
+            "manual": baseline_names[0],
+            "one-liner": baseline_names[1],
+            "ansible": ansible_name,
+        }
         for name, row in rows.items():
             if name.startswith("distrib (") and "median_s" in row:
                 for label, base in baselines.items():
