@@ -668,11 +668,33 @@ def parse_push(stdout: str) -> list[str]:
 # --- layers a host holds (delta) ---------------------------------------------------------------
 
 
-def host_layers(docker: Sequence[str]) -> str:
-    """The diffID list of every image on the host, one JSON list per line."""
+def host_layers(docker: Sequence[str], containerd_store: bool = False) -> str:
+    """The diffID list of every image on the host, one JSON list per line; on docker's
+    containerd image store (the probe's Facts.store) also `store=containerd` and a
+    `blob=DIGEST` line per blob of its content store (`ctr`, at the address docker names;
+    docker 26 names none: the default), which an OCI-layout delta may name instead of sending
+    (layerstore; issue 14). Without ctr, or the right to use its socket, no blob lines: every
+    layer is then sent."""
     listing = join([*docker, "images", "-q", "--no-trunc"])
     inspect = join([*docker, "image", "inspect", "--format", "{{json .RootFS.Layers}}"])
-    return f"{listing} | sort -u | xargs -r {inspect}"
+    script = f"{listing} | sort -u | xargs -r {inspect}"
+    if not containerd_store:
+        return script
+    address = join([*docker, "info", "--format", "{{.Containerd.Address}}"])
+    return (
+        f"{script}; echo store=containerd; "
+        f'a=$({address} 2>/dev/null); [ -S "$a" ] || a=/run/containerd/containerd.sock; '
+        "ctr -a \"$a\" -n moby content ls -q 2>/dev/null | sed 's/^/blob=/'; true"
+    )
+
+
+def parse_host_blobs(stdout: str) -> frozenset[str] | None:
+    """The content blobs of a containerd-store host from `host_layers` output (None: the
+    classic store, where layer chains are all a delta needs)."""
+    lines = [line.strip() for line in stdout.splitlines()]
+    if "store=containerd" not in lines:
+        return None
+    return frozenset(line[5:] for line in lines if line.startswith("blob=sha256:"))
 
 
 def parse_host_layers(stdout: str) -> set[tuple[str, ...]]:

@@ -235,6 +235,7 @@ class _Deployment:
         # while the store fills), whether to send them one by one, how many were loaded
         self.wanted: list[LocalImage] = []
         self.chains: set[tuple[str, ...]] = set()
+        self.blobs: frozenset[str] | None = None  # a containerd-store host's content blobs
         self.steps: Iterable[Any] = []
         self.stepped = False
         self.loaded_steps = 0
@@ -406,14 +407,18 @@ class _Deployment:
         background) a pending one, sent in loading steps that wait for their blobs."""
         store = self.job.store
         assert store is not None
-        self.wanted, self.chains = wanted, self._host_chains()
+        self.wanted, (self.chains, self.blobs) = wanted, self._host_chains()
         self.result.layers_total = len({d for image in wanted for d in image.diff_ids})
+        if self.blobs is not None:
+            # a containerd-store host: which layers can be left out depends on the stored
+            # blobs' digests (layerstore, OCI layout), known once they are stored
+            store.wait_filled()
         if store.filling:
             self.archive = PendingDelta(wanted, self.chains, store.codec)
             self.steps, self.stepped = store.steps(wanted, self.chains), True
         else:
-            self.archive = store.assemble(wanted, self.chains)
-            self.steps = list(store.steps(wanted, self.chains))
+            self.archive = store.assemble(wanted, self.chains, self.blobs)
+            self.steps = list(store.steps(wanted, self.chains, self.blobs))
             self.stepped = len(self.steps) > 1
         self.result.layers_sent = len(self.archive.layers)
 
@@ -421,20 +426,25 @@ class _Deployment:
         """The full archive of the wanted images, from the same store (after its fill)."""
         assert self.job.store is not None
         self.job.store.wait_filled()
-        return self.job.store.assemble(self.wanted)
+        return self.job.store.assemble(
+            self.wanted, None, frozenset() if self.blobs is not None else None
+        )
 
     def _settle(self) -> None:
         """A pending delta becomes exact (waits for the store's fill): for a whole transfer."""
         if isinstance(self.archive, PendingDelta):
             assert self.job.store is not None
             self.job.store.wait_filled()
-            self.archive = self.job.store.assemble(self.wanted, self.chains)
+            self.archive = self.job.store.assemble(self.wanted, self.chains, self.blobs)
 
-    def _host_chains(self) -> set[tuple[str, ...]]:
+    def _host_chains(self) -> tuple[set[tuple[str, ...]], frozenset[str] | None]:
+        """The host's layer chains, and its content blobs on docker's containerd store."""
         # as the engine user (become), like every engine command (issue 6)
-        listing = self.engine.wrap(commands.host_layers(self.docker))
+        facts = self.result.facts
+        containerd_store = facts is not None and facts.store == commands.CONTAINERD_STORE
+        listing = self.engine.wrap(commands.host_layers(self.docker, containerd_store))
         out = self._run(listing, "listing the host's layers", PROBE_TIMEOUT, self.secret_line)
-        return commands.parse_host_layers(out.stdout)
+        return commands.parse_host_layers(out.stdout), commands.parse_host_blobs(out.stdout)
 
     def _probe(self) -> commands.Facts:
         out = self._run(

@@ -323,9 +323,16 @@ class _Relay:
             chains = None
             if self.job.store is not None:
                 listing = session.run(
-                    commands.host_layers(list(host.docker)), timeout=PROBE_TIMEOUT
+                    commands.host_layers(
+                        list(host.docker), facts.store == commands.CONTAINERD_STORE
+                    ),
+                    timeout=PROBE_TIMEOUT,
                 )
                 chains = commands.parse_host_layers(listing.stdout) if listing.ok else None
+                if commands.parse_host_blobs(listing.stdout) is not None:
+                    # the containerd store refuses a classic archive that leaves layers
+                    # out (issue 14): the relayed stream holds every layer for this tree
+                    chains = None
         except DistribError as exc:
             session.close()
             return self._fail(checked, exc)
