@@ -4,6 +4,7 @@ documented exit code; unexpected ones a traceback and exit 250 (STYLE: handle er
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -298,8 +299,6 @@ def _plan(args: argparse.Namespace, playbook: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from distrib import archive as archive_mod
-    from distrib.engine import CHECK, Job
 
     check = bool(getattr(args, "check", False))
     out = sys.stderr if args.json else sys.stdout
@@ -322,19 +321,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         play = play_plan.play
         images = tuple(found[s.ref] for s in play.images)
         facts = _probe_for_codec(play_plan) if play.compression == "auto" else {}
-        codec = _auto_codec(facts) if play.compression == "auto" else play.compression
+        per_host = _auto_codecs(play, facts) if play.compression == "auto" else {}
+        codec = _main_codec(per_host) if per_host else play.compression
         if play.compression == "auto":
-            print(f"compression auto for play {play.name!r}: {codec}", file=out)
-        store = _layer_store(play, codec, images, out, check)
-        if check:  # read-only everywhere: use the cached archive's size if there is one
-            cached = archive_mod.find_cached(images, codec, play.level)
-            jobs[index] = Job(images, cached, play.verify, CHECK, codec, facts, store)
-            continue
-        archive = archive_mod.prepare(images, codec, play.level)
-        jobs[index] = Job.deploy(archive, verify=play.verify, facts=facts, store=store)
+            print(f"compression auto for play {play.name!r}: {_codecs_line(per_host)}", file=out)
+        main = _play_job(play, codec, images, facts, out, check)
+        other = {
+            c: _play_job(play, c, images, facts, out, check)
+            for c in sorted(set(per_host.values()) - {codec})
+        }
+        others = {h: other[c] for h, c in per_host.items() if c != codec}
+        jobs[index] = dataclasses.replace(main, others=others) if others else main
     # 3. ship in parallel, collect every outcome
     plan, jobs, step = flow.expand(plan, jobs)
     return _execute(args, plan, jobs, out, step=step, extra=lambda: flow.json)
+
+
+def _play_job(
+    play: Any, codec: str, images: tuple[Any, ...], facts: dict[str, Any], out: Any, check: bool
+) -> Any:
+    """A play's job in one codec: its archive (prepared, built on first use) and layer store."""
+    from distrib import archive as archive_mod
+    from distrib.engine import CHECK, Job
+
+    store = _layer_store(play, codec, images, out, check)
+    if check:  # read-only everywhere: use the cached archive's size if there is one
+        cached = archive_mod.find_cached(images, codec, play.level)
+        return Job(images, cached, play.verify, CHECK, codec, facts, store)
+    archive = archive_mod.prepare(images, codec, play.level)
+    return Job.deploy(archive, verify=play.verify, facts=facts, store=store)
 
 
 def _layer_store(play: Any, codec: str, images: tuple[Any, ...], out: Any, check: bool) -> Any:
@@ -371,10 +386,34 @@ def _probe_for_codec(play_plan: Any) -> dict[str, Any]:
     return {h.name: f for h, f in zip(hosts, facts) if f is not None}
 
 
-def _auto_codec(facts: dict[str, Any]) -> str:
-    from distrib.engine import choose_codec
+def _variants(job: Any) -> list[Any]:
+    """A deploy job and its other codecs' (`compression: auto`); any other job alone."""
+    return job.variants() if hasattr(job, "variants") else [job]
 
-    return choose_codec(facts.values())
+
+def _auto_codecs(play: Any, facts: dict[str, Any]) -> dict[str, str]:
+    """`compression: auto`: each host's codec (a relay tree gets one stream: the play's)."""
+    from distrib.engine import choose_codec, host_codecs
+
+    if getattr(play, "fanout", "direct") == "relay":
+        return dict.fromkeys(facts, choose_codec(facts.values()))
+    return host_codecs(facts) or {"": choose_codec(())}
+
+
+def _main_codec(per_host: dict[str, str]) -> str:
+    """The codec most hosts use (zstd on a tie): the play's job; the others get theirs."""
+    counts = [list(per_host.values()).count(c) for c in ("zstd", "gzip")]
+    return "zstd" if counts[0] >= counts[1] and counts[0] else "gzip"
+
+
+def _codecs_line(per_host: dict[str, str]) -> str:
+    """`zstd` when every host shares it, else `zstd (node1, node2), gzip (node3)`."""
+    codecs = sorted(set(per_host.values()), reverse=True)
+    if len(codecs) == 1:
+        return codecs[0]
+    return ", ".join(
+        f"{c} ({', '.join(h for h, hc in per_host.items() if hc == c)})" for c in codecs
+    )
 
 
 def _archive_line(name: str, archive: Any) -> str:
@@ -446,7 +485,8 @@ def _execute(
     if verbose >= 3:
         _enable_ssh_debug_log()
     cancel = threading.Event()
-    for job in jobs.values():  # a layer store filling in the background stops with the run
+    variants = [v for job in jobs.values() for v in _variants(job)]
+    for job in variants:  # a layer store filling in the background stops with the run
         if getattr(job, "store", None) is not None:
             job.store.cancel_with(cancel)
     holder: dict[str, RunResult] = {}
@@ -474,7 +514,7 @@ def _execute(
     worker = threading.Thread(target=work, name="executor", daemon=True)
     interrupted = _run_interruptibly(worker, cancel, finished)
     if interrupted:  # stop archive builds too: no partial file left on the workstation
-        for job in jobs.values():
+        for job in variants:
             if getattr(job, "archive", None) is not None:
                 job.archive.abort()
             if getattr(job, "store", None) is not None:

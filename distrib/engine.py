@@ -140,6 +140,20 @@ class Job:
     store: LayerStore | None = None  # delta: assemble per host from the layer store
     # issue 6: sudo's password (from a prompt or a file), sent on stdin only; repr hides it
     become_password: engines.Secret | None = None
+    # `compression: auto` (issue 14): hosts whose best codec is not this job's get the job of
+    # theirs (same images, that codec's archive and layer store)
+    others: Mapping[str, Job] = field(default_factory=dict)
+
+    def for_host(self, name: str) -> Job:
+        return self.others.get(name, self)
+
+    def variants(self) -> list[Job]:
+        """This job and each other codec's, once."""
+        out = [self]
+        for job in self.others.values():
+            if all(job is not seen for seen in out):
+                out.append(job)
+        return out
 
     @classmethod
     def deploy(
@@ -164,6 +178,7 @@ def deploy(
     cancel = cancel or threading.Event()
     result = HostResult(host.name)
     started = time.monotonic()
+    job = job.for_host(host.name)
     try:
         _Deployment(host, job, connect, progress, cancel, result).run()
     except ConnectError as exc:
@@ -201,12 +216,18 @@ def engine_of(host: HostPlan) -> engines.Engine:
 
 
 def choose_codec(facts: Iterable[commands.Facts | None]) -> str:
-    """`compression: auto`: zstd when every reachable host can load it, else gzip (which every
-    docker engine reads)."""
+    """`compression: auto` for a whole play (a relay tree: one stream): zstd when every
+    reachable host can load it, else gzip (which every docker engine reads)."""
     known = [f for f in facts if f is not None]
     if known and all(f.can_decode("zstd") for f in known):
         return "zstd"
     return "gzip"
+
+
+def host_codecs(facts: Mapping[str, commands.Facts]) -> dict[str, str]:
+    """`compression: auto` per host (issue 14): zstd where the host can load it (its engine
+    reads it, or a `zstd` is there to pipe through), else gzip."""
+    return {name: "zstd" if f.can_decode("zstd") else "gzip" for name, f in facts.items()}
 
 
 class _Deployment:

@@ -268,7 +268,7 @@ def test_inventory_list_and_graph_of_the_example() -> None:
 def test_two_inventories_merge(lab: Lab, tmp_path: Path) -> None:
     """node1, node2 and the connection vars in one file; node3 alone in an INI file."""
     text = lab.inventory.read_text()
-    node3 = re.search(r"        node3:\n          ansible_host: (\S+)\n", text)
+    node3 = re.search(r"        node3:\n          ansible_host: (\S+)\n(?:          \S.*\n)*", text)
     assert node3, text
     first = write(tmp_path, "a.yaml", text.replace(node3.group(0), ""))
     second = write(tmp_path, "b.ini", f"[lab]\nnode3 ansible_host={node3.group(1)}\n")
