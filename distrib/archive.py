@@ -21,7 +21,7 @@ from typing import IO
 
 from distrib import local
 from distrib.commands import INSPECT_FORMAT, parse_inspect
-from distrib.errors import LocalError
+from distrib.errors import ConfigError, LocalError
 from distrib.refs import ImageRef
 
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "xz": 6, "none": 0}
@@ -242,6 +242,28 @@ def cache_dir() -> str:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return os.path.join(base, "distrib")
+
+
+def ensure_writable_dir(path: str, what: str, hint: str) -> str:
+    """Create `path` if needed and prove a file can be written in it (a read-only mount, a
+    file in the way, a full disk): a ConfigError naming it, raised before any host changes."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"the {what} {path} is not writable: {exc.strerror or exc}", hint=hint
+        ) from None
+    return path
+
+
+def ensure_cache_dir() -> str:
+    """The cache directory, created and checked writable (see `ensure_writable_dir`)."""
+    return ensure_writable_dir(
+        cache_dir(), "cache directory", "set DISTRIB_CACHE_DIR to a writable directory"
+    )
 
 
 def docker_command() -> list[str]:

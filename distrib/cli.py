@@ -157,10 +157,17 @@ def _read_secret(prompt: str, ask: bool, path: str | None, what: str) -> Any:
             raise ConfigError(f"no {what} typed (end of input)") from None
     elif path:
         try:
-            with open(os.path.expanduser(path), encoding="utf-8") as fh:
-                text = fh.readline().rstrip("\r\n")
+            with open(os.path.expanduser(path), "rb") as fh:
+                first = fh.readline()
         except OSError as exc:
             raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+        try:
+            text = first.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:  # never echo the bytes: they are (part of) a secret
+            raise ConfigError(
+                f"the {what} file {path} is not UTF-8 text (binary?)",
+                hint="write the password as one line of text",
+            ) from None
     else:
         return None
     if not text:
@@ -303,10 +310,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     check = bool(getattr(args, "check", False))
     out = sys.stderr if args.json else sys.stdout
     # 1. everything that can be wrong in the input is found before any connection
+    from distrib import archive as archive_mod
     from distrib.playbook import Playbook
 
     playbook = Playbook.load(args.playbook)
     plan = _plan(args, playbook)
+    archive_mod.ensure_cache_dir()  # archives and layers are written there (even by plan)
     found = _local_images(playbook)
     # plays with a commit step or a registry target (issue 7): resolved before connecting,
     # then each commit runs and its image joins the local images

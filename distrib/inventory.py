@@ -47,6 +47,9 @@ from distrib.errors import ConfigError
 __all__ = ["Group", "Host", "Inventory", "expand_host_range"]
 
 DEFAULT_SSH_PORT = 22
+# One inventory line's host range may name at most this many hosts: `h[0:99999999]` (a typo)
+# would otherwise build a list of 10^8 names before anything is checked (issue 19).
+MAX_RANGE_HOSTS = 100_000
 
 # Inventory plugins' file choice (ansible-core 2.19+): the yaml plugin takes these extensions,
 # the ini plugin `.ini` and extension-less files; a directory skips these names.
@@ -269,6 +272,8 @@ class _G:
     parents: list[str] = field(default_factory=list)
     vars: dict[str, tuple[Any, _Where]] = field(default_factory=dict)
     priority: int = 1
+    # `hosts` as a set: a membership test on the list made 100,000 hosts take a minute
+    host_set: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -304,7 +309,8 @@ class _Builder:
             host = self.hosts[name] = _H(name, where)
         if group is not None:
             g = self.groups[group]
-            if name not in g.hosts:
+            if name not in g.host_set:
+                g.host_set.add(name)
                 g.hosts.append(name)
                 host.groups.append(group)
         return host
@@ -377,11 +383,13 @@ class _Builder:
             others = set(host.groups) - {"all", "ungrouped"}
             if "ungrouped" in host.groups:
                 if others:
-                    ungrouped.hosts.remove(host.name)
+                    ungrouped.host_set.discard(host.name)
                     host.groups.remove("ungrouped")
             elif not others:
+                ungrouped.host_set.add(host.name)
                 ungrouped.hosts.append(host.name)
                 host.groups.append("ungrouped")
+        ungrouped.hosts = [h for h in ungrouped.hosts if h in ungrouped.host_set]
 
     def build(self, sources: tuple[str, ...]) -> Inventory:
         self.reconcile()
@@ -530,25 +538,43 @@ def expand_host_range(pattern: str, where: _Where = ("<inventory>", None)) -> li
         raise bad(f"the step {bounds[2]!r} is not a number") from None
     if step <= 0:
         raise bad("the step must be a positive number")
-    seq: list[str]
-    if beg.isdigit() and end.isdigit():
+    seq: Sequence[str]
+    if _is_number(beg) and _is_number(end):
         if int(beg) > int(end):
             raise bad(f"the start {beg} is after the end {end}")
         width = len(beg) if beg[0] == "0" and len(beg) > 1 else 0
         if width and width != len(end):
             raise bad("with a leading zero, begin and end must have the same width")
-        seq = [str(i).zfill(width) for i in range(int(beg), int(end) + 1, step)]
+        numbers = range(int(beg), int(end) + 1, step)
+        if len(numbers) > MAX_RANGE_HOSTS:  # checked before anything is built (issue 19)
+            raise _range_too_big(pattern, len(numbers), where)
+        seq = [str(i).zfill(width) for i in numbers]
     elif _is_letter(beg) and _is_letter(end):
         i_beg, i_end = string.ascii_letters.index(beg), string.ascii_letters.index(end)
         if i_beg > i_end:
             raise bad(f"the start {beg!r} is after the end {end!r}")
-        seq = list(string.ascii_letters[i_beg : i_end + 1 : step])
+        seq = string.ascii_letters[i_beg : i_end + 1 : step]
     else:
         raise bad("bounds must be both numbers or both single letters")
-    result: list[str] = []
-    for item in seq:
-        result.extend(expand_host_range(f"{head}{item}{tail}", where))
-    return result
+    # `head` has no range and each item is plain, so the tail expands the same for every item
+    tails = expand_host_range(tail, where)
+    if len(seq) * len(tails) > MAX_RANGE_HOSTS:
+        raise _range_too_big(pattern, len(seq) * len(tails), where)
+    return [f"{head}{item}{rest}" for item in seq for rest in tails]
+
+
+def _range_too_big(pattern: str, count: int, where: _Where) -> ConfigError:
+    return ConfigError(
+        f"host range {pattern!r} expands to {count:,} hosts, more than the "
+        f"{MAX_RANGE_HOSTS:,} one inventory line may define",
+        **_at(where),
+        hint="check the range's bounds (a typo adds digits), or split it over several lines",
+    )
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only: str.isdigit() accepts '²', which int() refuses; 18 digits fit any real range
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def _is_letter(text: str) -> bool:
@@ -589,16 +615,18 @@ def _populate_hosts(
 
 def _parse_path(builder: _Builder, path: str) -> None:
     if os.path.isdir(path):
-        for entry in sorted(os.listdir(path)):
+        try:
+            entries = sorted(os.listdir(path))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read inventory directory: {exc.strerror or exc}", file=path
+            ) from None
+        for entry in entries:
             if _DIR_IGNORE_NAMES.search(entry) or entry.endswith(_DIR_IGNORE_EXTS):
                 continue
             _parse_path(builder, os.path.join(path, entry))
         return
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read inventory: {exc.strerror}", file=path) from None
+    text = yamlio.read_text(path, "inventory")
     ext = os.path.splitext(path)[1].lower()
     if ext in YAML_EXTENSIONS or (ext == "" and _looks_like_yaml_inventory(text, path)):
         _parse_yaml(builder, yamlio.loads(text, path), path)

@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from distrib import yamlio
 from distrib.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; inventory imports this module
@@ -79,6 +80,8 @@ def parse_address(address: str, allow_ranges: bool = False) -> tuple[str, int | 
     for regex in (_BRACKETED_HOSTPORT, _HOSTPORT):
         m = regex.match(address)
         if m:
+            if len(m.group(2)) > 9:  # no port; and int() refuses over 4300 digits
+                return None
             address, port = m.group(1), int(m.group(2))
     if not any(regex.match(address) for regex in (_IPV4, _IPV6, _HOSTNAME)):
         return None
@@ -167,11 +170,7 @@ def read_limit(value: str) -> str:
             raise ConfigError(
                 "a limit starting with '@' must be a file, not a directory", file=path
             )
-        try:
-            with open(path, encoding="utf-8") as fh:
-                lines = fh.read().split("\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot read limit file: {exc.strerror}", file=path) from None
+        lines = yamlio.read_text(path, "limit file").split("\n")
         terms.extend(line.strip() for line in lines if line.strip())
     return ",".join(terms)
 
@@ -234,6 +233,8 @@ def _split_subscript(term: str, context: str) -> tuple[str, tuple[int, int | Non
     if not m:
         return term, None
     expr, index, start, sep, end = m.groups()
+    if max(len(index or ""), len(start or ""), len(end or "")) > 18:
+        raise ConfigError(f"subscript in {term!r}{context} is too large")
     if index:
         return expr, (int(index), None)
     if sep == "-":

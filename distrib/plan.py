@@ -131,21 +131,14 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         checking = "off"
     if checking not in HOST_KEY_MODES:
         raise bad("host_key_checking", f"must be one of {', '.join(HOST_KEY_MODES)}")
-    io_value = merged.get("io_timeout", 60)
-    try:
-        io_timeout = float(io_value)
-    except (TypeError, ValueError):
-        raise bad("io_timeout", f"not a number of seconds: {io_value!r}") from None
+    io_timeout = _seconds(merged.get("io_timeout", 60), "io_timeout", bad)
     timeout_value = merged.get(
         "connect_timeout",
         merged.get("ansible_timeout", ssh.connect_timeout or DEFAULT_CONNECT_TIMEOUT),
     )
     if ssh.connect_timeout:
         explicit.add("connect_timeout")
-    try:
-        timeout = float(timeout_value)
-    except (TypeError, ValueError):
-        raise bad("connect_timeout", f"not a number of seconds: {timeout_value!r}") from None
+    timeout = _seconds(timeout_value, "connect_timeout", bad)
     remote_tmp = str(play.remote_tmp or merged.get("remote_tmp") or DEFAULT_REMOTE_TMP)
     if not remote_tmp.startswith("/"):
         raise bad("remote_tmp", f"must be an absolute path, not {remote_tmp!r}")
@@ -157,9 +150,7 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         docker_value: Any = list(engines.DEFAULT_ARGV[kind])
     else:
         docker_value = merged.get(command_key, "docker")
-    docker = tuple(shlex.split(docker_value) if isinstance(docker_value, str) else docker_value)
-    if not docker:
-        raise bad(command_key, "must not be empty")
+    docker = _argv(docker_value, command_key, bad)
     namespace = str(merged.get("containerd_namespace") or engines.DEFAULT_NAMESPACE)
     if not namespace.strip() or any(c.isspace() for c in namespace):
         raise bad("containerd_namespace", f"not a namespace name: {namespace!r}")
@@ -302,3 +293,31 @@ def batch_verdict(
     if failed == size:
         return STOP_ALL_FAILED
     return STOP_NONE
+
+
+def _seconds(value: Any, key: str, bad: Any) -> float:
+    """A timeout in seconds: a finite number above 0. `nan` would disable stall detection and
+    `inf` wait forever (issue 19), so both are config errors, as are 0 and negatives."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise bad(key, f"must be a number of seconds above 0, not {value!r}")
+    return seconds
+
+
+def _argv(value: Any, key: str, bad: Any) -> tuple[str, ...]:
+    """`docker_command` / `engine_command`: a shell-like string or a list of strings."""
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:  # "No closing quotation"
+            raise bad(key, f"cannot split {value!r} into words: {exc}") from None
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        argv = list(value)
+    else:
+        raise bad(key, f"must be a command (a string or a list of strings), not {value!r}")
+    if not argv:
+        raise bad(key, "must not be empty")
+    return tuple(argv)

@@ -79,7 +79,7 @@ class Play:
             raise ConfigError(
                 f"play #{index + 1} must be a mapping, not {_kind(data)}", file=file, line=line
             )
-        unknown = sorted(set(data) - set(_FIELDS))
+        unknown = sorted(set(data) - set(_FIELDS), key=str)  # keys may be ints or null
         if unknown:
             key = unknown[0]
             raise ConfigError(

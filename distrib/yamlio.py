@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import yaml
@@ -14,6 +15,12 @@ from distrib.errors import ConfigError
 
 # The C parser is much faster on large inventories; same semantics.
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Aliases make a YAML document a graph: 539 bytes of nested `*a` lists expand to 835 MB once
+# anything walks the result (issue 19, "billion laughs"). A document is refused when the tree
+# it stands for -- every alias counted as a copy -- has more nodes than this. Real inventories
+# and playbooks are far below (10,000 hosts with 20 vars each is about 400,000 nodes).
+MAX_EXPANDED_NODES = 2_000_000
 
 
 class LineDict(dict):  # type: ignore[type-arg]
@@ -50,6 +57,12 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineD
     result.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            raise ConfigError(
+                f"a mapping key must be a plain value (a name or number), not {_kind(key)}",
+                file=getattr(loader, "source_name", None),
+                line=key_node.start_mark.line + 1,
+            )
         if key in result:
             raise ConfigError(
                 f"duplicate key {key!r}",
@@ -72,15 +85,85 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
+def expanded_size(root: yaml.Node, name: str, limit: int = MAX_EXPANDED_NODES) -> int:
+    """Nodes in the tree `root` stands for, each alias counted as a full copy of its anchor.
+
+    Each distinct node is visited once (sizes are memoised), so a bomb is measured in the time
+    of its text, not of its expansion. Raises ConfigError past `limit` or on a recursive alias.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    # iterative post-order walk: deep nesting must not hit Python's recursion limit
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if children_done:
+            on_path.discard(key)
+            size = 1 + sum(sizes[id(c)] for c in children)
+            if size > limit:
+                raise _too_big(node, name, limit)
+            sizes[key] = size
+            continue
+        if key in on_path:
+            raise _recursive(node, name)
+        on_path.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                raise _recursive(child, name)
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def _recursive(node: yaml.Node, name: str) -> ConfigError:
+    return ConfigError(
+        "a recursive alias (a node that contains itself) is not allowed",
+        file=name,
+        line=node.start_mark.line + 1,
+    )
+
+
+def _too_big(node: yaml.Node, name: str, limit: int) -> ConfigError:
+    return ConfigError(
+        f"the document expands to more than {limit:,} values through its aliases (*name)",
+        file=name,
+        line=node.start_mark.line + 1,
+        hint="an alias bomb? write the data out, or use fewer nested aliases",
+    )
+
+
 def loads(text: str, name: str = "<string>") -> Any:
-    """Parse YAML text; errors become ConfigError naming `name` and the line."""
+    """Parse YAML text; errors become ConfigError naming `name` and the line.
+
+    Refuses documents whose aliases expand past MAX_EXPANDED_NODES (see `expanded_size`)."""
     try:
         loader = _Loader(text)
         loader.source_name = name
         try:
-            return loader.get_single_data()
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            expanded_size(node, name)
+            return loader.construct_document(node)
         finally:
             loader.dispose()
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", file=name) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -93,13 +176,35 @@ def loads(text: str, name: str = "<string>") -> Any:
 
 
 def load(path: str) -> Any:
-    """Read and parse a YAML file; a missing or unreadable file is a ConfigError."""
+    """Read and parse a YAML file; a missing, unreadable or non-UTF-8 file is a ConfigError."""
+    return loads(read_text(path), path)
+
+
+def read_text(path: str, what: str = "") -> str:
+    """A text file's content; unreadable or not UTF-8 (binary, Latin-1) is a ConfigError that
+    names the file and the line of the first bad byte. `what` names it ("inventory")."""
+    label = f" {what}" if what else ""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from None
-    return loads(text, path)
+        raise ConfigError(f"cannot read{label}: {exc.strerror or exc}", file=path) from None
+    return decode(data, path, what)
+
+
+def decode(data: bytes, name: str, what: str = "") -> str:
+    """UTF-8 text of `data`; else a ConfigError naming `name`, the line and the bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        noun = what if what.endswith("file") else f"{what} file".strip()
+        raise ConfigError(
+            f"{noun} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            file=name,
+            line=line,
+            hint="save it as UTF-8 (iconv -f latin1 -t utf-8), or check it is the right file",
+        ) from None
 
 
 def dump(data: Any) -> str:

@@ -103,6 +103,12 @@ def read_metadata(path: str) -> dict[str, Any]:
         raise ArchiveError(f"metadata file {path} is unreadable: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("sha256"), str):
         raise ArchiveError(f"metadata file {path} is not a distrib backup metadata file")
+    for key, kind in (("size", int), ("codec", str), ("image_id", str)):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise ArchiveError(
+                f"metadata file {path}: {key} must be a {kind.__name__}, not {value!r}"
+            )
     return data
 
 
@@ -174,8 +180,11 @@ def images_from_manifest(
         except (ValueError, KeyError, TypeError):
             raise ArchiveError(f"config {config_name} has no rootfs.diff_ids") from None
         layers = entry.get("Layers") or []
-        size = sum(layer_sizes.get(str(name), 0) for name in layers)
         tags = entry.get("RepoTags") or []
+        for key, value in (("Layers", layers), ("RepoTags", tags)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ArchiveError(f"manifest.json: {key} of {config_name} is not a list of names")
+        size = sum(layer_sizes.get(name, 0) for name in layers)
         if not tags:
             untagged += 1
         for tag in tags:

@@ -133,6 +133,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from distrib import archive as archive_mod
     from distrib import cli
     from distrib.archive import DEFAULT_LEVELS
     from distrib.workflows import spec, steps
@@ -146,7 +147,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     dest = os.path.abspath(args.dest)
     play = _play(f"backup {', '.join(containers)}", forks=args.forks)
     plan = _plan_for(args, play)
-    os.makedirs(dest, mode=0o700, exist_ok=True)
+    archive_mod.ensure_writable_dir(dest, "backup --dest", "pass a writable --dest directory")
     task = steps.BackupTask(containers, dest, args.compression, level)
     out = sys.stderr if args.json else sys.stdout
 

@@ -1,0 +1,285 @@
+"""Issue 19: bad files and bad values give one clear error naming the file (and line, key), never
+a traceback (exit 250) or a hang. Each case runs the real CLI (`cli.main`) on real files; none
+needs a host or the local docker (every error is found before either is used)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from distrib import cli, yamlio
+from distrib.errors import EXIT_CONFIG, ConfigError
+from distrib.inventory import MAX_RANGE_HOSTS, Inventory
+from distrib.workflows import archives
+
+INVENTORY = "all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n"
+PLAYBOOK = "- hosts: all\n  images: [demo/web:1.0]\n"
+
+# 539 bytes that expand to 9**9 strings once walked (issue 19's reproduction, as group vars)
+BOMB = "all:\n  hosts:\n    h1:\n  vars:\n" + "".join(
+    f"    {name}: &{name} [{', '.join([prev] * 9)}]\n"
+    for name, prev in zip("abcdefghi", ['"lol"', *("*" + c for c in "abcdefgh")])
+)
+
+
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the CLI in tmp_path; it must fail with a config error (exit 5), no traceback."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = cli.main(list(argv))
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert code == EXIT_CONFIG, err
+    assert err.startswith("ERROR: "), err
+    return err
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> str:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return name
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> str:
+    return write(tmp_path, "inv.yml", INVENTORY)
+
+
+# --- item 5: text files that are not UTF-8 ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        (b"\xff\xfe\x00\x01binary", 1),
+        (b"- hosts: all\n  images: [caf\xe9:latest]\n", 2),  # Latin-1
+    ],
+)
+def test_binary_or_latin1_playbook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str, content: bytes, line: int
+) -> None:
+    pb = write(tmp_path, "pb.yml", content)
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb)
+    assert f"pb.yml:{line}: file is not UTF-8 text" in err
+
+
+@pytest.mark.parametrize("name", ["inv.yml", "inv.ini", "inv"])
+def test_binary_or_latin1_inventory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    write(tmp_path, name, b"[web]\nh\xe9te\n")
+    err = run(tmp_path, capsys, "inventory", "-i", name, "--list")
+    assert f"{name}:2: inventory file is not UTF-8 text (byte 0xe9" in err
+
+
+def test_binary_limit_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str) -> None:
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    write(tmp_path, "hosts.retry", b"h1\n\x80\n")
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb, "--limit", "@hosts.retry")
+    assert "hosts.retry:2: limit file is not UTF-8 text" in err
+
+
+def test_binary_become_password_file_is_not_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str
+) -> None:
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    write(tmp_path, "pw", b"\xff\xfesecret\n")
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb, "--become-password-file", "pw")
+    assert "the become password file pw is not UTF-8 text" in err
+    assert "secret" not in err.replace("become password", "")
+
+
+def test_unreadable_inventory_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # root reads a mode-000 directory, so the refusal is simulated where it would come from
+    (tmp_path / "invdir").mkdir()
+
+    def refuse(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    err = run(tmp_path, capsys, "inventory", "-i", "invdir", "--list")
+    assert "invdir: cannot read inventory directory: Permission denied" in err
+
+
+# --- item 5: keys of the wrong kind ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("  1: x\n  zzz: y\n", "pb.yml:3: 1: unknown key in play"),
+        ("  null: x\n  zzz: y\n", "pb.yml:3: None: unknown key in play"),
+        ("  [1, 2]: x\n", "pb.yml:3: a mapping key must be a plain value"),
+        ("  ? {a: 1}\n  : x\n", "pb.yml:3: a mapping key must be a plain value"),
+    ],
+)
+def test_odd_keys_in_a_play(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str, extra: str, message: str
+) -> None:
+    pb = write(tmp_path, "pb.yml", "- hosts: all\n  images: [a:b]\n" + extra)
+    assert message in run(tmp_path, capsys, "plan", "-i", inv, pb)
+
+
+def test_unhashable_key_in_inventory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, "inv.yml", "all:\n  hosts:\n    [h1, h2]:\n")
+    err = run(tmp_path, capsys, "inventory", "-i", "inv.yml", "--list")
+    assert "inv.yml:3: a mapping key must be a plain value (a name or number), not a list" in err
+
+
+# --- item 5: docker_command -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("5", "docker_command: must be a command (a string or a list of strings), not 5"),
+        ("\"sudo 'docker\"", "docker_command: cannot split \"sudo 'docker\" into words"),
+        ("[sudo, 3]", "docker_command: must be a command"),
+        ("''", "docker_command: must not be empty"),
+    ],
+)
+def test_bad_docker_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    inv = write(tmp_path, "inv.yml", INVENTORY + f"      docker_command: {value}\n")
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb)
+    assert "host 'h1' (defined at inv.yml:3): " + message in err
+
+
+@pytest.mark.parametrize("key", ["connect_timeout", "io_timeout"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-1", "0", "'soon'", "true"])
+def test_bad_timeouts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str
+) -> None:
+    inv = write(tmp_path, "inv.yml", INVENTORY + f"      {key}: {value}\n")
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb)
+    assert f"{key}: must be a number of seconds above 0" in err
+
+
+# --- item 5: directories that cannot be written ---------------------------------------------
+
+
+def test_unwritable_cache_even_for_plan(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    inv: str,
+) -> None:
+    write(tmp_path, "afile", "")
+    monkeypatch.setenv("DISTRIB_CACHE_DIR", str(tmp_path / "afile" / "cache"))
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb)
+    assert "the cache directory" in err and "is not writable: Not a directory" in err
+    assert "DISTRIB_CACHE_DIR" in err
+
+
+def test_unwritable_backup_dest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str
+) -> None:
+    write(tmp_path, "afile", "")
+    err = run(tmp_path, capsys, "backup", "-i", inv, "all", "c1", "--dest", "afile/x")
+    assert "the backup --dest" in err and "is not writable: Not a directory" in err
+
+
+# --- item 5: a restore's metadata and manifest with wrong types -----------------------------
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ({"sha256": "ab", "size": "big"}, "size must be a int, not 'big'"),
+        ({"sha256": "ab", "image_id": 7}, "image_id must be a str, not 7"),
+        ({"sha256": "ab", "codec": ["gzip"]}, "codec must be a str"),
+        ({"sha256": 5}, "is not a distrib backup metadata file"),
+        ([1, 2], "is not a distrib backup metadata file"),
+    ],
+)
+def test_restore_metadata_with_wrong_types(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str, meta: object, message: str
+) -> None:
+    write(tmp_path, "b.tar.gz", b"\x1f\x8b" + bytes(100))
+    write(tmp_path, "b.json", json.dumps(meta))
+    err = run(tmp_path, capsys, "restore", "-i", inv, "b.tar.gz", "--metadata", "b.json")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"Config": "c.json", "RepoTags": 5, "Layers": []},
+        {"Config": "c.json", "RepoTags": ["a:1"], "Layers": 7},
+        {"Config": "c.json", "RepoTags": [3], "Layers": []},
+        {"Config": "c.json", "RepoTags": ["a:1"], "Layers": [{"x": 1}]},
+    ],
+)
+def test_restore_manifest_with_wrong_types(entry: dict[str, object]) -> None:
+    config = json.dumps({"rootfs": {"diff_ids": ["sha256:aa"]}}).encode()
+    with pytest.raises(archives.ArchiveError, match="manifest.json: "):
+        archives.images_from_manifest([entry], {"c.json": config}, {})
+
+
+# --- item 6: hangs ----------------------------------------------------------------------------
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert len(BOMB) < 600
+    write(tmp_path, "bomb.yml", BOMB)
+    started = time.monotonic()
+    err = run(tmp_path, capsys, "inventory", "-i", "bomb.yml", "--list")
+    assert time.monotonic() - started < 5
+    assert "bomb.yml:" in err and "expands to more than 2,000,000 values through its aliases" in err
+
+
+def test_recursive_alias_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"x.yml:1: a recursive alias"):
+        yamlio.loads("a: &a [1, *a]\n", "x.yml")
+
+
+def test_aliases_within_the_limit_still_work() -> None:
+    data = yamlio.loads("base: &b {user: ops, port: 22}\nweb: *b\ndb: *b\n", "x.yml")
+    assert data["web"] == data["db"] == {"user": "ops", "port": 22}
+    assert yamlio.expanded_size(yamlio._Loader("a: [1, 2]").get_single_node(), "x") == 5
+
+
+def test_deep_nesting_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="x.yml"):
+        yamlio.loads("[" * 100_000, "x.yml")
+
+
+@pytest.mark.parametrize(
+    "line, count",
+    [("h[0:99999999]", "100,000,000"), ("h[0:999]x[0:999]", "1,000,000"), ("h[a:z][0:9999]", "260,000")],
+)  # fmt: skip
+def test_huge_host_range_is_refused_quickly(line: str, count: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        Inventory.from_ini_text(f"[web]\n{line}\n", "hosts.ini")
+    assert time.monotonic() - started < 2
+    assert str(info.value).startswith(f"hosts.ini:2: host range {line!r} expands to {count} hosts")
+
+
+def test_host_range_at_the_limit_still_works() -> None:
+    inventory = Inventory.from_ini_text(f"[web]\nh[1:{MAX_RANGE_HOSTS}]\n", "hosts.ini")
+    assert len(inventory.hosts) == MAX_RANGE_HOSTS
+
+
+@pytest.mark.parametrize("line", ["h[0:" + "9" * 5000 + "]", "h[²:³]", "h" + ":" + "1" * 5000])
+def test_odd_numbers_in_ranges_and_ports(line: str) -> None:
+    try:
+        Inventory.from_ini_text(f"[web]\n{line}\n", "hosts.ini")
+    except ConfigError as exc:
+        assert str(exc).startswith("hosts.ini:2:")
