@@ -470,6 +470,23 @@ def test_open_backup_reads_ids_from_the_archive(tmp_path: Path) -> None:
     assert backup.archive.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_backup_of_a_containerd_store_image_records_the_config_digest(tmp_path: Path) -> None:
+    """docker's containerd store prints a manifest digest on commit: the backup's identity
+    is read from the fetched archive instead (the config digest that restore checks)."""
+    from distrib.errors import TransferError
+    from distrib.refs import ImageRef
+    from distrib.workflows import steps
+
+    path = tmp_path / "web-20260509T101500Z.tar.gz"
+    ref = ImageRef.parse("distrib-backup/web:20260509T101500Z")
+    image_id, _ = _docker_save_archive(path, [str(ref)])
+    assert steps._archived_config_digest("node3", str(path), "gzip", ref) == image_id
+    with pytest.raises(TransferError, match="does not hold distrib-backup/db"):
+        steps._archived_config_digest(
+            "node3", str(path), "gzip", ImageRef.parse("distrib-backup/db:1")
+        )
+
+
 def _metadata(path: Path, **changes: Any) -> Path:
     doc = {
         "format": 1,

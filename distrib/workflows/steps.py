@@ -27,6 +27,7 @@ from distrib import commands, engines, local
 from distrib.archive import LocalImage
 from distrib.engine import (
     CHANGED,
+    MISSING,
     OK,
     PRESENT,
     SKIPPED,
@@ -187,11 +188,14 @@ class _Remote:
             )
         return {n: v for n, v in found.items() if v is not None}
 
-    def image(self, ref: ImageRef | str) -> LocalImage:
+    def inspect(self, ref: ImageRef | str) -> commands.Inspected:
         out = self.run(commands.inspect_image(self.docker, ref), f"inspecting {ref}").stdout
-        image_id, diff_ids, size = commands.parse_inspect_line(out.strip().splitlines()[0])
+        return commands.parse_inspect(out.strip().splitlines()[0])
+
+    def image(self, ref: ImageRef | str) -> LocalImage:
+        found = self.inspect(ref)
         parsed = ref if isinstance(ref, ImageRef) else ImageRef.parse(ref)
-        return LocalImage(parsed, image_id, diff_ids, size)
+        return LocalImage(parsed, found.id, found.diff_ids, found.size)
 
     def commit(self, container: str, ref: ImageRef, message: str | None, author: str | None) -> str:
         argv = commands.commit_argv(self.docker, container, ref, message, author)
@@ -419,8 +423,17 @@ class BackupTask:
         )
         remote.done("commit")
         try:
-            image = remote.image(ref)
+            image = remote.inspect(ref)
             size, digest = self._fetch(remote, compress, ref, image.size, final)
+            if image.containerd_store:
+                # docker's containerd store prints a manifest digest, not the image's identity
+                # (its config digest, what a restore checks and verifies hosts by): read the
+                # config digest from the archive itself (issue 14)
+                try:
+                    image_id = _archived_config_digest(host, final, self.codec, ref)
+                except TransferError:
+                    os.unlink(final)  # not a backup that restore could check
+                    raise
         finally:
             if not self.keep_image:
                 failed = remote.quietly(commands.remove_images(remote.docker, [ref]))
@@ -495,6 +508,19 @@ class BackupTask:
                 if os.path.exists(part):
                     os.unlink(part)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _archived_config_digest(host: str, path: str, codec: str, ref: ImageRef) -> str:
+    """The config digest of `ref` in a fetched backup archive (TransferError when it is not
+    there: such a backup could not be restored)."""
+    try:
+        contents = archives.read_contents(path, codec)
+    except DistribError as exc:
+        raise TransferError(host, f"{path}: {exc.message}") from None
+    for image in contents.images:
+        if image.ref.familiar == ref.familiar:
+            return image.id
+    raise TransferError(host, f"{path} does not hold {ref}")
 
 
 def archives_extension(codec: str) -> str:
@@ -815,12 +841,17 @@ def commit_and_fetch(
         size = _fetch_into_local_docker(remote, task.image, compress)
         remote.done("fetch")
         found, missing = _inspect_local(task.image)
-        if missing or found.id != image_id:
+        # Same image = same config (engine.image_state): the IDs alone differ as soon as one
+        # side is docker's containerd store (a manifest digest there, issue 14).
+        state = MISSING if missing else remote.identity([found])[str(task.image)]
+        if state != PRESENT:
             raise TransferError(
                 remote.host.name,
                 f"{task.image} fetched, but the local docker holds "
-                f"{found.id[:19] if found else 'nothing'} instead of {image_id[:19]}",
+                f"{found.id[:19] if not missing else 'nothing'}, not the config committed on "
+                f"the host ({image_id[:19]}: {state} there)",
             )
+        remote.result.images[str(task.image)] = found.id  # the config digest, on every engine
         fetched["image"] = found
         remote.result.status = CHANGED
         remote.result.message = (
