@@ -145,7 +145,7 @@ def test_unhashable_key_in_inventory(tmp_path: Path, capsys: pytest.CaptureFixtu
     "value, message",
     [
         ("5", "docker_command: must be a command (a string or a list of strings), not 5"),
-        ("\"sudo 'docker\"", "docker_command: cannot split \"sudo 'docker\" into words"),
+        ('"sudo \'docker"', 'docker_command: cannot split "sudo \'docker" into words'),
         ("[sudo, 3]", "docker_command: must be a command"),
         ("''", "docker_command: must not be empty"),
     ],
