@@ -18,6 +18,7 @@ from typing import Any
 from distrib import __version__
 from distrib.errors import (
     EXIT_CONFIG,
+    EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_UNEXPECTED,
     ConfigError,
@@ -474,6 +475,9 @@ def _execute(
     from distrib.progress import logged, make_progress
     from distrib.relay import run as relay_run
 
+    retry_file = getattr(args, "retry_file", None)
+    if retry_file:  # found unwritable now, not after hosts were changed (issue 19)
+        report.check_retry_file(retry_file)
     secret = getattr(args, "become_secret", None)
     if secret is not None:  # the password rides with each job, in memory only
         jobs = {k: replace(j, become_password=secret) for k, j in jobs.items()}
@@ -562,14 +566,19 @@ def _execute(
     if matrix:
         print(report.matrix(run), file=out)
     print(report.recap(run, colour), file=out)
-    if getattr(args, "retry_file", None):
-        report.write_retry_file(run, args.retry_file)
     _keep_cache_in_bounds()
     if args.json:
         added = extra() if extra is not None else {}
         document = {**report.to_json(run), **added}
         print(json.dumps(document, indent=2) if added else report.dumps(run))
-    return EXIT_INTERRUPTED if run.interrupted else run.exit_code
+    code = EXIT_INTERRUPTED if run.interrupted else run.exit_code
+    if retry_file:  # after the JSON: a failure here must not lose the run's result
+        try:
+            report.write_retry_file(run, retry_file)
+        except OSError as exc:
+            print(f"ERROR: cannot write --retry-file {retry_file}: {exc}", file=sys.stderr)
+            code = code or EXIT_ERROR
+    return code
 
 
 def _run_interruptibly(

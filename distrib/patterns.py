@@ -172,6 +172,11 @@ def read_limit(value: str) -> str:
             )
         lines = yamlio.read_text(path, "limit file").split("\n")
         terms.extend(line.strip() for line in lines if line.strip())
+    if not terms:  # as Ansible: an empty retry file leaves no host to target, not all of them
+        raise ConfigError(
+            f"limit {value!r} selects no hosts: the limit file is empty",
+            hint="an empty retry file means the last run had no failed host: nothing to retry",
+        )
     return ",".join(terms)
 
 

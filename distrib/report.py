@@ -7,12 +7,14 @@ place that decides, from the stream and the environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 from typing import IO, Any
 
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
+from distrib.errors import ConfigError
 from distrib.executor import RunResult
 from distrib.units import human_bytes
 
@@ -109,11 +111,36 @@ def matrix(run: RunResult) -> str:
     return "\n".join(lines)
 
 
-def write_retry_file(run: RunResult, path: str) -> None:
-    """Failed and unreachable hosts, one per line: `--limit @PATH` retries just those."""
-    hosts = [r.host for play in run.plays for r in play.hosts if r.failed]
+def write_retry_file(run: RunResult, path: str) -> list[str]:
+    """Failed and unreachable hosts, one per line: `--limit @PATH` retries just those.
+
+    A run with no failed host writes no file and removes a stale one: an empty retry file
+    would be a `--limit` that means nothing (issue 19). Returns the hosts written."""
+    hosts = list(dict.fromkeys(r.host for play in run.plays for r in play.hosts if r.failed))
+    if not hosts:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return hosts
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write("".join(f"{h}\n" for h in dict.fromkeys(hosts)))
+        fh.write("".join(f"{h}\n" for h in hosts))
+    return hosts
+
+
+def check_retry_file(path: str) -> None:
+    """Refuse a `--retry-file` that could not be written, before any host is changed: a
+    directory, a missing directory, a read-only filesystem. Leaves an existing file as it is."""
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--retry-file {path} cannot be written: {exc.strerror or exc}",
+            hint="pass a path in a writable directory",
+        ) from None
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def recap(run: RunResult, colour: bool = False) -> str:

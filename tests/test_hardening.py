@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from distrib import cli, yamlio
-from distrib.errors import EXIT_CONFIG, ConfigError
+from distrib import cli, patterns, report, yamlio
+from distrib.engine import FAILED, OK, HostResult
+from distrib.errors import EXIT_CONFIG, EXIT_HOST_UNREACHABLE, ConfigError
+from distrib.executor import PlayResult, RunResult
 from distrib.inventory import MAX_RANGE_HOSTS, Inventory
 from distrib.workflows import archives
 
@@ -283,3 +285,75 @@ def test_odd_numbers_in_ranges_and_ports(line: str) -> None:
         Inventory.from_ini_text(f"[web]\n{line}\n", "hosts.ini")
     except ConfigError as exc:
         assert str(exc).startswith("hosts.ini:2:")
+
+
+# --- item 4: retry files and --limit @file -------------------------------------------------
+
+
+def clean_run() -> RunResult:
+    return RunResult([PlayResult("p", [HostResult("h1", OK, "all images already present")])])
+
+
+def test_clean_run_writes_no_retry_file_and_removes_a_stale_one(tmp_path: Path) -> None:
+    path = tmp_path / "play.retry"
+    assert report.write_retry_file(clean_run(), str(path)) == []
+    assert not path.exists()
+    path.write_text("old-host\n")  # from an earlier run: would retry hosts that are fine now
+    report.write_retry_file(clean_run(), str(path))
+    assert not path.exists()
+    failed = RunResult([PlayResult("p", [HostResult("h1", FAILED, "x"), HostResult("h2", OK, "")])])
+    assert report.write_retry_file(failed, str(path)) == ["h1"]
+    assert path.read_text() == "h1\n"
+
+
+@pytest.mark.parametrize("limit", ["@empty.retry", "@empty.retry,@blank.retry"])
+def test_empty_limit_file_selects_no_hosts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], inv: str, limit: str
+) -> None:
+    write(tmp_path, "empty.retry", "")
+    write(tmp_path, "blank.retry", "\n  \n")
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb, "--limit", limit)
+    assert f"limit {limit!r} selects no hosts: the limit file is empty" in err
+
+
+def test_empty_limit_file_next_to_a_pattern_keeps_the_pattern(tmp_path: Path) -> None:
+    write(tmp_path, "empty.retry", "")
+    assert patterns.read_limit(f"h1,@{tmp_path / 'empty.retry'}") == "h1"
+
+
+@pytest.mark.parametrize("where", ["missing-dir/play.retry", "adir"])
+def test_unwritable_retry_file_is_refused_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    (tmp_path / "adir").mkdir()
+    # a host that would fail if it were contacted: the refusal must come first
+    inv = write(tmp_path, "inv.yml", "all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n"
+                "      ansible_port: 1\n")  # fmt: skip
+    started = time.monotonic()
+    err = run(tmp_path, capsys, "backup", "-i", inv, "all", "c1", "--retry-file", where)
+    assert f"--retry-file {where} cannot be written" in err
+    assert "h1" not in err and time.monotonic() - started < 5
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+
+
+def test_a_retry_file_that_fails_late_keeps_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inv = write(tmp_path, "inv.yml", "all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n"
+                "      ansible_port: 1\n      host_key_checking: off\n")  # fmt: skip
+
+    def vanished(run: RunResult, path: str) -> list[str]:  # its directory removed mid-run
+        raise FileNotFoundError(2, "No such file or directory", path)
+
+    monkeypatch.setattr(report, "write_retry_file", vanished)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = cli.main(["backup", "-i", inv, "all", "c1", "--json", "--retry-file", "r"])
+    finally:
+        os.chdir(cwd)
+    out, err = capsys.readouterr()
+    assert code == EXIT_HOST_UNREACHABLE
+    assert json.loads(out)["plays"][0]["hosts"]["h1"]["status"] == "unreachable"
+    assert "ERROR: cannot write --retry-file r" in err and "Traceback" not in err
