@@ -300,10 +300,29 @@ class Engine:
 
     # -- load -------------------------------------------------------------------------------
 
-    def load_from_stdin(self) -> list[str]:
+    def load_from_stdin(self) -> str:
+        """The engine's load of an archive on stdin, as a shell command."""
         if self.kind == CONTAINERD:
-            return [*self.ctr, "images", "import", "-"]
-        return [*self.argv, "load"]
+            return join([*self.ctr, "images", "import", "-"])
+        if self.kind == PODMAN:
+            return self._podman_named(join([*self.argv, "load"]))
+        return join([*self.argv, "load"])
+
+    def _podman_named(self, load: str) -> str:
+        """`load`, then each image podman named `docker.io/NAME:TAG` also tagged
+        `localhost/NAME:TAG`, the name distrib verifies (`stored_name`). podman 5 reads a
+        docker 25+ archive of ONE image as an OCI archive and takes its docker.io name;
+        other docker-archives (several images, docker 20.10's) get `localhost/` (measured,
+        podman 5.4.2 and 4.3.1). Both names then point at the loaded image."""
+        podman = join(self.argv)
+        return (
+            f"out=$({load}) || {{ s=$?; printf '%s\\n' \"$out\" >&2; exit $s; }}; "
+            "printf '%s\\n' \"$out\"; "
+            "printf '%s\\n' \"$out\" | sed -n 's/^Loaded image[^:]*: *//p' | tr ',' '\\n' | "
+            'while IFS= read -r n; do n=${n# }; case "$n" in docker.io/*) '
+            "f=${n#docker.io/}; f=${f#library/}; "
+            f'{podman} tag "$n" "localhost/$f" || exit 1;; esac; done'
+        )
 
     def load(self, path: str, codec: str, native: bool, tools: Iterable[str]) -> str:
         """Load the staged archive at `path` (see the module doc for who opens what)."""
@@ -314,9 +333,11 @@ class Engine:
             if decompress is None:
                 if self.kind == CONTAINERD:
                     return join([*self.ctr, "images", "import", "--", path])
+                if self.kind == PODMAN:
+                    return self._podman_named(join([*self.argv, "load", "-i", path]))
                 return join([*self.argv, "load", "-i", path])
-            return f"{join([*decompress, '--', path])} | {join(self.load_from_stdin())}"
-        engine = self.wrap(join(self.load_from_stdin()))
+            return f"{join([*decompress, '--', path])} | {self._piped_load()}"
+        engine = self.wrap(self.load_from_stdin())
         source = join([*(decompress or ["cat"]), "--", path])
         if self.password:
             # The first `cat` passes the password line (all of the channel's stdin) to sudo;
@@ -333,10 +354,15 @@ class Engine:
         if self.plain_docker:
             return commands.stream_load(list(self.argv), codec, native)
         decompress = None if native else self._decompressor(codec, tools)
-        script = join(self.load_from_stdin())
+        script = self.load_from_stdin()
         if decompress is not None:
-            script = f"{join(decompress)} | {script}"
+            script = f"{join(decompress)} | {self._piped_load()}"
         return self.wrap(script)
+
+    def _piped_load(self) -> str:
+        """`load_from_stdin` as the right side of a pipe (podman's is several commands)."""
+        script = self.load_from_stdin()
+        return f"{{ {script}; }}" if self.kind == PODMAN else script
 
     def _decompressor(self, codec: str, tools: Iterable[str]) -> list[str]:
         argv = decompressor(codec, tools)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -92,13 +94,25 @@ def test_decompressor(codec: str, tools: set[str], argv: list[str] | None) -> No
 PW = engines.Become("root")
 
 
+# podman's load then tags what it named docker.io/ also localhost/ (engines._podman_named)
+PODMAN_NAMED = (
+    "out=$({load}) || {{ s=$?; printf '%s\\n' \"$out\" >&2; exit $s; }}; "
+    "printf '%s\\n' \"$out\"; printf '%s\\n' \"$out\" | sed -n 's/^Loaded image[^:]*: *//p' | "
+    "tr ',' '\\n' | while IFS= read -r n; do n=${{n# }}; case \"$n\" in docker.io/*) "
+    'f=${{n#docker.io/}}; f=${{f#library/}}; podman tag "$n" "localhost/$f" || exit 1;; '
+    "esac; done"
+)
+
+
 @pytest.mark.parametrize(
     ("engine", "native", "codec", "expected"),
     [
         (engines.Engine(), True, "gzip", "docker load -i /s/a.tgz"),
         (engines.Engine(), False, "zstd", "zstd -dc -- /s/a.tgz | docker load"),
-        (engines.Engine("podman", ("podman",)), False, "gzip", "gzip -dc -- /s/a.tgz | podman load"),
-        (engines.Engine("podman", ("podman",)), True, "zstd", "podman load -i /s/a.tgz"),
+        (engines.Engine("podman", ("podman",)), False, "gzip",
+         f"gzip -dc -- /s/a.tgz | {{ {PODMAN_NAMED.format(load='podman load')}; }}"),
+        (engines.Engine("podman", ("podman",)), True, "zstd",
+         PODMAN_NAMED.format(load="podman load -i /s/a.tgz")),
         (engines.Engine("containerd", ("ctr",)), True, "none",
          "ctr -n k8s.io images import -- /s/a.tgz"),
         (engines.Engine("containerd", ("ctr", "-a", "/s.sock"), "ns1"), False, "gzip",
@@ -120,7 +134,8 @@ def test_load_commands(engine: engines.Engine, native: bool, codec: str, expecte
     ("engine", "native", "codec", "expected"),
     [
         (engines.Engine(), True, "gzip", "docker load"),
-        (engines.Engine("podman", ("podman",)), False, "gzip", "gzip -dc | podman load"),
+        (engines.Engine("podman", ("podman",)), False, "gzip",
+         f"gzip -dc | {{ {PODMAN_NAMED.format(load='podman load')}; }}"),
         (engines.Engine(become=engines.Become("svc")), False, "zstd",
          "sudo -n -u svc -- /bin/sh -c 'zstd -dc | docker load'"),
         (engines.Engine(become=PW, password=True), True, "gzip",
@@ -450,3 +465,39 @@ def test_plan_ssh_vars() -> None:
 def test_play_become_keys_are_validated() -> None:
     with pytest.raises(ConfigError, match="become_method: must be one of sudo"):
         Playbook.from_text("- hosts: all\n  images: [x]\n  become_method: su\n", "p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("loaded", "names"),
+    [
+        # podman 5.4.2 / 4.3.1 output for a one-image docker 25+ save, a docker 20.10 save,
+        # several images on one line (podman 4), a registry-qualified name
+        ("Loaded image: docker.io/library/app:1", ["docker.io/library/app:1", "localhost/app:1"]),
+        ("Loaded image: localhost/demo/web:1.0", ["localhost/demo/web:1.0"]),
+        (
+            "Loaded image(s): docker.io/demo/web:1.0, docker.io/demo/worker:1.0",
+            ["docker.io/demo/web:1.0", "localhost/demo/web:1.0", "docker.io/demo/worker:1.0",
+             "localhost/demo/worker:1.0"],
+        ),
+        ("Loaded image: quay.io/x/y:2", ["quay.io/x/y:2"]),
+    ],
+)  # fmt: skip
+def test_podman_load_names_localhost_too(tmp_path: Path, loaded: str, names: list[str]) -> None:
+    """The load script run by a real sh, with a stand-in podman that prints `loaded` and
+    records each tag it is asked for."""
+    podman = tmp_path / "podman"
+    podman.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = load ]; then echo {shlex.quote(loaded)}; exit 0; fi\n'
+        f'[ "$1" = tag ] && echo "$3" >> {tmp_path}/tags\n'
+    )
+    podman.chmod(0o755)
+    engine = engines.Engine("podman", (str(podman),))
+    proc = subprocess.run(
+        ["sh", "-c", engine.load("/s/a.tar", "none", True, ())], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == loaded
+    tags = (tmp_path / "tags").read_text().split() if (tmp_path / "tags").exists() else []
+    held = [n for n in names if n not in tags]  # the names the load itself gave
+    assert sorted(held + tags) == sorted(names)
