@@ -23,6 +23,7 @@ from distrib.errors import (
     EXIT_UNEXPECTED,
     ConfigError,
     DistribError,
+    printable,
 )
 
 CLEANUP_GRACE_SECONDS = 30.0
@@ -632,8 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG if code == 2 else code
     try:
         return int(args.func(args))
-    except DistribError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
+    except DistribError as exc:  # it may quote what a host sent: no terminal controls
+        print(f"ERROR: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

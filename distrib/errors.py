@@ -6,6 +6,7 @@ that meets them, with a hint that fixes the problem where one is known.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 # Exit codes follow ansible-playbook (TaskQueueManager RUN_* flags), plus our own.
@@ -123,6 +124,24 @@ class VerifyError(HostError):
 
 
 def last_lines(text: str, n: int = 3) -> str:
-    """The last `n` non-empty lines of `text`, joined with ' | ' (for one-line messages)."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    """The last `n` non-empty lines of `text`, joined with ' | ' (for one-line messages),
+    with terminal control sequences removed (see `printable`)."""
+    lines = [ln.strip() for ln in printable(text).strip().splitlines() if ln.strip()]
     return " | ".join(lines[-n:])
+
+
+# ESC sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL|ST`, two-byte `ESC x`), then any
+# other C0/C1 control but tab and newline
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|\x9b[0-?]*[ -/]*[@-~]"
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: what a host sends (stderr, versions, names) could
+    otherwise move the cursor, rewrite earlier lines, set the window title or hide text
+    (issue 19). Escape sequences are dropped, other control characters shown as '?'."""
+    if not _CONTROLS.search(text):
+        return text
+    return _CONTROLS.sub("?", _ESCAPES.sub("", text))

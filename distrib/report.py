@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, HostResult
-from distrib.errors import ConfigError
+from distrib.errors import ConfigError, printable
 from distrib.executor import RunResult
 from distrib.units import human_bytes
 
@@ -68,7 +68,9 @@ def host_line(result: HostResult, verbose: int = 0, colour: bool = False) -> str
         detail += f" ({human_bytes(result.bytes_sent)} sent)"
     if verbose >= 1 and result.timings:
         detail += f" [{timings_text(result.timings)}]"
-    return paint(f"{text} => {detail}" if detail else text, result.status, colour)
+    # the message and engine version come from the host: no terminal control reaches the user
+    line = printable(f"{text} => {detail}" if detail else text)
+    return paint(line, result.status, colour)
 
 
 def engine_label(result: HostResult) -> str:

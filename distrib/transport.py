@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
+import logging
 import os
 import select
 import socket
@@ -28,6 +30,11 @@ import fabric
 import paramiko
 
 from distrib.errors import ConnectError, HostError
+
+# paramiko logs an unreachable host's failure, traceback and all, from its transport thread;
+# with no handler Python prints that on stderr. The error reaches the user once, translated
+# (issue 19); `-vvv` adds a real handler for the whole paramiko log.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Bulk transfer: a large receive window and maximum packet size for our channels; chunks
 # handed to sendall are large so the Python loop is not the bottleneck.
@@ -114,6 +121,11 @@ class _UnknownHostKey(paramiko.SSHException):
         self.key = key
 
 
+class _NoBanner(paramiko.SSHException):
+    """The TCP connection was accepted but no SSH banner came (paramiko then says only "No
+    existing session" or "Error reading SSH protocol banner")."""
+
+
 class _CheckPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse unknown keys; with accept-new, trust (and record) a first contact only.
 
@@ -162,11 +174,14 @@ class Hop:
     user: str | None
     key_files: tuple[str, ...] = ()
     connect_timeout: float = 10.0
+    # ssh_config ProxyCommand (tokens expanded by paramiko): its stdin/stdout is the connection
+    proxy_command: str | None = None
 
     @property
     def label(self) -> str:
         user = f"{self.user}@" if self.user else ""
-        return f"{user}{self.address}:{self.port}"
+        via = f" (via ProxyCommand {self.proxy_command!r})" if self.proxy_command else ""
+        return f"{user}{self.address}:{self.port}{via}"
 
 
 def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
@@ -182,9 +197,28 @@ def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
         return None
     try:
         with open(chosen, encoding="utf-8") as fh:
-            return paramiko.SSHConfig.from_text(fh.read())
+            config = paramiko.SSHConfig.from_text(fh.read())
     except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
         raise ValueError(f"cannot read ssh_config {chosen}: {exc}") from None
+    config.distrib_path = chosen  # type: ignore[attr-defined]  # for errors naming the line
+    return config
+
+
+def _config_line(config: paramiko.SSHConfig | None, keyword: str) -> str:
+    """`FILE:LINE` of the first `keyword` line in the ssh_config `config` was read from (the
+    file is named alone when the line cannot be found)."""
+    path = str(getattr(config, "distrib_path", "ssh_config"))
+    with contextlib.suppress(OSError, UnicodeDecodeError), open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            word = line.strip().split("=", 1)[0].split(None, 1)
+            if word and word[0].lower() == keyword.lower():
+                return f"{path}:{number}"
+    return path
+
+
+def _proxy_command(found: dict[str, Any]) -> str | None:
+    value = found.get("proxycommand")
+    return None if value is None or str(value).lower() == "none" else str(value)
 
 
 def parse_jump(spec: str) -> list[tuple[str | None, str, int | None]]:
@@ -247,8 +281,14 @@ def route(target: Target, config: paramiko.SSHConfig | None) -> tuple[tuple[Hop,
         ),
     )
     spec = target.proxy_jump or found.get("proxyjump")
+    command = _proxy_command(found)
     if not spec or str(spec).lower() == "none":
-        return (), final
+        return (), dataclasses.replace(final, proxy_command=command)
+    if command:  # OpenSSH takes whichever comes first; refused rather than guessed
+        raise ValueError(
+            f"{_config_line(config, 'ProxyCommand')}: ProxyCommand for {target.address} "
+            "together with a ProxyJump: use one of them"
+        )
     return _jumps(str(spec), config, target, 0), final
 
 
@@ -263,6 +303,14 @@ def _jumps(
         if index == 0 and found.get("proxyjump") and str(found["proxyjump"]).lower() != "none":
             # The first bastion is itself reached as its own config says (as OpenSSH does).
             hops.extend(_jumps(str(found["proxyjump"]), config, target, depth + 1))
+        command = _proxy_command(found)
+        if command and (hops or index > 0):
+            # only the first connection of a route can run a command; later hops are reached
+            # through the bastion before them (OpenSSH would run it there, on `ssh -W`)
+            raise ValueError(
+                f"{_config_line(config, 'ProxyCommand')}: ProxyCommand for bastion {name}, "
+                "which is reached through another bastion: not supported",
+            )
         keys = tuple(found.get("identityfile", ()))
         if target.key_file and target.key_file not in keys:
             keys += (target.key_file,)  # like Ansible users expect: the inventory key works too
@@ -274,6 +322,7 @@ def _jumps(
                 user=user or found.get("user"),
                 key_files=keys,
                 connect_timeout=_timeout(found, target.connect_timeout),
+                proxy_command=command,
             )
         )
     return tuple(hops)
@@ -349,10 +398,26 @@ def _open_client(
     )
     client: paramiko.SSHClient = conn.client
     _load_host_keys(client, target, known_hosts)
+    if sock is None and hop.proxy_command:  # ssh_config ProxyCommand (issue 19)
+        try:
+            conn.connect_kwargs["sock"] = paramiko.ProxyCommand(hop.proxy_command)
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            raise ConnectError(
+                target.name, f"ProxyCommand {hop.proxy_command!r} cannot start: {exc}"
+            ) from None
     try:
         conn.open()
-    except BaseException:
+    except BaseException as exc:
+        transport = client.get_transport()
+        no_banner = (
+            isinstance(exc, (paramiko.SSHException, EOFError, OSError))
+            and not isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError)
+            and transport is not None
+            and not transport.remote_version
+        )
         client.close()
+        if no_banner:
+            raise _NoBanner(str(exc)) from exc
         raise
     _no_delay(client)
     return client
@@ -575,6 +640,13 @@ def _translate(
         return error(
             f"cannot decrypt the private key for {where}: wrong passphrase?",
             hint="check --key-passphrase-file / the passphrase typed at the prompt",
+        )
+    if isinstance(exc, _NoBanner):
+        return error(
+            f"no SSH banner from {where} within {hop.connect_timeout:g}s: the port accepted "
+            "the connection but no SSH server answered",
+            hint="check the port is sshd's (not another service), and that sshd is not "
+            "overloaded (MaxStartups); connect_timeout sets the wait",
         )
     if isinstance(exc, socket.gaierror):
         return error(f"cannot resolve host name {hop.address!r} ({where})")

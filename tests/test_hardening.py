@@ -4,16 +4,29 @@ needs a host or the local docker (every error is found before either is used).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from distrib import cli, patterns, report, yamlio
+from distrib import cli, patterns, report, transport, yamlio
 from distrib.engine import FAILED, OK, HostResult
-from distrib.errors import EXIT_CONFIG, EXIT_HOST_UNREACHABLE, ConfigError
+from distrib.errors import (
+    EXIT_CONFIG,
+    EXIT_HOST_UNREACHABLE,
+    CommandError,
+    ConfigError,
+    ConnectError,
+    last_lines,
+    printable,
+)
 from distrib.executor import PlayResult, RunResult
 from distrib.inventory import MAX_RANGE_HOSTS, Inventory
 from distrib.workflows import archives
@@ -357,3 +370,101 @@ def test_a_retry_file_that_fails_late_keeps_the_json(
     assert code == EXIT_HOST_UNREACHABLE
     assert json.loads(out)["plays"][0]["hosts"]["h1"]["status"] == "unreachable"
     assert "ERROR: cannot write --retry-file r" in err and "Traceback" not in err
+
+
+# --- item 7: what a host sends, and hosts that do not answer ---------------------------------
+
+
+def test_terminal_controls_from_a_host_never_reach_the_terminal() -> None:
+    hostile = "denied\x1b[2J\x1b[1;1Hok: [web1]\x1b]0;owned\x07\r\x00\x9b31m done"
+    assert last_lines(hostile) == "deniedok: [web1]?? done"
+    err = CommandError("web1", "docker load", 1, stderr=hostile + "\n")
+    assert "\x1b" not in str(err) and "\x07" not in str(err) and "\r" not in str(err)
+    line = report.host_line(HostResult("web1", FAILED, "load failed: " + hostile, error=err))
+    assert "\x1b" not in line and "\x9b" not in line and "\x00" not in line
+    assert "\x1b[31m" in report.host_line(HostResult("web1", FAILED, hostile), colour=True)
+    assert printable("tab\tand\nnewline stay") == "tab\tand\nnewline stay"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A TCP server on loopback that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1], held
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_server_that_sends_no_banner(
+    silent_server: tuple[int, list[socket.socket]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    port, _ = silent_server
+    target = transport.Target("quiet", "127.0.0.1", port=port, connect_timeout=1.5,
+                              host_key_checking="off", ssh_config="none")  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        transport.connect(target)
+    assert time.monotonic() - started < 10
+    assert str(info.value).startswith(f"no SSH banner from 127.0.0.1:{port} within 1.5s")
+    # paramiko's own log (with its traceback) is not printed for an ordinary failure
+    assert capfd.readouterr().err == ""
+
+
+def test_closed_port_prints_no_paramiko_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    target = transport.Target("closed", "127.0.0.1", port=1, connect_timeout=2,
+                              host_key_checking="off", ssh_config="none")  # fmt: skip
+    with pytest.raises(ConnectError, match="connection refused"):
+        transport.connect(target)
+    assert capfd.readouterr().err == ""
+
+
+RELAY = (
+    "import os, socket, sys, threading; s = socket.create_connection(('127.0.0.1', {port})); "
+    "threading.Thread(target=lambda: [s.sendall(b) for b in iter(lambda: os.read(0, 65536), b'')],"
+    " daemon=True).start(); [os.write(1, b) for b in iter(lambda: s.recv(65536), b'')]"
+)
+
+
+def test_proxy_command_from_ssh_config_is_used(
+    silent_server: tuple[int, list[socket.socket]], tmp_path: Path
+) -> None:
+    port, held = silent_server
+    config = tmp_path / "ssh_config"
+    relay = f'{sys.executable} -c "{RELAY.format(port=port)}"'
+    # the host name does not resolve: only the ProxyCommand can reach the (silent) server
+    config.write_text(f"Host far\n  HostName nowhere.invalid\n  ProxyCommand {relay}\n")
+    target = transport.Target("far", "far", connect_timeout=1.5, host_key_checking="off",
+                              ssh_config=str(config))  # fmt: skip
+    with pytest.raises(ConnectError) as info:
+        transport.connect(target)
+    assert "no SSH banner from nowhere.invalid:22 (via ProxyCommand" in str(info.value)
+    assert len(held) == 1  # the relay connected
+
+
+@pytest.mark.parametrize(
+    "config, where",
+    [
+        ("Host far\n  ProxyJump b1\n  ProxyCommand nc %h %p\n", ":3: ProxyCommand for far together with a ProxyJump"),
+        ("Host far\n  ProxyJump b1,b2\nHost b2\n  ProxyCommand nc %h %p\n", ":4: ProxyCommand for bastion b2, which is reached through another bastion"),
+    ],
+)  # fmt: skip
+def test_proxy_command_that_cannot_be_honoured_is_refused(
+    tmp_path: Path, config: str, where: str
+) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text(config)
+    target = transport.Target("far", "far", ssh_config=str(path), host_key_checking="off")
+    with pytest.raises(ConnectError) as info:
+        transport.connect(target)
+    assert str(info.value).startswith(f"{path}{where}")
