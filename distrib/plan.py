@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from distrib import engines, sshargs
+from distrib import engines, sshargs, units
 from distrib.errors import ConfigError
 from distrib.playbook import DEFAULT_REMOTE_TMP, Play, Playbook
-from distrib.transport import HOST_KEY_MODES, Target
+from distrib.transport import DEFAULT_MAX_OUTPUT, HOST_KEY_MODES, Target
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -132,6 +132,7 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     if checking not in HOST_KEY_MODES:
         raise bad("host_key_checking", f"must be one of {', '.join(HOST_KEY_MODES)}")
     io_timeout = _seconds(merged.get("io_timeout", 60), "io_timeout", bad)
+    max_output = _size(merged.get("max_command_output"), "max_command_output", bad)
     timeout_value = merged.get(
         "connect_timeout",
         merged.get("ansible_timeout", ssh.connect_timeout or DEFAULT_CONNECT_TIMEOUT),
@@ -177,6 +178,7 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         host_key_checking=str(checking),
         connect_timeout=timeout,
         io_timeout=io_timeout,
+        max_output=max_output,
         ssh_config=str(ssh_config) if ssh_config else None,
         proxy_jump=str(proxy_jump) if proxy_jump else None,
         explicit=frozenset(explicit),
@@ -305,6 +307,20 @@ def _seconds(value: Any, key: str, bad: Any) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise bad(key, f"must be a number of seconds above 0, not {value!r}")
     return seconds
+
+
+def _size(value: Any, key: str, bad: Any) -> int:
+    """`max_command_output`: bytes, or a size like `64M` (at least 1M); default 64M."""
+    if value is None:
+        return DEFAULT_MAX_OUTPUT
+    try:
+        size = value if isinstance(value, int) and not isinstance(value, bool) else None
+        size = size if size is not None else units.parse_size(str(value))
+    except ConfigError:
+        size = 0
+    if size < 1000**2:
+        raise bad(key, f"must be a size of at least 1M (like 64M), not {value!r}")
+    return size
 
 
 def _argv(value: Any, key: str, bad: Any) -> tuple[str, ...]:

@@ -43,6 +43,13 @@ MAX_PACKET_SIZE = 256 * 1024
 PIECE = 256 * 1024  # progress (and the stall watchdog) advance per piece
 KEEPALIVE_SECONDS = 15
 HOST_KEY_MODES = ("yes", "accept-new", "off")
+# What one remote command may send back to be kept in memory (stdout when collected, and
+# stderr): a flooding or hostile host must not exhaust the workstation (issue 19). Downloads
+# hand stdout to their writer instead. `max_command_output` in the inventory sets it.
+DEFAULT_MAX_OUTPUT = 64 * 1000**2
+# Blocks read per wake-up before the deadlines and the cap are looked at again: a stream that
+# never pauses must not keep the reader from its clock (issue 19: the timeout was skipped).
+READS_PER_TURN = 64
 
 _known_hosts_lock = threading.Lock()
 
@@ -60,6 +67,7 @@ class Target:
     host_key_checking: str = "yes"  # yes | accept-new | off
     connect_timeout: float = 10.0
     io_timeout: float = 60.0  # no progress / no keepalive answer for this long: link is dead
+    max_output: int = DEFAULT_MAX_OUTPUT  # bytes of output one command may send to be kept
     ssh_config: str | None = None  # None: ~/.ssh/config when it exists; "none": no config
     proxy_jump: str | None = None  # [user@]host[:port],... ("none": direct even if configured)
     # settings the inventory gave explicitly (port, user, connect_timeout, key_file): they win
@@ -710,6 +718,16 @@ class SSHSession:
             hint="look at the host's kernel log (OOM killer) and at who else manages its processes",
         )
 
+    def _flooded(self, command: str, cap: int) -> HostError:
+        """The command sent more output than may be kept: stopped (its channel is closed by
+        the caller), the host failed with a message naming the command."""
+        return HostError(
+            self.target.name,
+            f"remote command sent more than {cap:,} bytes of output, stopped: {command}",
+            hint="a host flooding its output; if this much is expected, raise "
+            "max_command_output for this host in the inventory",
+        )
+
     def _channel(self, command: str) -> paramiko.Channel:
         try:
             chan = self._transport.open_session(
@@ -839,12 +857,15 @@ class SSHSession:
         ConnectError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         io_timeout = self.target.io_timeout
+        cap = self.target.max_output
         out = bytearray()
         err = bytearray()
         last_heard = time.monotonic()
         while True:
             got = False
-            while chan.recv_ready():
+            for _ in range(READS_PER_TURN):
+                if not chan.recv_ready():
+                    break
                 block = chan.recv(PIECE)
                 if write is None:
                     out += block
@@ -853,9 +874,13 @@ class SSHSession:
                     if on_bytes:
                         on_bytes(len(block))
                 got = True
-            while chan.recv_stderr_ready():
+            for _ in range(READS_PER_TURN):
+                if not chan.recv_stderr_ready():
+                    break
                 err += chan.recv_stderr(65536)
                 got = True
+            if len(out) + len(err) > cap:
+                raise self._flooded(command, cap)
             now = time.monotonic()
             if got:
                 last_heard = now
@@ -867,7 +892,7 @@ class SSHSession:
                 if chan.exit_status_ready():
                     break
                 raise self._lost("closed by the remote side")
-            if deadline is not None and now >= deadline:
+            if deadline is not None and now >= deadline:  # checked even while data arrives
                 raise HostError(
                     self.target.name, f"remote command timed out after {timeout:g}s: {command}"
                 )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from distrib import cli, patterns, report, transport, yamlio
+from distrib.diskspace import DiskGuard
 from distrib.engine import FAILED, OK, HostResult
 from distrib.errors import (
     EXIT_CONFIG,
@@ -24,6 +25,7 @@ from distrib.errors import (
     CommandError,
     ConfigError,
     ConnectError,
+    TransferError,
     last_lines,
     printable,
 )
@@ -468,3 +470,67 @@ def test_proxy_command_that_cannot_be_honoured_is_refused(
     with pytest.raises(ConnectError) as info:
         transport.connect(target)
     assert str(info.value).startswith(f"{path}{where}")
+
+
+# --- item 2: output caps and the workstation's disk -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(None, transport.DEFAULT_MAX_OUTPUT), ("8M", 8_000_000), (2_000_000, 2_000_000)],
+)
+def test_max_command_output_setting(value: object, expected: int) -> None:
+    from distrib.plan import make_plan
+    from distrib.playbook import Playbook
+
+    extra = "" if value is None else f"      max_command_output: {value}\n"
+    inventory = Inventory.from_yaml_text(INVENTORY + extra, "inv.yml")
+    plan = make_plan(inventory, Playbook.from_text(PLAYBOOK))
+    assert plan.hosts[0].target.max_output == expected
+
+
+@pytest.mark.parametrize("value", ["0", "12", "lots", "-5M", "true", ".nan"])
+def test_bad_max_command_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    inv = write(tmp_path, "inv.yml", INVENTORY + f"      max_command_output: {value}\n")
+    pb = write(tmp_path, "pb.yml", PLAYBOOK)
+    err = run(tmp_path, capsys, "plan", "-i", inv, pb)
+    assert "max_command_output: must be a size of at least 1M" in err
+
+
+class Disk:
+    """A filesystem's free space as a backup download sees it (the bytes written use it up)."""
+
+    def __init__(self, free: int, total: int = 100 * 1000**3) -> None:
+        self.free, self.total = free, total
+
+    def __call__(self, path: str) -> tuple[int, int]:
+        return self.free, self.total
+
+
+def test_backup_download_preflights_the_free_disk() -> None:
+    disk = Disk(free=1000**3 + 10 * 1000**2)  # 10 MB above the 1 GB reserve
+    guard = DiskGuard("h1", "/backups", disk)
+    guard.preflight(estimate=40 * 1000**2)  # 40 MB unpacked: a 10 MB archive may fit
+    with pytest.raises(TransferError) as info:
+        guard.preflight(estimate=400 * 1000**2)
+    assert info.value.host == "h1"
+    assert str(info.value).startswith("not enough free disk on the workstation in /backups: ")
+    assert "hint: free space there, or pass another --dest" in str(info.value)
+
+
+def test_backup_download_stops_before_the_disk_is_full() -> None:
+    disk = Disk(free=1000**3 + 200 * 1024**2)
+    guard = DiskGuard("h1", "/backups", disk)
+    guard.preflight(estimate=100)
+    with pytest.raises(TransferError, match="the download was stopped, nothing kept"):
+        for _ in range(100):  # a host that sends more than it announced
+            guard.wrote(8 * 1024**2)
+            disk.free -= 8 * 1024**2
+    assert disk.free >= 1000**3 - 64 * 1024**2  # stopped within one check of the reserve
+
+
+def test_small_filesystems_keep_a_proportional_reserve() -> None:
+    assert DiskGuard("h", "/", Disk(free=10**9, total=2 * 10**9)).reserve == 10**8
+    assert DiskGuard("h", "/", Disk(free=10**9, total=10**13)).reserve == 10**9

@@ -25,6 +25,7 @@ from typing import IO, Any, Protocol
 
 from distrib import commands, engines, local
 from distrib.archive import LocalImage
+from distrib.diskspace import DiskGuard
 from distrib.engine import (
     CHANGED,
     MISSING,
@@ -469,6 +470,8 @@ class BackupTask:
         rename only when the host's sha256 of the same bytes agrees."""
         part = final + ".part"
         command = commands.save_stream(remote.docker, [ref], compress)
+        guard = DiskGuard(remote.host.name, os.path.dirname(final))  # issue 19
+        guard.preflight(estimate)
         for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
             remote.phase("download")
             # The compressed size is unknown until the end: the bar's total is the image's
@@ -477,7 +480,7 @@ class BackupTask:
             try:
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as out:
-                    sink = _HashingSink(out, remote.cancel)
+                    sink = _HashingSink(out, remote.cancel, guard)
                     result = _download(remote, command, sink)
                     out.flush()
                     os.fsync(out.fileno())
@@ -532,15 +535,20 @@ def archives_extension(codec: str) -> str:
 class _HashingSink:
     """Writes downloaded bytes to a file, hashing them; raises Cancelled when interrupted."""
 
-    def __init__(self, out: IO[bytes], cancel: threading.Event) -> None:
+    def __init__(
+        self, out: IO[bytes], cancel: threading.Event, guard: DiskGuard | None = None
+    ) -> None:
         self.out = out
         self.cancel = cancel
+        self.guard = guard
         self.digest = hashlib.sha256()
         self.size = 0
 
     def __call__(self, block: bytes) -> None:
         if self.cancel.is_set():
             raise Cancelled("interrupted during download")
+        if self.guard is not None:
+            self.guard.wrote(len(block))
         self.out.write(block)
         self.digest.update(block)
         self.size += len(block)
