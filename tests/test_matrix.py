@@ -31,8 +31,11 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.lab
 
-HOST_ENGINES = ("docker-20.10", "docker-28", "docker-28-containerd", "podman-5", "containerd-2")
-DOCKER_HOSTS = ("docker-20.10", "docker-28", "docker-28-containerd")
+HOST_ENGINES = (
+    "docker-20.10", "docker-28", "docker-28-containerd", "podman-5", "containerd-2", "docker-26",
+)  # fmt: skip
+DOCKER_HOSTS = ("docker-20.10", "docker-28", "docker-28-containerd", "docker-26")
+RELAY_CHAIN = ("docker-20.10", "docker-28", "docker-28-containerd")
 WORKSTATIONS = ("docker", "docker-28", "docker-28-containerd")  # docker: the system's 20.10
 DEMO = ("demo/web:1.0", "demo/worker:1.0")
 PREFIX = "distrib-matrix"  # every image this module builds (removed at the end)
@@ -460,7 +463,7 @@ def test_relay_through_mixed_docker_hosts(matrix: Matrix) -> None:
     """20.10 feeds 28 feeds 28 on the containerd store (relay_width 1), one stream in."""
     m = matrix
     refs = fresh_pair(m, "relay")
-    docker_hosts = ":".join(m.host_of[e] for e in DOCKER_HOSTS)
+    docker_hosts = ":".join(m.host_of[e] for e in RELAY_CHAIN)
     book = (
         f"- hosts: '{docker_hosts}'\n  images: [{', '.join(refs)}]\n  fanout: relay\n"
         "  relay_width: 1\n"
