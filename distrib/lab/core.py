@@ -86,23 +86,12 @@ def _instance_lock(instance: int) -> Path:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def _locked(root: Path, instance: int) -> Iterator[None]:
     # Two `up`/`down` of one instance at once (parallel test sessions) would tear each other's
     # hosts down. The instance lock covers its kernel names even with two different --dir;
     # the dir lock (taken second, always in this order) covers state.json, and is the one
     # older versions of the lab take.
-    with _flock(_instance_lock(instance)), _flock(root / ".lock"):
+    with procs.flock(_instance_lock(instance)), procs.flock(root / ".lock"):
         yield
 
 
@@ -288,7 +277,7 @@ def down(
         # using it (no state.json in their default dirs, no bridge of theirs, no up/down of
         # theirs in progress). The check and the stop happen under the workstation lock, which
         # `up` also holds while it makes sure that dockerd answers, so the two cannot race.
-        with _flock(LOCK_DIR / WORKSTATION_LOCK):
+        with procs.flock(LOCK_DIR / WORKSTATION_LOCK):
             others = _other_instances_in_use(number)
             if others and _workstation_dockerd(root) is not None:
                 echo(f"keeping the workstation dockerd: lab instances {others} may use it")
@@ -319,7 +308,7 @@ def _inside(path: str, root: Path) -> bool:
 
 def _ensure_workstation_docker(root: Path, echo: Echo) -> int | None:
     """Make sure the workstation's dockerd answers; return its pid if this lab started it."""
-    with _flock(LOCK_DIR / WORKSTATION_LOCK):  # one instance starts it, the others wait
+    with procs.flock(LOCK_DIR / WORKSTATION_LOCK):  # one instance starts it, the others wait
         return _ensure_workstation_docker_locked(root, echo)
 
 

@@ -13,17 +13,16 @@ Nothing is installed: the system's packages and apt state stay as they were.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from distrib import local
 from distrib.errors import LabError, LocalError
-from distrib.lab import engines
+from distrib.lab import engines, procs
 
 LISTS_MAX_AGE = 24 * 3600.0  # apt-get update of a suite at most once a day
 MANIFEST = "manifest.json"
@@ -168,17 +167,6 @@ def archive_uri() -> str:
     return uris[0]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _apt(suite_dir: Path, args: Sequence[str], *, cwd: Path | None = None) -> local.Completed:
     # `apt-get download` writes into its working directory: `env -C` sets it (coreutils)
     argv = [
@@ -212,7 +200,7 @@ def fetch_suite(suite: str, packages: Sequence[str], echo: Echo = _quiet) -> dic
     if suite not in engines.FETCHABLE_SUITES:
         raise LabError(f"suite {suite} is not fetched (only {', '.join(engines.FETCHABLE_SUITES)})")
     suite_dir = cache_dir() / suite
-    with _locked(suite_dir / ".lock"):
+    with procs.flock(suite_dir / ".lock"):
         have = manifest(suite)
         wanted = [p for p in packages if p not in have]
         if not wanted:
@@ -250,7 +238,7 @@ def fetch(name: str, echo: Echo = _quiet) -> engines.Resolution:
         return res  # the system's own suite: install it with apt, not here
     fetch_suite(entry.suite, entry.packages, echo)
     if entry.loader and not Path(loader_wrapper(entry)).is_file():
-        with _locked(cache_dir() / entry.suite / ".lock"):
+        with procs.flock(cache_dir() / entry.suite / ".lock"):
             _relink(entry, echo)
     return resolve(name)
 

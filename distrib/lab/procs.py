@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from distrib import local
@@ -19,6 +20,18 @@ DAEMON_NAMES = frozenset(
     {"dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "sshd",
      "nsenter", "unshare", "sh", "docker-proxy"}
 )  # fmt: skip
+
+
+@contextlib.contextmanager
+def flock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created with its parent dirs) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def pid_alive(pid: int) -> bool:
