@@ -553,7 +553,7 @@ def test_other_instances_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "lab-5").mkdir()  # a dir without state (a lab that is down) is not in use
     assert core._other_instances_in_use(2) == [4, 7]
     assert core._other_instances_in_use(4) == [7]  # never counts itself
-    with core._flock(core._instance_lock(9)):  # an up/down of instance 9 in progress
+    with procs.flock(core._instance_lock(9)):  # an up/down of instance 9 in progress
         # flock is per open file: probe from another process, as another instance would.
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(1) as pool:
