@@ -337,12 +337,7 @@ class LayerStore:
                 )
             if not keep:
                 return self._compress(diff_id, raw_path, raw_size)
-            target = self.blob_path(diff_id)
-            blob_sha = _file_sha256(path)
-            meta = {"size": os.path.getsize(path), "raw_size": raw_size, "sha256": blob_sha}
-            _atomic_write(meta_path(target) + ".tmp-meta", json.dumps(meta).encode())
-            os.replace(path, target)
-            os.replace(meta_path(target) + ".tmp-meta", meta_path(target))
+            self._install(path, diff_id, raw_size)
             return 0
         finally:
             with contextlib.suppress(OSError):
@@ -390,20 +385,22 @@ class LayerStore:
                 raise LocalError(
                     f"{tool[0]} failed", stderr=(err or b"").decode("utf-8", "replace")
                 )
-            digest = hashlib.sha256()
-            with open(tmp, "rb") as fh:
-                for block in iter(lambda: fh.read(READ_SIZE), b""):
-                    digest.update(block)
-            size = os.path.getsize(tmp)
-            meta = {"size": size, "raw_size": raw_size, "sha256": digest.hexdigest()}
-            _atomic_write(meta_path(path) + ".tmp-meta", json.dumps(meta).encode())
-            os.replace(tmp, path)
-            os.replace(meta_path(path) + ".tmp-meta", meta_path(path))
-            return size
+            return self._install(tmp, diff_id, raw_size)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def _install(self, tmp: str, diff_id: str, raw_size: int) -> int:
+        """Move the compressed blob `tmp` into the store as `diff_id`'s, its metadata (sizes,
+        sha256) first; returns its size. Readers never see half a blob."""
+        path = self.blob_path(diff_id)
+        size = os.path.getsize(tmp)
+        meta = {"size": size, "raw_size": raw_size, "sha256": _file_sha256(tmp)}
+        _atomic_write(meta_path(path) + ".tmp-meta", json.dumps(meta).encode())
+        os.replace(tmp, path)
+        os.replace(meta_path(path) + ".tmp-meta", meta_path(path))
+        return size
 
     # -- filling in the background: hosts receive the first layers while later ones compress --
 
