@@ -91,24 +91,24 @@ class BuiltImage:
     built: bool
 
 
-# Where `docker` points: {} = the workstation's system docker; a lab's `up --workstation`
-# engine sets DOCKER_HOST and PATH (LabState.workstation_env). Set by build_images.
-_target: dict[str, str] = {}
+# `env` below: where `docker` points. Empty: the workstation's system docker; a lab's
+# `up --workstation` engine gives DOCKER_HOST and PATH (LabState.workstation_env).
+Env = Mapping[str, str]
 
 
-def _docker(args: Sequence[str], *, what: str, input: bytes | None = None,
+def _docker(args: Sequence[str], env: Env, *, what: str, input: bytes | None = None,
             timeout: float = 1800) -> local.Completed:  # fmt: skip
-    env = {**_target, **BUILD_ENV}
     try:
-        return local.run(["docker", *args], input=input, env=env, timeout=timeout, what=what)
+        return local.run(["docker", *args], input=input, env={**env, **BUILD_ENV},
+                         timeout=timeout, what=what)  # fmt: skip
     except LocalError as exc:
         raise LabError(str(exc)) from None
 
 
-def image_size(tag: str) -> int | None:
+def image_size(tag: str, env: Env | None = None) -> int | None:
     """Size in bytes of local image `tag`, or None if the workstation does not have it."""
     out = local.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag], check=False,
-                    env=_target or None)  # fmt: skip
+                    env=env or None)  # fmt: skip
     return int(out.stdout.strip()) if out.ok and out.stdout.strip().isdigit() else None
 
 
@@ -206,8 +206,8 @@ def dockerfile(spec: ImageSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _build_base(rebuild: bool) -> BuiltImage:
-    size = image_size(BASE)
+def _build_base(rebuild: bool, env: Env) -> BuiltImage:
+    size = image_size(BASE, env)
     if size is not None and not rebuild:
         return BuiltImage(BASE, size, built=False)
     busybox = local.which("busybox")
@@ -215,12 +215,13 @@ def _build_base(rebuild: bool) -> BuiltImage:
         raise LabError("busybox is missing", hint="apt-get install busybox-static")
     applets = config.parse_busybox_applets(local.run([busybox, "--list"]).stdout)
     tar = busybox_rootfs_tar(os.path.realpath(busybox), applets)
-    _docker(["import", "--change", 'CMD ["/bin/sh"]', "-", BASE], input=tar, what="docker import")
-    return BuiltImage(BASE, image_size(BASE) or 0, built=True)
+    _docker(["import", "--change", 'CMD ["/bin/sh"]', "-", BASE], env, input=tar,
+            what="docker import")  # fmt: skip
+    return BuiltImage(BASE, image_size(BASE, env) or 0, built=True)
 
 
-def _build_image(spec: ImageSpec, scratch: Path, rebuild: bool) -> BuiltImage:
-    size = image_size(spec.tag)
+def _build_image(spec: ImageSpec, scratch: Path, rebuild: bool, env: Env) -> BuiltImage:
+    size = image_size(spec.tag, env)
     if size is not None and not rebuild:
         return BuiltImage(spec.tag, size, built=False)
     ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=scratch))
@@ -235,10 +236,10 @@ def _build_image(spec: ImageSpec, scratch: Path, rebuild: bool) -> BuiltImage:
             if path.endswith(".sh"):
                 dest.chmod(0o755)
         (ctx / "Dockerfile").write_text(dockerfile(spec))
-        _docker(["build", "-q", "-t", spec.tag, str(ctx)], what=f"docker build {spec.tag}")
+        _docker(["build", "-q", "-t", spec.tag, str(ctx)], env, what=f"docker build {spec.tag}")
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
-    return BuiltImage(spec.tag, image_size(spec.tag) or 0, built=True)
+    return BuiltImage(spec.tag, image_size(spec.tag, env) or 0, built=True)
 
 
 def build_images(
@@ -263,13 +264,10 @@ def build_images(
                        hint="distrib lab up")  # fmt: skip
     scratch_dir = Path(scratch) if scratch else Path("/var/tmp")
     scratch_dir.mkdir(parents=True, exist_ok=True)
-    _target.update(env or {})
-    try:
-        built = [_build_base(rebuild)]
-        for spec in IMAGES:
-            if (spec.tier == "bench" and not bench) or (spec.tier == "huge" and not huge):
-                continue
-            built.append(_build_image(spec, scratch_dir, rebuild))
-    finally:
-        _target.clear()
+    target = dict(env or {})
+    built = [_build_base(rebuild, target)]
+    for spec in IMAGES:
+        if (spec.tier == "bench" and not bench) or (spec.tier == "huge" and not huge):
+            continue
+        built.append(_build_image(spec, scratch_dir, rebuild, target))
     return built
