@@ -493,7 +493,10 @@ def _execute(
     verbose = int(getattr(args, "verbose", 0) or 0)
     colour = report.use_colour(out)
     progress = make_progress(
-        [h.name for h in plan.hosts], runs=sum(len(p.hosts) for p in plan.plays), verbose=verbose
+        [h.name for h in plan.hosts],
+        runs=sum(len(p.hosts) for p in plan.plays),
+        verbose=verbose,
+        outcomes=out,
     )
     connect = logged(transport.connect, progress.log) if verbose >= 2 else transport.connect
     if verbose >= 3:
@@ -542,7 +545,8 @@ def _execute(
         run.interrupted = True
     for index, play_result in enumerate(run.plays):
         for host_result in play_result.hosts:
-            print(report.host_line(host_result, verbose, colour), file=out)
+            if not progress.shown(host_result):  # off a terminal: printed live, not twice
+                print(report.host_line(host_result, verbose, colour), file=out)
         job = jobs.get(index)
         deltas = [h for h in play_result.hosts if getattr(h, "layers_total", 0)]
         if deltas and getattr(job, "store", None) is not None:

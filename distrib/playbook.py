@@ -178,11 +178,27 @@ def _compression(value: Any, where: Located, key: str) -> str:
     return str(value)
 
 
+# What YAML 1.1 (PyYAML, like Ansible) makes of a bare word: `off`, `no`, `false` are False and
+# `on`, `yes`, `true` are True. A documented enum spelling that YAML reads as a bool is taken back
+# (issue 18: the README's `delta: off` failed with "must be one of auto, off, not False").
+_YAML_BOOLS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
 def _choice(*allowed: str) -> Callable[[Any, Located, str], str]:
+    """One of `allowed`; a bool only where YAML made it of one of them (`off` -> False)."""
+    unquoted = {
+        flag: spelling
+        for flag, spellings in _YAML_BOOLS.items()
+        for spelling in allowed
+        if spelling in spellings
+    }
+
     def check(value: Any, where: Located, key: str) -> str:
-        if value not in allowed:
+        if isinstance(value, bool) and value in unquoted:
+            return unquoted[value]
+        if not isinstance(value, str) or value not in allowed:
             raise _err(where, key, f"must be one of {', '.join(allowed)}, not {value!r}")
-        return str(value)
+        return value
 
     return check
 

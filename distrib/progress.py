@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
@@ -53,17 +54,32 @@ class Progress(_EngineProgress):
     def close(self) -> None:
         pass
 
+    def shown(self, result: HostResult) -> bool:
+        """Whether `result`'s outcome line was already printed live (then not again at the
+        end); a display with bars prints none."""
+        return False
+
 
 class LineProgress(Progress):
-    """Plain lines to `stream`: `[node1] upload`, then the host's outcome line."""
+    """Plain lines to `stream`: `[node1] upload`; each host's outcome line goes to `outcomes`
+    (default `stream`) as it finishes, and only there: the end of the run does not repeat it
+    (issue 18: off a terminal each outcome was printed twice)."""
 
     def __init__(
-        self, stream: IO[str] | None = None, verbose: int = 0, colour: bool = False
+        self,
+        stream: IO[str] | None = None,
+        verbose: int = 0,
+        colour: bool = False,
+        *,
+        outcomes: IO[str] | None = None,
     ) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
         self.colour = colour
+        self.outcomes = outcomes or self.stream
+        self.outcome_colour = colour if outcomes is None else use_colour(outcomes)
         self.lock = threading.Lock()
+        self.printed: Counter[str] = Counter()  # outcome lines printed live (plain text)
 
     def _say(self, text: str, file: IO[str] | None = None) -> None:
         with self.lock:
@@ -82,7 +98,19 @@ class LineProgress(Progress):
         self._say(f"[{host}] sending {human_bytes(total)}")
 
     def finished(self, result: HostResult) -> None:
-        self._say(host_line(result, self.verbose, self.colour))
+        line = host_line(result, self.verbose, self.outcome_colour)
+        with self.lock:
+            self.printed[host_line(result, self.verbose)] += 1
+            print(line, file=self.outcomes, flush=True)
+
+    def shown(self, result: HostResult) -> bool:
+        # by its text: a step that rewrites a result after finishing it prints the new one
+        with self.lock:
+            key = host_line(result, self.verbose)
+            if self.printed[key] <= 0:
+                return False
+            self.printed[key] -= 1
+            return True
 
 
 def phase_summary(phases: Iterable[str]) -> str:
@@ -256,14 +284,16 @@ def make_progress(
     *,
     runs: int | None = None,
     verbose: int = 0,
+    outcomes: IO[str] | None = None,
 ) -> Progress:
     """Bars on a terminal, plain lines elsewhere. At -vvv paramiko's debug log shares stderr,
-    so plain lines then too (redrawn bars would tear its output apart)."""
+    so plain lines then too (redrawn bars would tear its output apart). Plain lines print each
+    host's outcome to `outcomes` (where the run's report goes) as it finishes."""
     stream = stream or sys.stderr
     colour = use_colour(stream)
     if stream.isatty() and verbose < 3:
         return BarProgress(hosts, stream, runs=runs, colour=colour)
-    return LineProgress(stream, verbose, colour)
+    return LineProgress(stream, verbose, colour, outcomes=outcomes)
 
 
 class _LoggedSession:

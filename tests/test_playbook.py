@@ -80,3 +80,32 @@ def test_errors_name_file_line_and_key(text: str, message: str) -> None:
 def test_missing_file_is_config_error(tmp_path: object) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         Playbook.load("/nonexistent/playbook.yaml")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("delta: off", "off"),  # YAML 1.1 reads bare `off` as false: the README's spelling
+        ("delta: 'off'", "off"),
+        ("delta: no", "off"),  # the same false to YAML
+        ("delta: auto", "auto"),
+    ],
+)
+def test_documented_enum_spellings_yaml_reads_as_bools(line: str, expected: str) -> None:
+    book = Playbook.from_text(f"- hosts: a\n  images: [x]\n  {line}\n", "p.yaml")
+    assert book.plays[0].delta == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("delta: on", r"p.yaml:3: delta: must be one of auto, off, not True"),  # no `on` spelling
+        ("delta: 0", r"p.yaml:3: delta: must be one of auto, off, not 0"),
+        ("delta: [off]", r"p.yaml:3: delta: must be one of"),
+        ("transfer: no", r"p.yaml:3: transfer: must be one of auto, staged, stream, not False"),
+        ("fanout: yes", r"p.yaml:3: fanout: must be one of direct, relay, not True"),
+    ],
+)
+def test_other_bools_and_types_stay_errors(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Playbook.from_text(f"- hosts: a\n  images: [x]\n  {line}\n", "p.yaml")

@@ -1,0 +1,62 @@
+"""What the CLI prints at the end of a run, off a terminal (capsys is not a tty), with a
+fake per-host step passed in: no hosts, no docker."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from distrib import cli
+from distrib.engine import CHANGED, FAILED, HostResult
+from distrib.inventory import Inventory
+from distrib.plan import make_plan
+from distrib.playbook import Playbook, adhoc_play
+from distrib.progress import LineProgress
+
+
+def _args(**over: Any) -> argparse.Namespace:
+    return argparse.Namespace(**{"json": False, "verbose": 0, "retry_file": None, **over})
+
+
+def _plan(hosts: str = "n1,n2,n3,") -> Any:
+    book = Playbook("<test>", (adhoc_play("all", ["demo:1"], name="demo"),))
+    return make_plan(Inventory.load([hosts]), book)
+
+
+def _step(host: Any, job: Any, connect: Any, progress: Any, cancel: threading.Event) -> HostResult:
+    status = FAILED if host.name == "n2" else CHANGED
+    result = HostResult(host.name, status, "loaded and verified 1 image(s)")
+    if progress is not None:
+        progress.finished(result)
+    return result
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_each_outcome_line_is_printed_once_off_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    monkeypatch.setattr(cli, "_keep_cache_in_bounds", lambda: None)  # no cache on the host
+    out = io.StringIO() if as_json else None
+    code = cli._execute(_args(json=as_json), _plan(), {0: object()}, out or sys.stdout, step=_step)
+    captured = capsys.readouterr()
+    text = (out.getvalue() if out else "") + captured.out + captured.err
+    assert code == 2
+    for host, word in (("n1", "changed"), ("n2", "fatal"), ("n3", "changed")):
+        assert text.count(f"{word}: [{host}] =>") == 1, text
+    assert text.index("PLAY [demo]") < text.index("[n1] =>") < text.index("PLAY RECAP")
+
+
+def test_results_the_progress_never_saw_are_printed_at_the_end() -> None:
+    out = io.StringIO()
+    progress = LineProgress(io.StringIO(), outcomes=out)
+    seen = HostResult("n1", CHANGED, "loaded")
+    progress.finished(seen)
+    assert out.getvalue() == "changed: [n1] => loaded\n"
+    assert progress.shown(seen)
+    assert not progress.shown(seen)  # once: a second identical result is printed again
+    assert not progress.shown(HostResult("n2", "skipped", "not started: interrupted"))
