@@ -92,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--graph", action="store_true", help="the group tree")
     inv.set_defaults(func=cmd_inventory)
 
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh, fish)",
+        description='Print a completion script. bash: eval "$(distrib completion bash)" in '
+        '~/.bashrc; zsh: distrib completion zsh > "${fpath[1]}/_distrib"; fish: distrib '
+        "completion fish > ~/.config/fish/completions/distrib.fish",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
+    completion.set_defaults(func=cmd_completion)
+
     from distrib.workflows.cli import register as register_workflows  # commit, backup, restore
 
     register_workflows(sub, _inventory_args, _output_args)
@@ -263,6 +273,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
         limit = cache.max_bytes()
     removed, freed = cache.prune(limit)
     print(f"removed {removed} entries, {human_bytes(freed)} freed")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from distrib.completion import script
+
+    sys.stdout.write(script(build_parser(), args.shell))
     return 0
 
 
