@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-C", "--check", action="store_true", help="read-only: show what would be shipped"
     )
     run.add_argument("--retry-file", metavar="PATH", help="write failed/unreachable hosts here")
+    _report_args(run)
     run.set_defaults(func=cmd_run)
 
     plan = sub.add_parser("plan", help="same as run --check: what would be shipped, per host")
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--hosts", default="all", help="host pattern (default: all)")
     _selection_args(verify)
     verify.add_argument("--retry-file", metavar="PATH", help="write drifted/unreachable hosts here")
+    _report_args(verify)
     verify.set_defaults(func=cmd_verify)
 
     cache = sub.add_parser("cache", help="list or prune the archive and layer cache")
@@ -225,6 +227,14 @@ def _selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
     parser.add_argument("-f", "--forks", type=int, help="hosts handled at once (overrides plays)")
     parser.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+
+
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    """Report files (issue 18), from the same results as --json: one entry per host x image."""
+    parser.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (for CI)")
+    parser.add_argument(
+        "--html", metavar="FILE", help="write a self-contained HTML report (host x image matrix)"
+    )
 
 
 def _inventory_args(parser: argparse.ArgumentParser) -> None:
@@ -496,6 +506,10 @@ def _execute(
     retry_file = getattr(args, "retry_file", None)
     if retry_file:  # found unwritable now, not after hosts were changed (issue 19)
         report.check_retry_file(retry_file)
+    files = {o: getattr(args, o, None) for o in ("junit", "html")}
+    for option, path in files.items():
+        if path:
+            report.check_retry_file(path, f"--{option}")
     secret = getattr(args, "become_secret", None)
     if secret is not None:  # the password rides with each job, in memory only
         jobs = {k: replace(j, become_password=secret) for k, j in jobs.items()}
@@ -594,12 +608,44 @@ def _execute(
         document = {**report.to_json(run), **added}
         print(json.dumps(document, indent=2) if added else report.dumps(run))
     code = EXIT_INTERRUPTED if run.interrupted else run.exit_code
+    if any(files.values()):
+        written = _write_report_files(args, plan, run, files)
+        code = code or written
     if retry_file:  # after the JSON: a failure here must not lose the run's result
         try:
             report.write_retry_file(run, retry_file)
         except OSError as exc:
             print(f"ERROR: cannot write --retry-file {retry_file}: {exc}", file=sys.stderr)
             code = code or EXIT_ERROR
+    return code
+
+
+def _write_report_files(
+    args: argparse.Namespace, plan: Any, run: Any, files: dict[str, str | None]
+) -> int:
+    """--junit and --html after the run (and after --json); a file that cannot be written is
+    an error line and exit 1 (EXIT_ERROR) when the run itself was clean, never a lost run."""
+    from distrib import report_files
+
+    planned = [[str(s.ref) for s in p.play.images] for p in plan.plays]
+    what = (
+        f"distrib run {args.playbook}"
+        if getattr(args, "playbook", None)
+        else "distrib verify " + " ".join(getattr(args, "images", []))
+    )
+    code = 0
+    for option, path in files.items():
+        if not path:
+            continue
+        if option == "junit":
+            text = report_files.junit(run, planned)
+        else:
+            text = report_files.html_page(run, planned, title=what)
+        try:
+            report_files.write(path, text)
+        except OSError as exc:
+            print(f"ERROR: cannot write --{option} {path}: {exc}", file=sys.stderr)
+            code = EXIT_ERROR
     return code
 
 

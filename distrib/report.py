@@ -128,16 +128,17 @@ def write_retry_file(run: RunResult, path: str) -> list[str]:
     return hosts
 
 
-def check_retry_file(path: str) -> None:
-    """Refuse a `--retry-file` that could not be written, before any host is changed: a
-    directory, a missing directory, a read-only filesystem. Leaves an existing file as it is."""
+def check_retry_file(path: str, option: str = "--retry-file") -> None:
+    """Refuse a `--retry-file` (or another output `option`: --junit, --html) that could not be
+    written, before any host is changed: a directory, a missing directory, a read-only
+    filesystem. Leaves an existing file as it is."""
     existed = os.path.lexists(path)
     try:
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError as exc:
         raise ConfigError(
-            f"--retry-file {path} cannot be written: {exc.strerror or exc}",
+            f"{option} {path} cannot be written: {exc.strerror or exc}",
             hint="pass a path in a writable directory",
         ) from None
     if not existed:

@@ -11,7 +11,8 @@ fi
 
 packages=(docker.io openssh-server openssh-client iproute2 iptables busybox-static zstd pigz
           xz-utils util-linux procps psmisc python3 python3-venv python3-pip
-          podman containerd sudo docker-registry apache2-utils patchelf)
+          podman containerd sudo docker-registry apache2-utils patchelf
+          chromium)  # chromium: the --html report is rendered headless by tests/test_report_files.py
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -60,3 +60,33 @@ def test_results_the_progress_never_saw_are_printed_at_the_end() -> None:
     assert progress.shown(seen)
     assert not progress.shown(seen)  # once: a second identical result is printed again
     assert not progress.shown(HostResult("n2", "skipped", "not started: interrupted"))
+
+
+def test_junit_and_html_files_are_written_from_the_run(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    monkeypatch.setattr(cli, "_keep_cache_in_bounds", lambda: None)
+    junit, page = tmp_path / "r.xml", tmp_path / "r.html"
+    args = _args(junit=str(junit), html=str(page), images=["demo:1"])
+    code = cli._execute(args, _plan(), {0: object()}, io.StringIO(), step=_step)
+    assert code == 2
+    root = ET.parse(junit).getroot()
+    assert [c.get("classname") for c in root.iter("testcase")] == ["demo.n1", "demo.n2", "demo.n3"]
+    assert root.get("failures") == "1"
+    text = page.read_text()
+    assert "distrib verify demo:1" in text and "demo:1" in text and "<svg" not in text  # no timings
+
+
+def test_an_unwritable_report_file_is_refused_before_any_host(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distrib.errors import ConfigError
+
+    def never(*_: Any) -> HostResult:
+        raise AssertionError("a host was contacted")
+
+    args = _args(junit=str(tmp_path / "missing-dir" / "r.xml"))
+    with pytest.raises(ConfigError, match=r"--junit .*r\.xml cannot be written"):
+        cli._execute(args, _plan(), {0: object()}, io.StringIO(), step=never)
