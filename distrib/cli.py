@@ -56,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     _report_args(run)
     run.set_defaults(func=cmd_run)
 
+    push = sub.add_parser(
+        "push",
+        help="ship images to hosts without a playbook (ad-hoc, one play)",
+        description="Ship IMAGEs as one play: to user@host[:port] targets (no inventory needed; "
+        "~/.ssh/known_hosts and the default keys, as ssh) or to inventory hosts (-i, chosen "
+        "with -l, default all). Same checks, recap, reports and exit codes as run.",
+    )
+    push.add_argument(
+        "words",
+        nargs="+",
+        metavar="IMAGE|HOST",
+        help="images, then optional user@host[:port] targets (the @ tells them apart)",
+    )
+    _inventory_args(push)
+    _output_args(push)
+    _selection_args(push)
+    _play_args(push)
+    push.add_argument("-C", "--check", action="store_true", help="read-only: what would be shipped")
+    push.add_argument("--retry-file", metavar="PATH", help="write failed/unreachable hosts here")
+    _report_args(push)
+    push.set_defaults(func=cmd_push)
+
     plan = sub.add_parser("plan", help="same as run --check: what would be shipped, per host")
     plan.add_argument("playbook", help="playbook YAML file")
     _inventory_args(plan)
@@ -229,6 +251,28 @@ def _selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
 
 
+def _play_args(parser: argparse.ArgumentParser) -> None:
+    """A play's options as flags (`distrib push`); unset ones keep the playbook defaults."""
+    from distrib.playbook import CODECS
+
+    group = parser.add_argument_group("play options (as in a playbook)")
+    group.add_argument("--compression", choices=CODECS, help="default gzip")
+    group.add_argument("--level", type=int, help="compression level")
+    group.add_argument("--delta", choices=("auto", "off"), help="default auto")
+    group.add_argument("--fanout", choices=("direct", "relay"), help="default direct")
+    group.add_argument("--relay-width", type=int, help="relay: children per host (default 3)")
+    group.add_argument("--transfer", choices=("auto", "staged", "stream"), help="default auto")
+    group.add_argument(
+        "--verify", action=argparse.BooleanOptionalAction, default=None, help="default on"
+    )
+    group.add_argument("--serial", help="batch sizes, comma-separated (e.g. 1,30%%)")
+    group.add_argument("--max-fail-percentage", type=float, help="stop after this many fail")
+    group.add_argument("--remote-tmp", metavar="DIR", help="staging directory on the hosts")
+    ssh = parser.add_argument_group("user@host targets")
+    ssh.add_argument("--known-hosts", metavar="FILE", help="default ~/.ssh/known_hosts")
+    ssh.add_argument("--private-key", metavar="FILE", help="default: ssh's keys and the agent")
+
+
 def _report_args(parser: argparse.ArgumentParser) -> None:
     """Report files (issue 18), from the same results as --json: one entry per host x image."""
     parser.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (for CI)")
@@ -250,6 +294,9 @@ def _inventory_args(parser: argparse.ArgumentParser) -> None:
 def _inventory(args: argparse.Namespace) -> Any:
     from distrib.inventory import Inventory
 
+    adhoc = getattr(args, "adhoc_inventory", None)
+    if adhoc is not None:  # `distrib push ... user@host`: the targets are the inventory
+        return adhoc
     sources = args.inventory or _default_inventory()
     if not sources:
         raise ConfigError("no inventory given", hint="pass -i INVENTORY (or set DISTRIB_INVENTORY)")
@@ -315,7 +362,7 @@ def _local_images(playbook: Any) -> dict[Any, Any]:
             f"image {missing[0]} is not in the local docker"
             + (f" (nor {', '.join(map(str, missing[1:]))})" if len(missing) > 1 else ""),
             file=spec.where.file,
-            line=spec.where.line,
+            line=spec.where.line or None,  # 0: given on the command line
             hint="build or pull it on this workstation first (docker images lists what exists)",
         )
     return found
@@ -335,14 +382,59 @@ def _plan(args: argparse.Namespace, playbook: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from distrib.playbook import Playbook
 
+    return _run_playbook(args, Playbook.load(args.playbook))
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """`distrib push IMAGE... [HOST...]`: one play from flags, then exactly what `run` does."""
+    from distrib import adhoc
+    from distrib.playbook import Playbook, adhoc_play
+
+    images, hosts = adhoc.split_words(args.words)
+    if hosts:
+        if args.inventory:
+            raise ConfigError(
+                "user@host targets push without an inventory",
+                hint="with -i, choose inventory hosts with -l PATTERN",
+            )
+        args.adhoc_inventory = adhoc.inventory_for(hosts, args.known_hosts, args.private_key)
+    elif not (args.inventory or _default_inventory()):
+        raise ConfigError(
+            "no hosts to push to",
+            hint="name targets as user@host[:port], or pass -i INVENTORY (and -l PATTERN)",
+        )
+    flags = {
+        "compression": args.compression,
+        "level": args.level,
+        "delta": args.delta,
+        "fanout": args.fanout,
+        "relay_width": args.relay_width,
+        "transfer": args.transfer,
+        "verify": args.verify,
+        "serial": _serial_flag(args.serial),
+        "max_fail_percentage": args.max_fail_percentage,
+        "remote_tmp": args.remote_tmp,
+    }
+    options = {k: v for k, v in flags.items() if v is not None}
+    play = adhoc_play("all", images, name="push", **options)
+    return _run_playbook(args, Playbook(adhoc.WHERE, (play,)))
+
+
+def _serial_flag(text: str | None) -> list[int | str] | None:
+    """`--serial 1,30%` as a playbook's `serial: [1, "30%"]`."""
+    if text is None:
+        return None
+    return [int(part) if part.strip().isdigit() else part.strip() for part in text.split(",")]
+
+
+def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
     check = bool(getattr(args, "check", False))
     out = sys.stderr if args.json else sys.stdout
     # 1. everything that can be wrong in the input is found before any connection
     from distrib import archive as archive_mod
-    from distrib.playbook import Playbook
 
-    playbook = Playbook.load(args.playbook)
     plan = _plan(args, playbook)
     archive_mod.ensure_cache_dir()  # archives and layers are written there (even by plan)
     found = _local_images(playbook)
@@ -628,11 +720,12 @@ def _write_report_files(
     from distrib import report_files
 
     planned = [[str(s.ref) for s in p.play.images] for p in plan.plays]
-    what = (
-        f"distrib run {args.playbook}"
-        if getattr(args, "playbook", None)
-        else "distrib verify " + " ".join(getattr(args, "images", []))
-    )
+    if getattr(args, "playbook", None):
+        what = f"distrib run {args.playbook}"
+    elif getattr(args, "words", None):
+        what = "distrib push " + " ".join(args.words)
+    else:
+        what = "distrib verify " + " ".join(getattr(args, "images", []))
     code = 0
     for option, path in files.items():
         if not path:

@@ -110,7 +110,8 @@ def _kind(value: Any) -> str:
 
 
 def _err(where: Located, key: str, message: str) -> ConfigError:
-    return ConfigError(message, file=where.file, line=where.line, key=key)
+    # line 0: the command line (adhoc_play), which has no lines to name
+    return ConfigError(message, file=where.file, line=where.line or None, key=key)
 
 
 def _string(value: Any, where: Located, key: str) -> str:
