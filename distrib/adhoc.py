@@ -52,11 +52,12 @@ def is_host(word: str) -> bool:
     return "@" in word and not _DIGEST.search(word)
 
 
-def split_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(images, hosts) from `IMAGE... [HOST...]` in the order given."""
+def split_words(words: Sequence[str], need_images: bool = True) -> tuple[list[str], list[str]]:
+    """(images, hosts) from `IMAGE... [HOST...]` in the order given (no IMAGE is fine when
+    the images come from `--images-from` files: `need_images=False`)."""
     images = [w for w in words if not is_host(w)]
     hosts = [w for w in words if is_host(w)]
-    if not images:
+    if not images and need_images:
         raise ConfigError("no image to push", hint="distrib push IMAGE... [user@host...]")
     return images, hosts
 

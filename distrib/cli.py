@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument(
         "words",
-        nargs="+",
+        nargs="*",
         metavar="IMAGE|HOST",
         help="images, then optional user@host[:port] targets (the @ tells them apart)",
     )
@@ -268,6 +268,12 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--serial", help="batch sizes, comma-separated (e.g. 1,30%%)")
     group.add_argument("--max-fail-percentage", type=float, help="stop after this many fail")
     group.add_argument("--remote-tmp", metavar="DIR", help="staging directory on the hosts")
+    group.add_argument(
+        "--images-from",
+        metavar="FILE",
+        action="append",
+        help="also ship the images a compose file, Kubernetes YAML or list file names (repeatable)",
+    )
     ssh = parser.add_argument_group("user@host targets")
     ssh.add_argument("--known-hosts", metavar="FILE", help="default ~/.ssh/known_hosts")
     ssh.add_argument("--private-key", metavar="FILE", help="default: ssh's keys and the agent")
@@ -392,7 +398,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from distrib import adhoc
     from distrib.playbook import Playbook, adhoc_play
 
-    images, hosts = adhoc.split_words(args.words)
+    images, hosts = adhoc.split_words(args.words, need_images=not args.images_from)
     if hosts:
         if args.inventory:
             raise ConfigError(
@@ -416,6 +422,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         "serial": _serial_flag(args.serial),
         "max_fail_percentage": args.max_fail_percentage,
         "remote_tmp": args.remote_tmp,
+        "images_from": args.images_from,
     }
     options = {k: v for k, v in flags.items() if v is not None}
     play = adhoc_play("all", images, name="push", **options)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from distrib import yamlio
+from distrib import sources, yamlio
 from distrib.errors import ConfigError
 from distrib.refs import ImageRef, InvalidReference
 from distrib.workflows import spec as workflow_spec
@@ -97,6 +97,7 @@ class Play:
         for key, value in data.items():
             where = Located(file, yamlio.key_line(data, key))
             values[key] = _FIELDS[key](value, where, key)
+        _merge_sources(values)
         workflow_spec.check_play(data, values, file)
         values.setdefault("images", ())  # a commit-only play ships what it commits
         name = values.pop("name", None) or f"play #{index + 1}"
@@ -169,6 +170,37 @@ def _images(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
         seen.add(str(ref))
         specs.append(ImageSpec(ref, item_where))
     return tuple(specs)
+
+
+def _images_from(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
+    """`images_from: FILE` or a list of files (relative to the playbook): compose files,
+    Kubernetes YAML, list files (distrib.sources). Each image keeps its file, line and key."""
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not paths:
+        raise _err(where, key, "must be a file or a non-empty list of files")
+    specs: list[ImageSpec] = []
+    for i, item in enumerate(paths):
+        item_where = Located(where.file, yamlio.item_line(paths, i) or where.line)
+        path = sources.resolve(_string(item, item_where, key), where.file)
+        for found in sources.images_in(path):
+            try:
+                ref = ImageRef.parse(found.text)
+            except InvalidReference as exc:
+                raise ConfigError(
+                    str(exc), file=found.file, line=found.line, key=found.key
+                ) from None
+            specs.append(ImageSpec(ref, Located(found.file, found.line)))
+    return tuple(specs)
+
+
+def _merge_sources(values: dict[str, Any]) -> None:
+    """`images` then the images of `images_from` files, each reference once."""
+    extra = values.pop("images_from", ())
+    if extra:
+        merged: dict[str, ImageSpec] = {}
+        for spec in (*values.get("images", ()), *extra):
+            merged.setdefault(str(spec.ref), spec)
+        values["images"] = tuple(merged.values())
 
 
 def _compression(value: Any, where: Located, key: str) -> str:
@@ -244,6 +276,7 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "name": _string,
     "hosts": _hosts,
     "images": _images,
+    "images_from": _images_from,
     "compression": _compression,
     "level": _int_range(0, 22),
     "forks": _int_range(1, 1000),
@@ -301,6 +334,8 @@ class Playbook:
 def adhoc_play(hosts: str, images: list[str], **options: Any) -> Play:
     """A play built from command-line arguments (`distrib push`, `restore`)."""
     where = Located("<command line>", 0)
-    data = {"hosts": hosts, "images": images, **options}
+    data = {"hosts": hosts, **({"images": images} if images else {}), **options}
     values = {k: _FIELDS[k](v, where, k) for k, v in data.items()}
+    _merge_sources(values)
+    values.setdefault("images", ())
     return Play(name=values.pop("name", "command line"), where=where, **values)

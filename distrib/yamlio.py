@@ -175,6 +175,38 @@ def loads(text: str, name: str = "<string>") -> Any:
         raise ConfigError(f"invalid YAML: {exc}", file=name) from None
 
 
+def loads_all(text: str, name: str = "<string>") -> list[Any]:
+    """Every document of a multi-document YAML text (`---` separated), as `loads` parses one;
+    empty documents are dropped. Same errors and alias limit (counted per document)."""
+    try:
+        loader = _Loader(text)
+        loader.source_name = name
+        docs: list[Any] = []
+        try:
+            while loader.check_node():
+                node = loader.get_node()
+                if node is None:
+                    continue
+                expanded_size(node, name)
+                doc = loader.construct_document(node)
+                if doc is not None:
+                    docs.append(doc)
+            return docs
+        finally:
+            loader.dispose()
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", file=name) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"invalid YAML: {exc.problem or exc.context or 'invalid YAML'}",
+            file=name,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=name) from None
+
+
 def load(path: str) -> Any:
     """Read and parse a YAML file; a missing, unreadable or non-UTF-8 file is a ConfigError."""
     return loads(read_text(path), path)

@@ -241,7 +241,9 @@ def parse_namespace(value: Any, where: Where, key: str) -> str:
 def required_keys(data: Mapping[Any, Any]) -> tuple[str, ...]:
     """A play needs `hosts` and `images`; a play with a `commit` step may omit `images` (it
     ships the committed image)."""
-    return ("hosts",) if "commit" in data else ("hosts", "images")
+    if "commit" in data or "images_from" in data:  # images_from: the images are in files
+        return ("hosts",)
+    return ("hosts", "images")
 
 
 def check_play(data: Mapping[Any, Any], values: Mapping[str, Any], file: str) -> None:
