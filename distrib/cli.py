@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_workflows(sub, _inventory_args, _output_args)
 
+    from distrib.tidy_tasks import register as register_tidy  # prune, rollback (issue 18)
+
+    register_tidy(sub, _inventory_args, _output_args, _selection_args)
+
     try:
         from distrib import lab
     except ImportError:  # pragma: no cover - the lab package is part of the distribution
@@ -268,6 +272,9 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--serial", help="batch sizes, comma-separated (e.g. 1,30%%)")
     group.add_argument("--max-fail-percentage", type=float, help="stop after this many fail")
     group.add_argument("--remote-tmp", metavar="DIR", help="staging directory on the hosts")
+    group.add_argument(
+        "--keep", type=int, metavar="N", help="after a verified rollout, keep N tags per repo"
+    )
     group.add_argument(
         "--images-from",
         metavar="FILE",
@@ -422,6 +429,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         "serial": _serial_flag(args.serial),
         "max_fail_percentage": args.max_fail_percentage,
         "remote_tmp": args.remote_tmp,
+        "keep": args.keep,
         "images_from": args.images_from,
     }
     options = {k: v for k, v in flags.items() if v is not None}
@@ -471,6 +479,11 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
         jobs[index] = dataclasses.replace(main, others=others) if others else main
     # 3. ship in parallel, collect every outcome
     plan, jobs, step = flow.expand(plan, jobs)
+    if not check and any(p.play.keep for p in plan.plays):  # issue 18: keep N tags per repo
+        from distrib.tidy_tasks import with_keep
+        from distrib.workflows.steps import dispatch
+
+        jobs, step = with_keep(plan.plays, jobs), step or dispatch
     return _execute(args, plan, jobs, out, step=step, extra=lambda: flow.json)
 
 

@@ -48,6 +48,7 @@ DEFAULT_ARGV: dict[str, tuple[str, ...]] = {
     CONTAINERD: ("ctr",),
 }
 DEFAULT_NAMESPACE = "k8s.io"  # what the kubelet (CRI) sees
+PINNED = "io.cri-containerd.pinned=pinned"  # the kubelet's image GC keeps these images
 BECOME_METHODS = ("sudo",)
 # Codecs each engine's load reads itself (docker: Facts.engine_reads, by version).
 NATIVE_CODECS: dict[str, frozenset[str]] = {
@@ -303,7 +304,7 @@ class Engine:
     def load_from_stdin(self) -> str:
         """The engine's load of an archive on stdin, as a shell command."""
         if self.kind == CONTAINERD:
-            return join([*self.ctr, "images", "import", "-"])
+            return self._containerd_pinned(join([*self.ctr, "images", "import", "-"]))
         if self.kind == PODMAN:
             return self._podman_named(join([*self.argv, "load"]))
         return join([*self.argv, "load"])
@@ -324,6 +325,18 @@ class Engine:
             f'{podman} tag "$n" "localhost/$f" || exit 1;; esac; done'
         )
 
+    def _containerd_pinned(self, load: str) -> str:
+        """`load` (ctr images import), then each image it names (`unpacking NAME (sha256:..)`,
+        measured on containerd 1.6) labelled io.cri-containerd.pinned=pinned, so the
+        kubelet's image GC never removes what distrib verified (issue 18)."""
+        label = join([*self.ctr, "images", "label"])
+        return (
+            f"out=$({load}) || {{ s=$?; printf '%s\\n' \"$out\" >&2; exit $s; }}; "
+            "printf '%s\\n' \"$out\"; "
+            "printf '%s\\n' \"$out\" | sed -n 's/^unpacking \\([^ ]*\\) (.*/\\1/p' | "
+            f'while IFS= read -r n; do {label} "$n" {q(PINNED)} >/dev/null || exit 1; done'
+        )
+
     def load(self, path: str, codec: str, native: bool, tools: Iterable[str]) -> str:
         """Load the staged archive at `path` (see the module doc for who opens what)."""
         if self.plain_docker:
@@ -332,7 +345,9 @@ class Engine:
         if self.become is None:
             if decompress is None:
                 if self.kind == CONTAINERD:
-                    return join([*self.ctr, "images", "import", "--", path])
+                    return self._containerd_pinned(
+                        join([*self.ctr, "images", "import", "--", path])
+                    )
                 if self.kind == PODMAN:
                     return self._podman_named(join([*self.argv, "load", "-i", path]))
                 return join([*self.argv, "load", "-i", path])
@@ -362,7 +377,7 @@ class Engine:
     def _piped_load(self) -> str:
         """`load_from_stdin` as the right side of a pipe (podman's is several commands)."""
         script = self.load_from_stdin()
-        return f"{{ {script}; }}" if self.kind == PODMAN else script
+        return f"{{ {script}; }}" if self.kind in (PODMAN, CONTAINERD) else script
 
     def _decompressor(self, codec: str, tools: Iterable[str]) -> list[str]:
         argv = decompressor(codec, tools)

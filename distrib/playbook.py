@@ -70,6 +70,8 @@ class Play:
     registry_host: str | None = None  # the inventory host that loads and pushes
     pull: bool = False  # the play's hosts pull from the registry (else: push only)
     insecure: bool = False  # the registry speaks plain HTTP
+    # issue 18: after a verified rollout, keep this many tags per repository shipped (tidy.py)
+    keep: int | None = None
 
     @classmethod
     def parse(cls, data: Any, file: str, index: int) -> Play:
@@ -99,6 +101,9 @@ class Play:
             values[key] = _FIELDS[key](value, where, key)
         _merge_sources(values)
         workflow_spec.check_play(data, values, file)
+        _check_keep(
+            values, Located(file, yamlio.key_line(data, "keep") if "keep" in data else line)
+        )
         values.setdefault("images", ())  # a commit-only play ships what it commits
         name = values.pop("name", None) or f"play #{index + 1}"
         return cls(name=name, where=Located(file, line), **values)
@@ -299,7 +304,18 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "registry_host": _hosts,
     "pull": _bool,
     "insecure": _bool,
+    "keep": _int_range(1, 1000),
 }
+
+
+def _check_keep(values: Mapping[str, Any], where: Located) -> None:
+    """`keep` acts after a verified rollout on each host (tidy_tasks.KeepTask)."""
+    if values.get("keep") is None:
+        return
+    if values.get("verify") is False:
+        raise _err(where, "keep", "needs verify: tags are only removed after a verified rollout")
+    if values.get("fanout") == "relay" or values.get("registry"):
+        raise _err(where, "keep", "is not supported with fanout: relay or a registry target yet")
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,7 @@ def adhoc_play(hosts: str, images: list[str], **options: Any) -> Play:
     where = Located("<command line>", 0)
     data = {"hosts": hosts, **({"images": images} if images else {}), **options}
     values = {k: _FIELDS[k](v, where, k) for k, v in data.items()}
+    _check_keep(values, where)
     _merge_sources(values)
     values.setdefault("images", ())
     return Play(name=values.pop("name", "command line"), where=where, **values)

@@ -103,6 +103,14 @@ PODMAN_NAMED = (
     "esac; done"
 )
 
+# issue 18: every containerd import is pinned (io.cri-containerd.pinned=pinned) for the kubelet
+CTR_PINNED = (
+    "out=$({load}) || {{ s=$?; printf '%s\\n' \"$out\" >&2; exit $s; }}; "
+    "printf '%s\\n' \"$out\"; printf '%s\\n' \"$out\" | "
+    "sed -n 's/^unpacking \\([^ ]*\\) (.*/\\1/p' | while IFS= read -r n; do "
+    '{ctr} images label "$n" io.cri-containerd.pinned=pinned >/dev/null || exit 1; done'
+)
+
 
 @pytest.mark.parametrize(
     ("engine", "native", "codec", "expected"),
@@ -114,16 +122,20 @@ PODMAN_NAMED = (
         (engines.Engine("podman", ("podman",)), True, "zstd",
          PODMAN_NAMED.format(load="podman load -i /s/a.tgz")),
         (engines.Engine("containerd", ("ctr",)), True, "none",
-         "ctr -n k8s.io images import -- /s/a.tgz"),
+         CTR_PINNED.format(load="ctr -n k8s.io images import -- /s/a.tgz", ctr="ctr -n k8s.io")),
         (engines.Engine("containerd", ("ctr", "-a", "/s.sock"), "ns1"), False, "gzip",
-         "gzip -dc -- /s/a.tgz | ctr -a /s.sock -n ns1 images import -"),
+         "gzip -dc -- /s/a.tgz | { "
+         + CTR_PINNED.format(load="ctr -a /s.sock -n ns1 images import -",
+                             ctr="ctr -a /s.sock -n ns1")
+         + "; }"),
         (engines.Engine(become=PW), True, "gzip",
          "cat -- /s/a.tgz | sudo -n -u root -- /bin/sh -c 'docker load'"),
         (engines.Engine(become=PW, password=True), True, "gzip",
          "{ cat; cat -- /s/a.tgz; } | sudo -k -S -p '' -u root -- /bin/sh -c 'docker load'"),
         (engines.Engine("containerd", ("ctr",), become=PW, password=True), False, "zstd",
          "{ cat; zstd -dc -- /s/a.tgz; } | sudo -k -S -p '' -u root -- /bin/sh -c "
-         "'ctr -n k8s.io images import -'"),
+         + shlex.quote(CTR_PINNED.format(load="ctr -n k8s.io images import -",
+                                         ctr="ctr -n k8s.io"))),
     ],
 )  # fmt: skip
 def test_load_commands(engine: engines.Engine, native: bool, codec: str, expected: str) -> None:
