@@ -27,6 +27,7 @@ from distrib.refs import ImageRef
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "xz": 6, "none": 0}
 EXTENSIONS = {"gzip": ".tar.gz", "zstd": ".tar.zst", "xz": ".tar.xz", "none": ".tar"}
 READ_SIZE = 1024 * 1024
+PULL_TIMEOUT = 3600.0  # a large image over a slow site link
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,21 @@ def inspect_local(refs: Sequence[ImageRef]) -> tuple[dict[ImageRef, LocalImage],
                 stderr=result.stderr,
             )
     return found, missing
+
+
+def pull_local(ref: ImageRef, platform: str | None, where: str) -> None:
+    """`docker pull [--platform P] REF` on the workstation (issue 18, item 2: `local_pull`);
+    a failure names the image, where it was listed and docker's last words."""
+    argv = [*docker_command(), "pull", *(["--platform", platform] if platform else []), str(ref)]
+    result = local.run(argv, check=False, timeout=PULL_TIMEOUT)
+    if not result.ok:
+        raise LocalError(
+            f"{where}: docker pull {ref}{' for ' + platform if platform else ''} failed",
+            cmd=argv,
+            stderr=result.stderr or result.stdout,
+            hint="is the registry reachable from this workstation (docker login, "
+            "insecure-registries)? or use local_pull: never and load the image yourself",
+        )
 
 
 def config_digest(ref: ImageRef, target: str) -> str:

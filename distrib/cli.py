@@ -281,6 +281,12 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="also ship the images a compose file, Kubernetes YAML or list file names (repeatable)",
     )
+    group.add_argument(
+        "--local-pull",
+        choices=("missing", "always", "never"),
+        help="docker pull on this workstation first (default never)",
+    )
+    group.add_argument("--platform", metavar="OS/ARCH", help="what --local-pull pulls")
     ssh = parser.add_argument_group("user@host targets")
     ssh.add_argument("--known-hosts", metavar="FILE", help="default ~/.ssh/known_hosts")
     ssh.add_argument("--private-key", metavar="FILE", help="default: ssh's keys and the agent")
@@ -362,13 +368,26 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_images(playbook: Any) -> dict[Any, Any]:
-    """Identity of every image of the playbook in the local docker; a missing one is a
-    config error naming the playbook line, raised before any connection."""
+def _local_images(playbook: Any, check: bool = False, out: Any = None) -> dict[Any, Any]:
+    """Identity of every image of the playbook in the local docker, after the plays'
+    `local_pull`s; a missing one is a config error naming the playbook line, raised before
+    any connection."""
     from distrib import archive as archive_mod
+    from distrib.playbook import local_pulls
 
     refs = list(dict.fromkeys(spec.ref for p in playbook.plays for spec in p.images))
     found, missing = archive_mod.inspect_local(refs)
+    pulls = local_pulls(playbook.plays, missing, check)
+    for spec, platform in pulls:
+        print(
+            f"pulling {spec.ref}" + (f" ({platform})" if platform else "") + " on this workstation",
+            file=out or sys.stdout,
+            flush=True,
+        )
+        where = f"{spec.where.file}:{spec.where.line}" if spec.where.line else spec.where.file
+        archive_mod.pull_local(spec.ref, platform, where)
+    if pulls:
+        found, missing = archive_mod.inspect_local(refs)
     if missing:
         spec = next(s for p in playbook.plays for s in p.images if s.ref == missing[0])
         raise ConfigError(
@@ -376,7 +395,8 @@ def _local_images(playbook: Any) -> dict[Any, Any]:
             + (f" (nor {', '.join(map(str, missing[1:]))})" if len(missing) > 1 else ""),
             file=spec.where.file,
             line=spec.where.line or None,  # 0: given on the command line
-            hint="build or pull it on this workstation first (docker images lists what exists)",
+            hint="build or pull it on this workstation first (docker images lists what "
+            "exists), or let distrib pull it: local_pull: missing (push --local-pull missing)",
         )
     return found
 
@@ -431,6 +451,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         "remote_tmp": args.remote_tmp,
         "keep": args.keep,
         "images_from": args.images_from,
+        "local_pull": args.local_pull,
+        "platform": args.platform,
     }
     options = {k: v for k, v in flags.items() if v is not None}
     play = adhoc_play("all", images, name="push", **options)
@@ -452,7 +474,7 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
 
     plan = _plan(args, playbook)
     archive_mod.ensure_cache_dir()  # archives and layers are written there (even by plan)
-    found = _local_images(playbook)
+    found = _local_images(playbook, check, out)
     # plays with a commit step or a registry target (issue 7): resolved before connecting,
     # then each commit runs and its image joins the local images
     from distrib.workflows import flow as workflow_flow

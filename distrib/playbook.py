@@ -6,7 +6,7 @@ silently ignored by a tool that changes hosts).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -72,6 +72,10 @@ class Play:
     insecure: bool = False  # the registry speaks plain HTTP
     # issue 18: after a verified rollout, keep this many tags per repository shipped (tidy.py)
     keep: int | None = None
+    # issue 18, item 2: the workstation `docker pull`s the images first (never: it must have
+    # them; `pull` above is the registry workflow's hosts pulling, another thing)
+    local_pull: str = "never"  # missing | always | never
+    platform: str | None = None  # os/arch[/variant]: what the workstation pulls
 
     @classmethod
     def parse(cls, data: Any, file: str, index: int) -> Play:
@@ -208,6 +212,15 @@ def _merge_sources(values: dict[str, Any]) -> None:
         values["images"] = tuple(merged.values())
 
 
+def _platform(value: Any, where: Located, key: str) -> str:
+    from distrib import platforms
+
+    try:
+        return str(platforms.Platform.parse(_string(value, where, key)))
+    except ValueError as exc:
+        raise _err(where, key, str(exc)) from None
+
+
 def _compression(value: Any, where: Located, key: str) -> str:
     if value is False or value is None:
         value = "none"
@@ -305,6 +318,8 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "pull": _bool,
     "insecure": _bool,
     "keep": _int_range(1, 1000),
+    "local_pull": _choice("missing", "always", "never"),
+    "platform": _platform,
 }
 
 
@@ -345,6 +360,22 @@ class Playbook:
         if not data_list:
             raise ConfigError("playbook has no plays", file=path, line=yamlio.line_of(data) or 1)
         return cls(path, tuple(Play.parse(p, path, i) for i, p in enumerate(data_list)))
+
+
+def local_pulls(
+    plays: Sequence[Play], missing: Collection[ImageRef], check: bool = False
+) -> list[tuple[ImageSpec, str | None]]:
+    """What the workstation pulls before inspecting its images (`local_pull`, issue 18):
+    (the image as listed first, the play's platform), each (reference, platform) once.
+    `always` pulls every image of the play, `missing` those not in the local engine. In
+    check mode `always` pulls only what is missing (nothing is refreshed by a dry run)."""
+    out: dict[tuple[str, str | None], ImageSpec] = {}
+    for play in plays:
+        mode = "missing" if check and play.local_pull == "always" else play.local_pull
+        for spec in play.images:
+            if mode == "always" or (mode == "missing" and spec.ref in missing):
+                out.setdefault((str(spec.ref), play.platform), spec)
+    return [(spec, platform) for (_, platform), spec in out.items()]
 
 
 def adhoc_play(hosts: str, images: list[str], **options: Any) -> Play:

@@ -288,3 +288,52 @@ def test_push_flag_images_from(tmp_path: Path) -> None:
         "shop/api:2.3.1",
         "postgres:16-alpine",
     ]
+
+
+PULL_BOOK = """\
+- hosts: web
+  images: [shop/web:2.3.1, shop/api:2.3.1]
+  local_pull: missing
+  platform: linux/arm64
+- hosts: db
+  images: [postgres:16-alpine, shop/api:2.3.1]
+  local_pull: always
+- hosts: tools
+  images: [shop/tools:1]
+"""
+
+
+@pytest.mark.parametrize(
+    ("missing", "check", "expected"),
+    [
+        (
+            {"shop/api:2.3.1", "shop/tools:1"},
+            False,
+            [("shop/api:2.3.1", "linux/arm64", 2), ("postgres:16-alpine", None, 6),
+             ("shop/api:2.3.1", None, 6)],
+        ),
+        (set(), False, [("postgres:16-alpine", None, 6), ("shop/api:2.3.1", None, 6)]),
+        (set(), True, []),  # a dry run refreshes nothing
+        ({"postgres:16-alpine"}, True, [("postgres:16-alpine", None, 6)]),
+    ],
+)  # fmt: skip
+def test_local_pulls(missing: set[str], check: bool, expected: list) -> None:
+    from distrib.playbook import local_pulls
+    from distrib.refs import ImageRef
+
+    book = Playbook.from_text(PULL_BOOK, "site.yaml")
+    pulls = local_pulls(book.plays, {ImageRef.parse(m) for m in missing}, check)
+    assert [(str(s.ref), p, s.where.line) for s, p in pulls] == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("local_pull: sometimes", "site.yaml:3: local_pull: must be one of missing, always, never"),
+        ("local_pull: true", "site.yaml:3: local_pull: must be one of"),
+        ("platform: amd64", "site.yaml:3: platform: must be OS/ARCH"),
+    ],
+)
+def test_pull_keys_are_checked(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Playbook.from_text(f"- hosts: all\n  images: [a:1]\n  {extra}\n", "site.yaml")
