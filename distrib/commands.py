@@ -419,6 +419,40 @@ def cleanup(tempdir: str) -> str:
     return f"rm -rf -- {q(tempdir)}"
 
 
+# --- one run at a time per host (issue 19) ------------------------------------------------------
+#
+# Two runs against one host at once would share the staging dir (named after the archive) and
+# the delta's stand-in images (named by content): one run's cleanup could break the other's
+# load. A run holds an flock on the remote_tmp directory itself (no lock file is left behind)
+# from before its probe to its end; the lock lives as long as the command holding it, i.e. as
+# long as the SSH channel (a lost connection releases it). Hosts without flock run unlocked.
+
+LOCKED = "distrib-locked"
+UNLOCKED = "distrib-no-flock"
+
+
+def host_lock(remote_tmp: str, wait: float) -> str:
+    """Print LOCKED once the distrib lock on the host's `remote_tmp` is held (waiting up to
+    `wait` seconds for another run to finish), then hold it until stdin closes. Prints
+    UNLOCKED and just waits when the host has no flock."""
+    base = q(remote_tmp.rstrip("/") or "/")
+    hold = f"echo {LOCKED}; read -r _ || :"  # a builtin: no process to mistake for ours
+    return (
+        f"umask 077 && mkdir -p -- {base} && "
+        f"if command -v flock >/dev/null 2>&1; then exec flock -w {int(wait)} {base} sh -c "
+        f"{q(hold)}; else echo {UNLOCKED}; read -r _ || :; fi"
+    )
+
+
+def parse_lock(line: str) -> bool:
+    """Whether the lock is held (False: the host has no flock, the run goes on unlocked)."""
+    if line.strip() == LOCKED:
+        return True
+    if line.strip() == UNLOCKED:
+        return False
+    raise ValueError(f"unexpected lock output {line!r}")
+
+
 # --- workflows (issue 7): commit, backup, registry push and pull --------------------------------
 #
 # Container names follow docker's grammar and image references ImageRef's; both are validated

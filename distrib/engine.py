@@ -41,6 +41,7 @@ PROBE_TIMEOUT = 60.0
 CHECKSUM_TIMEOUT = 900.0
 LOAD_TIMEOUT = 3600.0
 CLEANUP_TIMEOUT = 30.0
+HOST_LOCK_WAIT = 1800.0  # how long a run waits for another one on the same host (issue 19)
 UPLOAD_ATTEMPTS = 2  # a checksum mismatch is re-sent once, never loaded
 DISK_MARGIN = 1.1  # free space asked for beyond the bytes themselves
 
@@ -262,6 +263,8 @@ class _Deployment:
         self.loaded_steps = 0
         self.engine = engine_of(host)
         self.secret_line = b""  # the become password line, when sudo needs one
+        self.waited_for_lock = 0.0  # seconds this run waited for another on the host
+        self.unlock: Callable[[], None] | None = None  # releases the host lock
         self.tools: frozenset[str] = frozenset()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -294,9 +297,44 @@ class _Deployment:
         self.session = self.connect(self.host.target)
         self._timed("connect", t)
         try:
+            if self.job.mode == DEPLOY:  # released when the session closes
+                self._lock_host()
             self._deploy()
+            if self.waited_for_lock:
+                self.result.message += (
+                    f" (waited {self.waited_for_lock:.0f}s for another distrib run on this host)"
+                )
         finally:
+            if self.unlock is not None:
+                self.unlock()
             self.session.close()
+
+    def _lock_host(self) -> None:
+        """One deploying run at a time on this host (issue 19): another run's cleanup would
+        remove this one's staging dir or stand-in images. Waits for it, up to HOST_LOCK_WAIT."""
+        hold = getattr(self.session, "hold", None)
+        if hold is None:  # a transport without long-lived commands (test fakes)
+            return
+        t = time.monotonic()
+        command = commands.host_lock(self.host.remote_tmp, HOST_LOCK_WAIT)
+        try:
+            # kept: paramiko closes a channel (so frees the lock) when its object is collected
+            line, self.unlock = hold(command, timeout=HOST_LOCK_WAIT + PROBE_TIMEOUT)
+        except CommandError as exc:
+            raise HostError(
+                self.host.name,
+                f"another distrib run has held this host for more than {HOST_LOCK_WAIT:g}s "
+                f"(flock in {self.host.remote_tmp}, exit {exc.exit_status}); nothing was done",
+                hint="wait for the other run to finish, then run again",
+            ) from None
+        try:
+            commands.parse_lock(line)
+        except ValueError as exc:
+            raise HostError(self.host.name, f"cannot lock the host: {exc}") from None
+        waited = time.monotonic() - t
+        if waited >= 1.0:
+            self.result.timings["lock"] = round(waited, 3)
+            self.waited_for_lock = waited
 
     def _deploy(self) -> None:
         self._phase("probe")

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import fabric
 import paramiko
 
-from distrib.errors import ConnectError, HostError
+from distrib.errors import CommandError, ConnectError, HostError
 
 # paramiko logs an unreachable host's failure, traceback and all, from its transport thread;
 # with no handler Python prints that on stderr. The error reaches the user once, translated
@@ -753,6 +753,51 @@ class SSHSession:
             raise self._lost(str(exc) or type(exc).__name__) from None
         finally:
             _close_quietly(chan)
+
+    def hold(self, command: str, *, timeout: float) -> tuple[str, Callable[[], None]]:
+        """Start `command` and return (its first line of output, release) while it keeps
+        running: a host-side lock held for as long as its channel is open (issue 19).
+        `release()` closes its stdin and the channel; closing the session releases it too.
+        A command that ends before printing a line is a CommandError; none within `timeout`
+        seconds a HostError."""
+        chan = self._channel(command)
+        deadline = time.monotonic() + timeout
+        out = bytearray()
+        try:
+            while b"\n" not in out and len(out) < 4096:
+                if chan.recv_ready():
+                    out += chan.recv(4096)
+                elif chan.exit_status_ready() or chan.closed:
+                    status = chan.recv_exit_status()
+                    err = bytearray()
+                    while chan.recv_stderr_ready():
+                        err += chan.recv_stderr(65536)
+                    raise CommandError(
+                        self.target.name,
+                        command,
+                        status,
+                        out.decode("utf-8", "replace"),
+                        err.decode("utf-8", "replace"),
+                    )
+                elif time.monotonic() >= deadline:
+                    raise HostError(
+                        self.target.name, f"no answer within {timeout:g}s from: {command}"
+                    )
+                else:
+                    select.select([chan], [], [], 1.0)
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            _close_quietly(chan)
+            raise self._lost(str(exc) or type(exc).__name__) from None
+        except BaseException:
+            _close_quietly(chan)
+            raise
+
+        def release() -> None:
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+                chan.shutdown_write()
+            _close_quietly(chan)
+
+        return out.split(b"\n", 1)[0].decode("utf-8", "replace"), release
 
     def upload(
         self,

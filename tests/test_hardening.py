@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib import cli, patterns, report, transport, yamlio
+from distrib import cli, commands, patterns, report, transport, yamlio
 from distrib.diskspace import DiskGuard
 from distrib.engine import FAILED, OK, HostResult
 from distrib.errors import (
@@ -534,3 +534,29 @@ def test_backup_download_stops_before_the_disk_is_full() -> None:
 def test_small_filesystems_keep_a_proportional_reserve() -> None:
     assert DiskGuard("h", "/", Disk(free=10**9, total=2 * 10**9)).reserve == 10**8
     assert DiskGuard("h", "/", Disk(free=10**9, total=10**13)).reserve == 10**9
+
+
+# --- item 8: one deploying run at a time per host ----------------------------------------------
+
+
+def test_host_lock_command() -> None:
+    command = commands.host_lock("/var/tmp/", 1800)
+    assert command == (
+        "umask 077 && mkdir -p -- /var/tmp && if command -v flock >/dev/null 2>&1; then "
+        "exec flock -w 1800 /var/tmp sh -c 'echo distrib-locked; read -r _ || :'; "
+        "else echo distrib-no-flock; read -r _ || :; fi"
+    )
+    assert "'/tmp/a b'" in commands.host_lock("/tmp/a b", 5)  # quoted, never split
+
+
+@pytest.mark.parametrize(
+    "line, held",
+    [("distrib-locked", True), ("distrib-locked\r", True), ("distrib-no-flock", False)],
+)
+def test_parse_lock(line: str, held: bool) -> None:
+    assert commands.parse_lock(line) is held
+
+
+def test_parse_lock_refuses_anything_else() -> None:
+    with pytest.raises(ValueError, match="unexpected lock output"):
+        commands.parse_lock("flock: /var/tmp: No such file")

@@ -4,18 +4,21 @@ whose data never pauses, ProxyCommand to a real sshd, and two runs at once again
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from distrib import transport
+from distrib import commands, transport
 from distrib.errors import HostError
 from distrib.inventory import Inventory
 from distrib.plan import make_plan
 from distrib.playbook import Playbook
-from tests.conftest import Lab
+from tests.conftest import Lab, distrib
 
 pytestmark = pytest.mark.lab
 
@@ -81,3 +84,73 @@ def test_proxy_command_reaches_a_real_host(lab: Lab, tmp_path: Path) -> None:
         assert session.run("hostname", timeout=30).ok
     finally:
         session.close()
+
+
+PLAY = "- hosts: node1,node2\n  images: [demo/web:1.0, demo/worker:1.0]\n"
+
+
+def waiting() -> int:
+    """Deploys waiting for a host lock: their `flock -w 1800` (lab hosts share the machine's
+    process table, so this counts every host's)."""
+    out = subprocess.run(["pgrep", "-c", "-f", "^flock -w 1800 "], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
+@pytest.mark.parametrize("delta", ["auto"])  # the layer store: steps and stand-ins
+def test_two_runs_at_once_against_the_same_hosts_both_succeed(
+    lab: Lab, tmp_path: Path, delta: str
+) -> None:
+    """Issue 19 item 8: they shared the staging dir and the delta's stand-in images (one run's
+    cleanup broke the other's load: "mv: cannot stat ...part", "delta refused"); now a
+    host-side lock lets one deploy while the other waits, then finds the images there. The
+    test holds the lock itself first, so that both runs surely overlap."""
+    lab.remove_images("demo/web:1.0", "demo/worker:1.0")
+    book = tmp_path / "play.yml"
+    book.write_text(PLAY + f"  delta: '{delta}'\n")
+    holders = [transport.connect(target_of(lab, h)) for h in ("node1", "node2")]
+    releases = []
+    for session in holders:
+        line, release = session.hold(commands.host_lock("/var/tmp", 60), timeout=60)
+        assert line == commands.LOCKED
+        releases.append(release)
+    results: dict[int, subprocess.CompletedProcess[str]] = {}
+
+    def one(index: int) -> None:
+        results[index] = distrib("run", str(book), "-i", str(lab.inventory), "--json")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        # both runs connected and waiting on each host (their flock waits up to 1800 s)
+        deadline = time.monotonic() + 180
+        while waiting() < 4:
+            assert time.monotonic() < deadline, "the runs never waited for the lock"
+            assert not results, results  # a run that ended while the lock was held
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        for release in releases:
+            release()
+        for session in holders:
+            session.close()
+    for thread in threads:
+        thread.join(600)
+    statuses: dict[str, list[str]] = {"node1": [], "node2": []}
+    for proc in results.values():
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+        hosts = json.loads(proc.stdout)["plays"][0]["hosts"]
+        for name, host in hosts.items():
+            statuses[name].append(host["status"])
+            assert "for another distrib run on this host" in host["message"], host["message"]
+            assert host["timings"]["lock"] >= 1
+    # on each host one run deployed, the other waited for it and found the images there
+    assert {name: sorted(s) for name, s in statuses.items()} == {
+        "node1": ["changed", "ok"],
+        "node2": ["changed", "ok"],
+    }
+    for host in ("node1", "node2"):
+        assert lab.image_id(host, "demo/web:1.0") and lab.image_id(host, "demo/worker:1.0")
+        assert lab.temp_files(host) == []
+        dangling = lab.exec(host, "docker", "images", "-q", "--filter", "dangling=true")
+        assert dangling.stdout.strip() == "", "a stand-in image was left behind"
