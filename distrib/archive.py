@@ -22,6 +22,7 @@ from typing import IO
 from distrib import local
 from distrib.commands import INSPECT_FORMAT, parse_inspect
 from distrib.errors import ConfigError, LocalError
+from distrib.platforms import Platform
 from distrib.refs import ImageRef
 
 DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "xz": 6, "none": 0}
@@ -43,6 +44,7 @@ class LocalImage:
     size: int
     fingerprint: str = ""
     engine_id: str = ""
+    platform: Platform | None = None  # the config's os/architecture (None: it names none)
 
 
 class Archive:
@@ -285,7 +287,13 @@ def inspect_local(refs: Sequence[ImageRef]) -> tuple[dict[ImageRef, LocalImage],
             seen = parse_inspect(result.stdout.strip().splitlines()[0])
             config = config_digest(ref, seen.id) if seen.containerd_store else seen.id
             found[ref] = LocalImage(
-                ref, config, seen.diff_ids, seen.size, seen.fingerprint, seen.id
+                ref,
+                config,
+                seen.diff_ids,
+                seen.size,
+                seen.fingerprint,
+                seen.id,
+                Platform.of_image(*seen.platform),
             )
         elif "no such image" in result.stderr.lower():
             missing.append(ref)

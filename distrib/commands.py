@@ -55,8 +55,13 @@ def probe(docker: Sequence[str], remote_tmp: str) -> str:
         f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
         'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; '
         f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
-        "true"
+        f"{ARCH_LINE}; true"
     )
+
+
+# the host's machine (issue 18, item 3: platforms): the kernel's name, normalised by
+# distrib.platforms (x86_64 -> amd64); the same line in every engine's probe
+ARCH_LINE = "printf 'arch=%s\\n' \"$(uname -m 2>/dev/null)\""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Facts:
     tmp_avail: int | None = None  # bytes free where archives are staged (None: unknown)
     engine: str = "docker"  # docker | podman | containerd (distrib.engines)
     store: str = ""  # docker's image store: containerd | classic ("" when not docker, unknown)
+    arch: str = ""  # `uname -m` ("" when the probe did not say)
 
     @property
     def engine_ok(self) -> bool:
@@ -124,6 +130,7 @@ def parse_probe(stdout: str) -> Facts:
         kib("tmp_avail_kb"),
         values.get("engine") or "docker",
         docker_store(values.get("docker_driver", "")),
+        values.get("arch", ""),
     )
 
 
@@ -166,6 +173,7 @@ class Inspected:
     size: int
     descriptor: str = ""  # the containerd store's manifest/index digest ("" on classic)
     fingerprint: str = ""
+    platform: tuple[str, str, str] = ("", "", "")  # the config's (os, architecture, variant)
 
     @property
     def containerd_store(self) -> bool:
@@ -231,7 +239,10 @@ def parse_inspect(line: str) -> Inspected:
     fingerprint = config_fingerprint(
         parsed_config, arch, os_name, variant, created, author, diff_ids
     )
-    return Inspected(image_id, diff_ids, int(size), descriptor.strip(), fingerprint)
+    # docker 20.10 renders a config without `variant` as "<no value>"
+    shown = ["" if v.strip() == "<no value>" else v.strip() for v in (os_name, arch, variant)]
+    platform = (shown[0], shown[1], shown[2])
+    return Inspected(image_id, diff_ids, int(size), descriptor.strip(), fingerprint, platform)
 
 
 def parse_inspect_line(line: str) -> tuple[str, tuple[str, ...], int]:

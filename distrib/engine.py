@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from distrib import commands, engines
+from distrib import commands, engines, platforms
 from distrib.archive import Archive, LocalImage
 from distrib.errors import (
     CommandError,
@@ -376,6 +376,7 @@ class _Deployment:
             self.result.message = "all images already present"
             return
         wanted = [i for i in images if str(i.ref) in missing]
+        self._refuse_other_platforms(wanted, facts)
         self.archive = self.job.archive
         delta = self.job.store is not None and getattr(facts, "engine", "docker") == "docker"
         if delta:
@@ -504,6 +505,19 @@ class _Deployment:
         listing = self.engine.wrap(commands.host_layers(self.docker, containerd_store))
         out = self._run(listing, "listing the host's layers", PROBE_TIMEOUT, self.secret_line)
         return commands.parse_host_layers(out.stdout), commands.parse_host_blobs(out.stdout)
+
+    def _refuse_other_platforms(self, wanted: list[LocalImage], facts: commands.Facts) -> None:
+        """An image built for another platform fails only when run (issue 18, item 3): refuse
+        it before sending, one line naming each image's platform and the host's."""
+        host = platforms.Platform.of_host(facts.arch)
+        refused = platforms.refusals([(str(i.ref), i.platform) for i in wanted], host)
+        if refused:
+            raise HostError(
+                self.host.name,
+                "; ".join(refused) + "; nothing was sent",
+                hint=f"build or pull the images for {host} (play key platform: with "
+                "local_pull), or leave this host out of the play",
+            )
 
     def _probe(self) -> commands.Facts:
         out = self._run(

@@ -251,7 +251,7 @@ class Engine:
             f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
             'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; '
             f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
-            "true"
+            f"{commands.ARCH_LINE}; true"
         )
         return self.wrap(script)
 

@@ -40,6 +40,7 @@ class FakeHost:
     root_avail: int | None = 10**12
     tmp_avail: int | None = 10**12
     cut_after: int | None = None  # the link dies after this many bytes of an upload
+    machine: str = ""  # `uname -m` in the probe ("": an older probe that did not say)
     log: list[str] = field(default_factory=list)
 
     def inspect_line(self, ref: str) -> str:
@@ -75,6 +76,7 @@ class FakeSession:
             if h.tmp_avail is not None:
                 lines.append(f"tmp_avail_kb={h.tmp_avail // 1024}")
             lines += [f"has_{t}=1" for t in h.tools]
+            lines.append(f"arch={h.machine}")
             return Result(command, 0, "\n".join(lines) + "\n", "")
         if command.startswith(commands.join([*self.docker, "version"])):
             return Result(command, 1, "", "Cannot connect to the Docker daemon")
