@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from distrib import engines, tidy
+from distrib import cli, engines, tidy
 from distrib.errors import ConfigError
 from distrib.playbook import Playbook, adhoc_play
 
@@ -202,3 +202,19 @@ def test_keep_in_playbooks_and_push() -> None:
     with pytest.raises(ConfigError, match="relay"):
         adhoc_play("all", ["app:1"], keep=2, fanout="relay")
     assert adhoc_play("all", ["app:1"], keep=2).keep == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["prune", "app", "--keep", "0"], "--keep must be at least 1"),
+        (["prune", "app:1", "--keep", "2"], "name a repository, without a tag"),
+        (["rollback", "app"], "name the tag to roll back"),
+        (["rollback", "app:1", "--to", "Bad Tag"], "--to 'Bad Tag'"),
+    ],
+)
+def test_tidy_commands_refuse_bad_input_before_connecting(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*argv, "-i", "nowhere.yaml"]) == 5
+    assert words in capsys.readouterr().err

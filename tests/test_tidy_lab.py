@@ -126,3 +126,10 @@ def test_keep_prune_rollback_and_pin(tidy_lab: Path) -> None:
     forward = _run(inv, "rollback", f"{REPO}:3", "-l", "node3")
     assert forward.returncode == 0, forward.stderr
     assert _tags("node3")["3"] == before["node3"]["3"]
+
+    # a rollout with keep that replaces :3's image records it as distrib-prev-3 first
+    again = _run(inv, "push", f"{REPO}:3", "--keep", "2", "-l", "node1:node2")
+    assert again.returncode == 0, again.stderr
+    for host in ("node1", "node2"):
+        now = _tags(host)
+        assert now["3"] == before[host]["3"] and now["distrib-prev-3"] == before[host]["1"]
