@@ -154,3 +154,52 @@ def test_two_runs_at_once_against_the_same_hosts_both_succeed(
         assert lab.temp_files(host) == []
         dangling = lab.exec(host, "docker", "images", "-q", "--filter", "dangling=true")
         assert dangling.stdout.strip() == "", "a stand-in image was left behind"
+
+
+EVIL_DOCKER = """#!/bin/sh
+# a compromised host: its `docker save` of the committed image also tags it as demo/worker:1.0
+if [ "$1" = save ]; then
+    shift; [ "$1" = -- ] && shift
+    docker tag "$1" demo/worker:1.0 && exec docker save "$1" demo/worker:1.0
+fi
+exec docker "$@"
+"""
+
+
+def test_a_commit_host_cannot_retag_workstation_images(lab: Lab, tmp_path: Path) -> None:
+    """Issue 19 item 1: the commit step's stream is checked before the workstation's docker
+    loads it. A host whose save also names demo/worker:1.0 is refused; the workstation's
+    demo/worker:1.0 keeps its content and the committed image is not loaded either."""
+    ship = tmp_path / "ship.yaml"
+    ship.write_text("- hosts: node1\n  images: [demo/web:1.0, demo/worker:1.0]\n")
+    distrib("run", str(ship), "-i", str(lab.inventory), check=True)
+    worker_before = local_image_id("demo/worker:1.0")
+    image = f"demo/evil-commit:{int(time.time())}"
+    lab.exec("node1", "docker", "rm", "-f", "evilweb", check=False)
+    lab.exec("node1", "docker", "run", "-d", "--name", "evilweb", "demo/web:1.0", "sleep", "600")
+    lab.exec("node1", "sh", "-c", f"cat > /tmp/evil-docker <<'EOF'\n{EVIL_DOCKER}EOF\n"
+             "chmod 755 /tmp/evil-docker")  # fmt: skip
+    inv = lab.inventory_with(tmp_path, host_vars={"node1": {"docker_command": "/tmp/evil-docker"}})
+    book = tmp_path / "snapshot.yaml"
+    book.write_text(
+        f"- hosts: node2\n  commit: {{host: node1, container: evilweb, image: {image}}}\n"
+    )
+    try:
+        proc = distrib("run", str(book), "-i", str(inv))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"the fetched archive for {image} names" in proc.stderr, proc.stderr
+        assert "demo/worker:1.0" in proc.stderr and "nothing loaded" in proc.stderr
+        assert local_image_id("demo/worker:1.0") == worker_before
+        assert local_image_id(image) is None
+    finally:
+        lab.exec("node1", "docker", "rm", "-f", "evilweb", check=False)
+        lab.exec("node1", "docker", "rmi", image, check=False)
+        lab.exec("node1", "docker", "tag", worker_before or "demo/worker:1.0", "demo/worker:1.0",
+                 check=False)  # fmt: skip
+        lab.exec("node1", "rm", "-f", "/tmp/evil-docker", check=False)
+
+
+def local_image_id(ref: str) -> str | None:
+    out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+                         capture_output=True, text=True)  # fmt: skip
+    return out.stdout.strip() if out.returncode == 0 else None

@@ -480,7 +480,9 @@ class BackupTask:
             try:
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as out:
-                    sink = _HashingSink(out, remote.cancel, guard)
+                    sink = _HashingSink(
+                        out, remote.cancel, guard, _fetch_limit(estimate), remote.host.name
+                    )
                     result = _download(remote, command, sink)
                     out.flush()
                     os.fsync(out.fileno())
@@ -536,17 +538,30 @@ class _HashingSink:
     """Writes downloaded bytes to a file, hashing them; raises Cancelled when interrupted."""
 
     def __init__(
-        self, out: IO[bytes], cancel: threading.Event, guard: DiskGuard | None = None
+        self,
+        out: IO[bytes],
+        cancel: threading.Event,
+        guard: DiskGuard | None = None,
+        limit: int | None = None,
+        host: str = "",
     ) -> None:
         self.out = out
         self.cancel = cancel
         self.guard = guard
+        self.limit = limit  # the most bytes the host may send
+        self.host = host
         self.digest = hashlib.sha256()
         self.size = 0
 
     def __call__(self, block: bytes) -> None:
         if self.cancel.is_set():
             raise Cancelled("interrupted during download")
+        if self.limit is not None and self.size + len(block) > self.limit:
+            raise TransferError(
+                self.host,
+                f"the host sent more than {human_bytes(self.limit)}, more than the image could "
+                "take: stopped, nothing kept",
+            )
         if self.guard is not None:
             self.guard.wrote(len(block))
         self.out.write(block)
@@ -846,7 +861,7 @@ def commit_and_fetch(
         remote.result.images[str(task.image)] = image_id
         compress = commands.host_compressor("gzip", FETCH_LEVEL, facts.tools)
         remote.phase("fetch")
-        size = _fetch_into_local_docker(remote, task.image, compress)
+        size = _fetch_into_local_docker(remote, task.image, compress, remote.inspect(task.image))
         remote.done("fetch")
         found, missing = _inspect_local(task.image)
         # Same image = same config (engine.image_state): the IDs alone differ as soon as one
@@ -878,31 +893,30 @@ def _inspect_local(ref: ImageRef) -> tuple[LocalImage, bool]:
     return (found[ref], False) if ref in found else (LocalImage(ref, "", (), 0), True)
 
 
-def _fetch_into_local_docker(remote: _Remote, ref: ImageRef, compress: list[str]) -> int:
-    """Pipe the host's `docker save | gzip` into the local `docker load`; the host's sha256 of
-    the stream is compared with what was received."""
+def _fetch_into_local_docker(
+    remote: _Remote, ref: ImageRef, compress: list[str], committed: commands.Inspected
+) -> int:
+    """Fetch the host's `docker save | gzip` of `ref` into a private file on the workstation and
+    check it before the local docker sees a byte (issue 19: a compromised host must not
+    retag the workstation's images): the host's sha256 of the stream, a size no larger than
+    the image, exactly one image tagged `ref` and nothing else, whose config the host shows as
+    the committed image's. Only then `docker load`."""
     from distrib import archive as archive_mod
 
     command = commands.save_stream(remote.docker, [ref], compress)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        load = local.spawn(
-            [*archive_mod.docker_command(), "load"], stdin=local.PIPE, stdout=out, stderr=err
-        )
-        assert load.stdin is not None
-        sink = _HashingSink(load.stdin, remote.cancel)
-        try:
-            result = _download(remote, command, sink)
-            load.stdin.close()
-            code = load.wait()
-        except BaseException:
-            if load.poll() is None:
-                load.kill()
-            load.wait()
-            raise
+    host = remote.host.name
+    directory = archive_mod.ensure_cache_dir()
+    guard = DiskGuard(host, directory)
+    guard.preflight(committed.size)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".commit-", suffix=".tar.gz") as tmp:
+        limit = _fetch_limit(committed.size)
+        sink = _HashingSink(tmp, remote.cancel, guard, limit=limit, host=host)
+        result = _download(remote, command, sink)
+        tmp.flush()
         report = commands.parse_save_stream(result.stderr)
         if not result.ok or not report.ok:
             raise CommandError(
-                remote.host.name,
+                host,
                 command,
                 result.exit_status or 1,
                 "",
@@ -910,10 +924,43 @@ def _fetch_into_local_docker(remote: _Remote, ref: ImageRef, compress: list[str]
                 what=f"docker save of {ref} on the host",
             )
         if report.sha256 != sink.sha256:
-            raise TransferError(remote.host.name, f"{ref}: the stream arrived corrupted")
-        if code != 0:
-            err.seek(0)
-            raise LocalError(
-                f"local docker load of {ref} failed", stderr=err.read().decode("utf-8", "replace")
-            )
+            raise TransferError(host, f"{ref}: the stream arrived corrupted")
+        _check_commit_archive(remote, ref, tmp.name)
+        loaded = local.run(
+            [*archive_mod.docker_command(), "load", "-i", tmp.name], check=False, timeout=3600
+        )
+        if not loaded.ok:
+            raise LocalError(f"local docker load of {ref} failed", stderr=loaded.stderr)
     return sink.size
+
+
+def _fetch_limit(image_size: int) -> int:
+    """The most a host may send for a compressed save of an image whose engine reports
+    `image_size` (gzip and zstd grow incompressible data by well under 1%; the margin covers
+    engines that report a compressed size, and docker 25+ saves' OCI index and configs)."""
+    return image_size * 2 + 64 * 1024 * 1024
+
+
+def _check_commit_archive(remote: _Remote, ref: ImageRef, path: str) -> None:
+    """The fetched archive holds exactly `ref`, one image, and the host shows that image's
+    config under `ref`: else TransferError, and nothing is loaded."""
+    host = remote.host.name
+    try:
+        contents = archives.read_contents(path, "gzip")
+    except DistribError as exc:
+        raise TransferError(host, f"the fetched {ref} is not a valid archive: {exc}") from None
+    names = sorted(str(i.ref) for i in contents.images)
+    if contents.untagged or names != [str(ref)]:
+        raise TransferError(
+            host,
+            f"the fetched archive for {ref} names {', '.join(names) or 'no image'}"
+            + (f" and {contents.untagged} untagged image(s)" if contents.untagged else "")
+            + ": refused, nothing loaded (only the committed image may arrive)",
+        )
+    state = remote.identity(list(contents.images))[str(ref)]
+    if state != PRESENT:
+        raise TransferError(
+            host,
+            f"the fetched archive's config for {ref} is not the committed image's ({state} on "
+            "the host): refused, nothing loaded",
+        )
