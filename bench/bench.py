@@ -910,8 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(table(doc))
     print(f"\nresults: {out.relative_to(ROOT)}")
-    engines = args.engine or args.workstation
-    if not args.quick and engines:  # an engine run keeps its own latest file and chart
+    engines = args.engine or args.workstation or args.only
+    if not args.quick and engines:  # an engine or --only run keeps its own latest file
         tag = f"{args.workstation or 'docker'}-to-{(args.engine or 'docker').replace(',', '+')}"
         shutil.copyfile(out, RESULTS / f"latest-{tag}.json")
         chart = RESULTS / f"{stamp}.png"
