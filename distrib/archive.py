@@ -81,6 +81,10 @@ class Archive:
         self._sha256 = sha256
         self._error: BaseException | None = None
         self._started = size is not None and sha256 is not None
+        # a file written before this run (the cache, a backup): its bytes are checked against
+        # the recorded sha256 by the first reader, as they are sent (issue 19)
+        self._recorded = self._started
+        self._verifying = False
         self._done = self._started
         self._ready = self._started  # a file exists at self._path
         self._abort = threading.Event()
@@ -184,22 +188,61 @@ class Archive:
         return digest.hexdigest()
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
-        """The archive's bytes from `offset`, following the file while it is being written."""
+        """The archive's bytes from `offset`, following the file while it is being written.
+
+        A file from before this run is hashed by its first whole reader as it is sent; bytes
+        that do not match the recorded sha256 end that reader (and the others) with a
+        LocalError naming the file, before any host loads them, and a cache entry is removed
+        so that the next run rebuilds it (issue 19: the host was blamed)."""
         position = offset
         self._available(offset)
+        digest = None
+        with self._cond:
+            if self._recorded and offset == 0 and not self._verifying:
+                self._verifying = True
+                digest = hashlib.sha256()
         with self._open() as fh:
             fh.seek(offset)
             while True:
                 available = self._available(position + 1)
                 if available <= position:
                     if self._done:
-                        return
+                        break
                     continue
                 block = fh.read(min(READ_SIZE, available - position))
                 if not block:
-                    return
+                    break
                 position += len(block)
+                if digest is not None:
+                    digest.update(block)
+                    if position == self._size:  # checked before the last block leaves
+                        self._check(digest.hexdigest(), position)
                 yield block
+        if digest is not None and position != self._size:
+            self._check(digest.hexdigest(), position)
+
+    def _check(self, digest: str, size: int) -> None:
+        if digest == self._sha256 and size == self._size:
+            return
+        error = LocalError(
+            f"the archive {self._path} does not match its record (sha256 {digest[:12]}, "
+            f"{size} bytes; recorded {str(self._sha256)[:12]}, {self._size} bytes): corrupt "
+            "on the workstation, not sent further"
+            + ("; removed from the cache, the next run rebuilds it" if self._drop() else "")
+        )
+        with self._cond:
+            self._error = error
+        raise error
+
+    def _drop(self) -> bool:
+        """Remove a corrupt cache entry (never a file outside the cache: a backup)."""
+        archives = os.path.realpath(os.path.join(cache_dir(), "archives"))
+        if os.path.dirname(os.path.realpath(self._path)) != archives:
+            return False
+        for path in (self._path, _meta_path(self._path, self.key)):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return True
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ needs a host or the local docker (every error is found before either is used).""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from distrib import cli, commands, patterns, report, transport, yamlio
+from distrib.archive import Archive
 from distrib.diskspace import DiskGuard
 from distrib.engine import FAILED, OK, HostResult
 from distrib.errors import (
@@ -25,6 +27,7 @@ from distrib.errors import (
     CommandError,
     ConfigError,
     ConnectError,
+    LocalError,
     TransferError,
     last_lines,
     printable,
@@ -560,3 +563,61 @@ def test_parse_lock(line: str, held: bool) -> None:
 def test_parse_lock_refuses_anything_else() -> None:
     with pytest.raises(ValueError, match="unexpected lock output"):
         commands.parse_lock("flock: /var/tmp: No such file")
+
+
+# --- item 3 (archives only): a cache entry is checked as it is read for sending ---------------
+
+
+def cached_archive(tmp_path: Path, data: bytes, key: str = "k" * 32) -> tuple[Path, Path, str]:
+    directory = tmp_path / "cache" / "archives"
+    directory.mkdir(parents=True, exist_ok=True)
+    path, meta = directory / f"{key}.tar.gz", directory / f"{key}.json"
+    path.write_bytes(data)
+    meta.write_text("{}")
+    return path, meta, hashlib.sha256(data).hexdigest()
+
+
+def test_an_intact_cached_archive_reads_as_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTRIB_CACHE_DIR", str(tmp_path / "cache"))
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    path, _, digest = cached_archive(tmp_path, data)
+    archive = Archive(str(path), "gzip", 6, len(data), digest, cached=True, key="k" * 32)
+    assert b"".join(archive.chunks()) == data
+    assert b"".join(archive.chunks()) == data  # a second reader is not hashed again
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupt_cached_archive_is_reported_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setenv("DISTRIB_CACHE_DIR", str(tmp_path / "cache"))
+    data = os.urandom(2 * 1024 * 1024)
+    path, meta, digest = cached_archive(tmp_path, data)
+    bad = data[:-1] if damage == "truncate" else data[:1000] + b"\0" + data[1001:]
+    path.write_bytes(bad)
+    archive = Archive(str(path), "gzip", 6, len(data), digest, cached=True, key="k" * 32)
+    sent = bytearray()
+    with pytest.raises(LocalError) as info:
+        for block in archive.chunks():
+            sent += block
+    assert len(sent) < len(data)  # the upload ends with the error: no host gets a whole file
+    assert "does not match its record" in str(info.value)
+    assert "removed from the cache, the next run rebuilds it" in str(info.value)
+    assert not path.exists() and not meta.exists()
+    with pytest.raises(LocalError):  # every other reader of it stops too
+        b"".join(archive.chunks())
+
+
+def test_a_corrupt_backup_outside_the_cache_is_never_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTRIB_CACHE_DIR", str(tmp_path / "cache"))
+    backup = tmp_path / "backups" / "web.tar.gz"
+    backup.parent.mkdir()
+    backup.write_bytes(b"x" * 1000)
+    archive = Archive(str(backup), "gzip", 6, 1000, "0" * 64, cached=True)
+    with pytest.raises(LocalError, match="does not match its record") as info:
+        b"".join(archive.chunks())
+    assert "removed" not in str(info.value) and backup.exists()
