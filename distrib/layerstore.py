@@ -629,8 +629,19 @@ class LayerStore:
         return step
 
     def _config_bytes(self, image: LocalImage) -> bytes:
-        with open(self.config_path(image.id), "rb") as fh:
-            return fh.read()
+        """The stored config, checked: its digest is the image's identity (issue 19)."""
+        path = self.config_path(image.id)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if "sha256:" + hashlib.sha256(data).hexdigest() != image.id:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise LocalError(
+                f"the layer store's config of {image.ref} is corrupt: removed, a new run "
+                "stores it again",
+                hint="check the workstation's disk; nothing was sent",
+            )
+        return data
 
     def _config_member(self, image_id: str, config: bytes, oci: bool = False) -> _Member:
         name = f"blobs/sha256/{_hex(image_id)}" if oci else _hex(image_id) + ".json"
@@ -913,13 +924,36 @@ def _length(piece: bytes | Blob) -> int:
 
 
 def _blob_chunks(blob: Blob, skip: int) -> Iterator[bytes]:
+    """The blob's bytes from `skip`, checked against the sha256 recorded when it was stored
+    as they are read (issue 19: the cache is not trusted on read). The bytes before `skip`
+    are hashed too, unsent. A mismatch removes the entry (the next fill stores it again) and
+    fails the reader, before the last bytes leave: a host never gets a corrupt layer."""
+    digest = hashlib.sha256()
+    pending = b""  # one block held back: the last leaves only once the whole blob checked
     with open(blob.path, "rb") as fh:
-        fh.seek(skip)
-        while True:
-            block = fh.read(READ_SIZE)
-            if not block:
-                return
-            yield block
+        for block in iter(lambda: fh.read(READ_SIZE), b""):
+            digest.update(block)
+            if skip >= len(block):
+                skip -= len(block)
+                continue
+            if pending:
+                yield pending
+            pending, skip = block[skip:], 0
+    if digest.hexdigest() != blob.sha256:
+        _drop_corrupt(blob)
+        raise LocalError(
+            f"the layer store's blob of {blob.diff_id[:19]} is corrupt (its sha256 is not the "
+            "one recorded when it was stored): removed, a new run stores it again",
+            hint="check the workstation's disk; nothing corrupt was loaded anywhere",
+        )
+    if pending:
+        yield pending
+
+
+def _drop_corrupt(blob: Blob) -> None:
+    for path in (blob.path, meta_path(blob.path)):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _json_list(data: bytes) -> list[Any]:

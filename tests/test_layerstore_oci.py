@@ -227,3 +227,37 @@ def test_host_layers_asks_ctr_only_on_the_containerd_store() -> None:
     assert "ctr" not in commands.host_layers(["docker"])
     script = commands.host_layers(["docker"], containerd_store=True)
     assert "content ls -q" in script and "{{.Containerd.Address}}" in script
+
+
+def test_a_corrupt_blob_is_caught_as_it_is_read_and_removed(
+    filled: tuple[LayerStore, LocalImage],
+) -> None:
+    """Issue 19: the store is not trusted on read. A flipped byte in a stored blob fails the
+    archive before its last bytes leave, and the entry is gone (the next fill stores it)."""
+    store, image = filled
+    blob = store.blob(image.diff_ids[0])
+    assert blob is not None
+    data = bytearray(Path(blob.path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(blob.path).write_bytes(bytes(data))
+    archive = store.assemble([image])
+    with pytest.raises(LocalError, match="corrupt"):
+        b"".join(archive.chunks())
+    assert store.blob(image.diff_ids[0]) is None and not store.has(image)
+    assert not Path(blob.path).exists()
+
+
+def test_a_corrupt_config_is_caught_and_removed(filled: tuple[LayerStore, LocalImage]) -> None:
+    store, image = filled
+    Path(store.config_path(image.id)).write_bytes(b'{"os":"linux"}')
+    with pytest.raises(LocalError, match="corrupt"):
+        store.assemble([image])
+    assert not store.has(image)
+
+
+def test_resumed_reads_still_check_the_whole_blob(filled: tuple[LayerStore, LocalImage]) -> None:
+    store, image = filled
+    archive = store.assemble([image])
+    whole = b"".join(archive.chunks())
+    for offset in (0, 1, 700, len(whole) - 1):
+        assert b"".join(archive.chunks(offset)) == whole[offset:]
