@@ -36,7 +36,8 @@ HOST_ENGINES = (
 )  # fmt: skip
 DOCKER_HOSTS = ("docker-20.10", "docker-28", "docker-28-containerd", "docker-26")
 RELAY_CHAIN = ("docker-20.10", "docker-28", "docker-28-containerd")
-WORKSTATIONS = ("docker", "docker-28", "docker-28-containerd")  # docker: the system's 20.10
+# the workstation's engine: `docker` is the system's 20.10 (/run/docker.sock)
+WORKSTATIONS = ("docker", "docker-26", "docker-28", "docker-28-containerd")
 DEMO = ("demo/web:1.0", "demo/worker:1.0")
 PREFIX = "distrib-matrix"  # every image this module builds (removed at the end)
 PARTIAL = "io.distrib.partial"  # the loading steps' stand-ins (README, Layer store and delta)
