@@ -76,6 +76,26 @@ class Progress:
         pass
 
 
+class QuietProgress(Progress):
+    """Forwards progress but not `finished`: a step that runs `deploy` as one part of its
+    work (a workflow step, a tidy task) reports the host's outcome once, itself."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+
+    def phase(self, host: str, phase: str) -> None:
+        self.inner.phase(host, phase)
+
+    def transfer_started(self, host: str, total: int) -> None:
+        self.inner.transfer_started(host, total)
+
+    def transfer_more(self, host: str, nbytes: int) -> None:
+        self.inner.transfer_more(host, nbytes)
+
+    def advance(self, host: str, nbytes: int) -> None:
+        self.inner.advance(host, nbytes)
+
+
 @dataclass
 class HostResult:
     host: str

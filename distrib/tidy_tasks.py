@@ -31,6 +31,7 @@ from distrib.engine import (
     HostResult,
     Job,
     Progress,
+    QuietProgress,
     deploy,
     engine_of,
     image_state,
@@ -41,25 +42,6 @@ from distrib.refs import ImageRef, InvalidReference
 from distrib.transport import Session
 
 TIMEOUT = 120.0
-
-
-class _Quiet(Progress):
-    """Forwards progress but not `finished`: the task reports the host's outcome once."""
-
-    def __init__(self, inner: Progress) -> None:
-        self.inner = inner
-
-    def phase(self, host: str, phase: str) -> None:
-        self.inner.phase(host, phase)
-
-    def transfer_started(self, host: str, total: int) -> None:
-        self.inner.transfer_started(host, total)
-
-    def transfer_more(self, host: str, nbytes: int) -> None:
-        self.inner.transfer_more(host, nbytes)
-
-    def advance(self, host: str, nbytes: int) -> None:
-        self.inner.advance(host, nbytes)
 
 
 class _Host:
@@ -325,7 +307,7 @@ class KeepTask:
         if before.error is not None:
             progress.finished(before)
             return before
-        result = deploy(host, job, connect, _Quiet(progress), cancel)
+        result = deploy(host, job, connect, QuietProgress(progress), cancel)
         if result.failed or not job.verify or cancel.is_set():
             progress.finished(result)
             return result

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import contextlib
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import yaml
@@ -147,21 +148,11 @@ def _too_big(node: yaml.Node, name: str, limit: int) -> ConfigError:
     )
 
 
-def loads(text: str, name: str = "<string>") -> Any:
-    """Parse YAML text; errors become ConfigError naming `name` and the line.
-
-    Refuses documents whose aliases expand past MAX_EXPANDED_NODES (see `expanded_size`)."""
+@contextlib.contextmanager
+def yaml_errors(name: str) -> Iterator[None]:
+    """pyyaml's errors inside the block as one ConfigError naming `name` and the line."""
     try:
-        loader = _Loader(text)
-        loader.source_name = name
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                return None
-            expanded_size(node, name)
-            return loader.construct_document(node)
-        finally:
-            loader.dispose()
+        yield
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", file=name) from None
     except yaml.MarkedYAMLError as exc:
@@ -175,10 +166,27 @@ def loads(text: str, name: str = "<string>") -> Any:
         raise ConfigError(f"invalid YAML: {exc}", file=name) from None
 
 
+def loads(text: str, name: str = "<string>") -> Any:
+    """Parse YAML text; errors become ConfigError naming `name` and the line.
+
+    Refuses documents whose aliases expand past MAX_EXPANDED_NODES (see `expanded_size`)."""
+    with yaml_errors(name):
+        loader = _Loader(text)
+        loader.source_name = name
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            expanded_size(node, name)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+
+
 def loads_all(text: str, name: str = "<string>") -> list[Any]:
     """Every document of a multi-document YAML text (`---` separated), as `loads` parses one;
     empty documents are dropped. Same errors and alias limit (counted per document)."""
-    try:
+    with yaml_errors(name):
         loader = _Loader(text)
         loader.source_name = name
         docs: list[Any] = []
@@ -194,17 +202,6 @@ def loads_all(text: str, name: str = "<string>") -> list[Any]:
             return docs
         finally:
             loader.dispose()
-    except RecursionError:
-        raise ConfigError("invalid YAML: nested too deeply", file=name) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(
-            f"invalid YAML: {exc.problem or exc.context or 'invalid YAML'}",
-            file=name,
-            line=mark.line + 1 if mark else None,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=name) from None
 
 
 def load(path: str) -> Any:

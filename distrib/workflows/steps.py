@@ -37,6 +37,7 @@ from distrib.engine import (
     HostResult,
     Job,
     Progress,
+    QuietProgress,
     deploy,
     image_state,
 )
@@ -100,23 +101,6 @@ def dispatch(
 
 
 # --- the frame every step runs in -------------------------------------------------------------
-
-
-class _Quiet(Progress):
-    """Forwards progress but not `finished`: a step that runs engine.deploy as one part of its
-    work reports the host's outcome once, itself."""
-
-    def __init__(self, inner: Progress) -> None:
-        self.inner = inner
-
-    def phase(self, host: str, phase: str) -> None:
-        self.inner.phase(host, phase)
-
-    def transfer_started(self, host: str, total: int) -> None:
-        self.inner.transfer_started(host, total)
-
-    def advance(self, host: str, nbytes: int) -> None:
-        self.inner.advance(host, nbytes)
 
 
 class _Remote:
@@ -713,7 +697,7 @@ class PushTask:
             checked.message = f"{checked.message}; nothing was sent"
             progress.finished(checked)
             return checked
-        shipped = deploy(host, self.deploy_job, connect, _Quiet(progress), cancel)
+        shipped = deploy(host, self.deploy_job, connect, QuietProgress(progress), cancel)
         if shipped.failed:
             self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
             shipped.message = f"not pushed: {shipped.message}"
