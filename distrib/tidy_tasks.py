@@ -146,6 +146,13 @@ def _frame(
         result.error = HostError(host.name, result.message)
 
 
+def _finished(result: HostResult, started: float, progress: Progress) -> HostResult:
+    """A task's outcome, timed and reported once."""
+    result.timings["total"] = round(time.monotonic() - started, 3)
+    progress.finished(result)
+    return result
+
+
 def _prune(
     remote: _Host,
     repos: tuple[str, ...],
@@ -206,9 +213,7 @@ class PruneTask:
                 result.status = CHANGED if names else OK
 
         _frame(host, connect, progress, self.become_password, result, body)
-        result.timings["total"] = round(time.monotonic() - started, 3)
-        progress.finished(result)
-        return result
+        return _finished(result, started, progress)
 
 
 @dataclass(frozen=True)
@@ -255,9 +260,7 @@ class RollbackTask:
             result.message = f"{name} now names {previous.name}'s image, verified"
 
         _frame(host, connect, progress, self.become_password, result, body)
-        result.timings["total"] = round(time.monotonic() - started, 3)
-        progress.finished(result)
-        return result
+        return _finished(result, started, progress)
 
 
 @dataclass(frozen=True)
