@@ -39,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,ansible]'   # ansible: tests compare with ansible-core
 echo "distrib installed: $(.venv/bin/distrib --version) in $(pwd)/.venv"
 
 # The lab's engine matrix (issue 14): newer engines than this Debian's, downloaded once into
