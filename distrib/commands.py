@@ -337,16 +337,51 @@ def staging_dir(remote_tmp: str, key: str) -> str:
     return f"{remote_tmp.rstrip('/') or ''}/{STAGING_PREFIX}{key[:24]}"
 
 
+# remote_tmp itself (issue 19): whoever may rename entries in it may swap our staging dir
+# for theirs between the checksum and the load. It must belong to the SSH user or root, and
+# be writable by nobody else, unless it is sticky (then only an entry's owner may rename or
+# remove it: /tmp, /var/tmp, the default). The same rule as the shell's check in make_staging.
+
+
+def tmp_problem(owner: int, mode: int, me: int) -> str:
+    """What makes a remote_tmp owned by uid `owner` with permission bits `mode` unsafe for
+    user `me` ("" when it is safe)."""
+    problems = []
+    if owner not in (me, 0):
+        problems.append(f"it belongs to uid {owner}, not to this user (uid {me}) or root")
+    writable = [who for who, bit in (("group", 0o020), ("others", 0o002)) if mode & bit]
+    if writable and not mode & 0o1000:
+        problems.append(
+            f"{' and '.join(writable)} may write to it and it is not sticky (mode {mode:04o})"
+        )
+    return "; ".join(problems)
+
+
+class UnsafeTmp(ValueError):
+    """remote_tmp may be written by someone else (see tmp_problem)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
 def make_staging(remote_tmp: str, key: str, part: str) -> str:
-    """Create (or re-open, if ours) the private staging dir; print the bytes already in `part`."""
+    """Check remote_tmp (`tmp=OWNER MODE ME`, and nothing more when unsafe), then create (or
+    re-open, if ours) the private staging dir; print the bytes already in `part`."""
     base = q(remote_tmp)
     d = q(staging_dir(remote_tmp, key))
     stale = (
         f'find {base} -maxdepth 1 -name {q(STAGING_PREFIX + "*")} -user "$(id -u)" '
         f"-mmin +{RESUME_STALE_MINUTES} -exec rm -rf -- {{}} + 2>/dev/null; "
     )
+    check = (
+        f"set -- $(stat -L -c '%u %a' -- {base}) && u=$(id -u) && "
+        "printf 'tmp=%s %s %s\\n' \"$1\" \"$2\" \"$u\" && "
+        'if { [ "$1" = "$u" ] || [ "$1" = 0 ]; } && '
+        "{ [ $((0$2 & 022)) -eq 0 ] || [ $((0$2 & 01000)) -ne 0 ]; }; then :; else exit 0; fi"
+    )
     return (
-        f"umask 077 && mkdir -p -- {base} && {{ {stale}true; }} && "
+        f"umask 077 && mkdir -p -- {base} && {check} && {{ {stale}true; }} && "
         f"if mkdir -- {d} 2>/dev/null; then :; "
         f"elif [ -d {d} ] && [ ! -L {d} ] && [ -O {d} ] && "
         f'[ -z "$(find {d} -maxdepth 0 -perm /077)" ]; then touch -- {d}; '
@@ -356,7 +391,16 @@ def make_staging(remote_tmp: str, key: str, part: str) -> str:
 
 
 def parse_staging(stdout: str) -> int:
-    """Bytes already present in the partial file (0 when none)."""
+    """Bytes already present in the partial file (0 when none). UnsafeTmp when the `tmp=`
+    line shows a remote_tmp others may write to (nothing was made in it then)."""
+    for line in stdout.splitlines():
+        if line.startswith("tmp="):
+            words = line[len("tmp=") :].split()
+            if len(words) != 3 or not all(w.isdigit() for w in words):
+                raise UnsafeTmp(f"its owner and mode cannot be read (stat said {line!r})")
+            problem = tmp_problem(int(words[0]), int(words[1], 8), int(words[2]))
+            if problem:
+                raise UnsafeTmp(problem)
     for line in stdout.splitlines():
         if line.startswith("partial="):
             value = line[len("partial=") :].strip()
@@ -392,6 +436,38 @@ def promote(part: str, final: str) -> str:
 
 def remove(path: str) -> str:
     return f"rm -f -- {q(path)}"
+
+
+# Checksum, rename and load in ONE remote command (issue 19): nothing can swap the file
+# between the check and the load. The script prints `distrib-sha256=HEX` first; only when
+# that is `sha256` does it rename `part` to `final` and run `load` (whose output follows).
+# A mismatch leaves `part` for the caller to remove and send again; exit 0 then.
+CHECKED_MARK = "distrib-sha256="
+
+
+def checked_load(part: str, final: str, sha256: str, load: str, remove_after: bool = False) -> str:
+    """sha256 of `part`; if it is `sha256`: `mv part final`, then `load` (a shell command that
+    reads `final`), then (`remove_after`) remove `final` once loaded. `load` is run last and
+    reads the channel's stdin (sudo's password line) untouched by the steps before it."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256: {sha256!r}")
+    done = f" && rm -f -- {q(final)}" if remove_after else ""
+    return (
+        f"s=$(sha256sum -- {q(part)}) || exit 1; s=${{s%% *}}; "
+        f"printf '{CHECKED_MARK}%s\\n' \"$s\"; "
+        f'[ "$s" = {q(sha256)} ] || exit 0; '
+        f"mv -f -- {q(part)} {q(final)} || exit 1; {{ {load}\n}}{done}"
+    )
+
+
+def parse_checked_load(stdout: str) -> tuple[str, str]:
+    """(the sha256 the host computed, "" when none was printed; the load's own output)."""
+    first, _, rest = stdout.partition("\n")
+    if first.startswith(CHECKED_MARK):
+        digest = first[len(CHECKED_MARK) :].strip()
+        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            return digest, rest
+    return "", stdout
 
 
 def stream_load(docker: Sequence[str], codec: str, native: bool = False) -> str:

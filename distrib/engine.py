@@ -576,7 +576,7 @@ class _Deployment:
                 f"become: {who} may not run commands as {become.user} with sudo: {words}",
                 hint="add a sudoers rule for this user on the host",
             )
-        secret = self.job.become_password
+        secret = become.password or self.job.become_password  # ansible_become_password first
         if secret is None:
             raise HostError(
                 name,
@@ -642,24 +642,16 @@ class _Deployment:
         part = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}.part"
         final = f"{tempdir}/{commands.ARCHIVE_NAME}{archive.extension}"
         self._phase("upload")
-        present = commands.parse_staging(
-            self._run(
-                commands.make_staging(self.host.remote_tmp, archive.key, part),
-                "creating the private staging dir",
-                PROBE_TIMEOUT,
-            ).stdout
-        )
+        present = self._make_staging(archive.key, part)
         keep_partial = False
         try:
-            self._transfer(part, final, present)
+            t = time.monotonic()
+            offset = self._resume_offset(archive, part, present)
+            self._upload(archive, part, offset, announce=True)
+            self._timed("upload", t)
             self._phase("load")
             t = time.monotonic()
-            self._run(
-                self.engine.load(final, self.codec, self.native, self.tools),
-                f"{self.engine.kind} load",
-                LOAD_TIMEOUT,
-                self.secret_line,
-            )
+            self._checked_load(archive, part, final)
             self._timed("load", t)
         except ConnectError:
             keep_partial = True  # the link is gone: what arrived stays for the next run to resume
@@ -667,6 +659,25 @@ class _Deployment:
         finally:
             if not keep_partial:
                 self._cleanup(tempdir)
+
+    def _make_staging(self, key: str, part: str) -> int:
+        """The private staging dir (after checking remote_tmp: issue 19); the bytes of an
+        earlier, cut-off upload already in `part`."""
+        out = self._run(
+            commands.make_staging(self.host.remote_tmp, key, part),
+            "creating the private staging dir",
+            PROBE_TIMEOUT,
+        ).stdout
+        try:
+            return commands.parse_staging(out)
+        except commands.UnsafeTmp as exc:
+            raise HostError(
+                self.host.name,
+                f"remote_tmp {self.host.remote_tmp} is not safe to stage archives in: "
+                f"{exc.problem}; nothing was sent",
+                hint="use a remote_tmp that belongs to the SSH user (or root) and that only "
+                "its owner may write to (chmod go-w), or a sticky one like /var/tmp",
+            ) from None
 
     def _staged_steps(self) -> None:
         """Staged, one loading step at a time (LayerStore.steps): the host loads step k while
@@ -679,11 +690,7 @@ class _Deployment:
         assert whole is not None and self.session is not None
         tempdir = commands.staging_dir(self.host.remote_tmp, whole.key)
         self._phase("upload")
-        self._run(
-            commands.make_staging(self.host.remote_tmp, whole.key, f"{tempdir}/-"),
-            "creating the private staging dir",
-            PROBE_TIMEOUT,
-        )
+        self._make_staging(whole.key, f"{tempdir}/-")
         loader = _StepLoader(self)
         keep = False
         started = time.monotonic()
@@ -696,9 +703,8 @@ class _Deployment:
                 else:
                     self.progress.transfer_more(self.host.name, step.size)
                 final = f"{tempdir}/{commands.ARCHIVE_NAME}.{index}{step.extension}"
-                self.archive = step
-                self._transfer(final + ".part", final, 0, step=True)
-                loader.put(final)
+                self._upload(step, final + ".part", 0, announce=False)
+                loader.put(step, final + ".part", final)
             self._timed("upload", started)
             self._phase("load")
             waited = time.monotonic()
@@ -710,20 +716,13 @@ class _Deployment:
             raise
         finally:
             loader.stop()
-            self.archive = whole
             if not keep:
                 self._remove_stand_ins([s.stand_in for s in sent if s.stand_in])
                 self._cleanup(tempdir)
 
-    def _load_step(self, path: str) -> None:
-        """Load one checked step, then drop its file (called by the step loader's thread)."""
-        self._run(
-            self.engine.load(path, self.codec, self.native, self.tools),
-            f"{self.engine.kind} load",
-            LOAD_TIMEOUT,
-            self.secret_line,
-        )
-        self._run(commands.remove(path), "removing a loaded step", PROBE_TIMEOUT)
+    def _load_step(self, step: Any, part: str, final: str) -> None:
+        """Check, load and drop one uploaded step (called by the step loader's thread)."""
+        self._checked_load(step, part, final, remove_after=True, quiet=True)
 
     def _remove_stand_ins(self, image_ids: list[str]) -> None:
         """`docker rmi` the steps' stand-ins (untagged; the real image keeps its layers).
@@ -736,37 +735,59 @@ class _Deployment:
         except DistribError as exc:
             self.result.message += f" (removing the loading steps' images failed: {exc.message})"
 
-    def _transfer(self, part: str, final: str, present: int, step: bool = False) -> None:
-        archive = self.archive
-        assert archive is not None and self.session is not None
-        t = time.monotonic()
-        offset = self._resume_offset(part, present)
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            if not step or attempt > 1:  # (a step's bytes are in the total already)
-                self.progress.transfer_started(self.host.name, archive.size_hint - offset)
-            sent = self.session.upload(
-                commands.receive(part, append=offset > 0),
-                self._chunks(offset),
-                on_bytes=self._count,
-                timeout=CHECKSUM_TIMEOUT,
+    def _upload(self, archive: Any, part: str, offset: int, announce: bool) -> None:
+        """Write `archive` from `offset` into `part` on the host (`announce`: tell the
+        progress display the bytes to come; a step's are in the total already)."""
+        assert self.session is not None
+        if announce:
+            self.progress.transfer_started(self.host.name, archive.size_hint - offset)
+        sent = self.session.upload(
+            commands.receive(part, append=offset > 0),
+            self._chunks(archive, offset),
+            on_bytes=self._count,
+            timeout=CHECKSUM_TIMEOUT,
+        )
+        if not sent.ok:
+            raise CommandError(
+                self.host.name,
+                sent.command,
+                sent.exit_status,
+                sent.stdout,
+                sent.stderr,
+                what="writing the archive on the host",
             )
-            if not sent.ok:
+
+    def _checked_load(
+        self, archive: Any, part: str, final: str, remove_after: bool = False, quiet: bool = False
+    ) -> None:
+        """Checksum, rename and load in one remote command (issue 19: nothing can swap the
+        file in between). A copy whose sha256 differs is removed and sent again once, never
+        loaded (`quiet`: no phase changes, the step loader's thread)."""
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            load = self.engine.load(final, self.codec, self.native, self.tools)
+            command = commands.checked_load(part, final, archive.sha256, load, remove_after)
+            out = self._run_engine(command, LOAD_TIMEOUT)
+            remote, _ = commands.parse_checked_load(out.stdout)
+            if remote == archive.sha256:
+                if not out.ok:
+                    raise CommandError(
+                        self.host.name,
+                        command,
+                        out.exit_status,
+                        out.stdout,
+                        out.stderr,
+                        what=f"{self.engine.kind} load",
+                    )
+                return
+            if not remote:
                 raise CommandError(
                     self.host.name,
-                    sent.command,
-                    sent.exit_status,
-                    sent.stdout,
-                    sent.stderr,
-                    what="writing the archive on the host",
+                    command,
+                    out.exit_status or 1,
+                    out.stdout,
+                    out.stderr,
+                    what="sha256sum before loading",
                 )
-            self._phase("checksum")
-            remote = commands.parse_sha256(
-                self._run(commands.sha256(part), "sha256sum", CHECKSUM_TIMEOUT).stdout
-            )
-            if remote == archive.sha256:
-                self._run(commands.promote(part, final), "renaming the archive", PROBE_TIMEOUT)
-                self._timed("upload", t)
-                return
             if attempt == UPLOAD_ATTEMPTS:
                 raise TransferError(
                     self.host.name,
@@ -774,13 +795,14 @@ class _Deployment:
                     f"(expected {archive.sha256[:12]}, host has {remote[:12]}); not loaded",
                 )
             self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
-            offset = 0
-            self._phase("upload")
+            if not quiet:
+                self._phase("upload")
+            self._upload(archive, part, 0, announce=True)
+            if not quiet:
+                self._phase("load")
 
-    def _resume_offset(self, part: str, present: int) -> int:
+    def _resume_offset(self, archive: Any, part: str, present: int) -> int:
         """Bytes of a previous, cut-off upload that can be kept (prefix checked by sha256)."""
-        archive = self.archive
-        assert archive is not None
         if present <= 0:
             return 0
         # (the local prefix waits for a growing archive to reach `present` bytes)
@@ -798,9 +820,8 @@ class _Deployment:
         self._run(commands.remove(part), "removing a stale partial upload", PROBE_TIMEOUT)
         return 0
 
-    def _chunks(self, offset: int = 0) -> Iterator[bytes]:
-        assert self.archive is not None
-        for chunk in self.archive.chunks(offset):
+    def _chunks(self, archive: Any, offset: int = 0) -> Iterator[bytes]:
+        for chunk in archive.chunks(offset):
             if self.cancel.is_set():
                 raise Cancelled("interrupted during upload")
             yield chunk
@@ -815,7 +836,7 @@ class _Deployment:
         self.progress.transfer_started(self.host.name, archive.size_hint)
         loaded = self.session.upload(
             self.engine.stream_load(self.codec, self.native, self.tools),
-            self._after_secret(self._chunks()),
+            self._after_secret(self._chunks(archive)),
             on_bytes=self._count_after_secret(),
             timeout=LOAD_TIMEOUT,
         )
@@ -896,11 +917,11 @@ class _StepLoader:
         self._loads: list[Future[None]] = []
         self._stopped = threading.Event()  # a failure, or stop(): load nothing more
 
-    def put(self, path: str) -> None:
+    def put(self, step: Any, part: str, final: str) -> None:
         for load in self._loads:
             if load.done() and load.exception() is not None:
                 load.result()
-        self._loads.append(self._pool.submit(self._load, path))
+        self._loads.append(self._pool.submit(self._load, step, part, final))
 
     def finish(self) -> None:
         """Wait until every step is loaded; raise the first failure."""
@@ -912,13 +933,13 @@ class _StepLoader:
         self._stopped.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, path: str) -> None:
+    def _load(self, step: Any, part: str, final: str) -> None:
         if self._stopped.is_set():
             return
         try:
             if self._deployment.cancel.is_set():
                 raise Cancelled("interrupted")
-            self._deployment._load_step(path)
+            self._deployment._load_step(step, part, final)
         except BaseException:
             self._stopped.set()
             raise

@@ -40,6 +40,8 @@ class FakeHost:
     root_avail: int | None = 10**12
     tmp_avail: int | None = 10**12
     cut_after: int | None = None  # the link dies after this many bytes of an upload
+    tmp_owner: int = 0  # remote_tmp's owner uid and mode (the SSH user is uid 0)
+    tmp_mode: int = 0o1777
     machine: str = ""  # `uname -m` in the probe ("": an older probe that did not say)
     log: list[str] = field(default_factory=list)
 
@@ -53,6 +55,11 @@ class FakeHost:
             [image_id, layers, "1000", descriptor, config, "amd64", "linux", "<no value>",
              self.created, ""]
         )  # fmt: skip
+
+
+def loads(log: list[str]) -> list[str]:
+    """The engine loads a fake host ran (not the checksum script around each)."""
+    return [c for c in log if " load" in c and not c.startswith("s=$(sha256sum -- ")]
 
 
 class FakeSession:
@@ -93,10 +100,13 @@ class FakeSession:
                     out += f"{ref}\t\n\n{ref}\t!Error response from daemon: No such image: {ref}\n"
             return Result(command, 0, out, "")
         if command.startswith("umask 077 && mkdir -p"):
+            tmp = f"tmp={h.tmp_owner} {h.tmp_mode:o} 0\n"  # commands.make_staging
+            if commands.tmp_problem(h.tmp_owner, h.tmp_mode, 0):
+                return Result(command, 0, tmp, "")
             path = shlex.split(command.split("if mkdir -- ", 1)[1].split(" ", 1)[0])[0]
             part = shlex.split(command.rsplit("stat -c %s -- ", 1)[1].split(" 2>", 1)[0])[0]
             h.dirs.add(path)
-            return Result(command, 0, f"partial={len(h.files.get(part, b''))}\n", "")
+            return Result(command, 0, f"{tmp}partial={len(h.files.get(part, b''))}\n", "")
         if command.startswith("head -c "):
             n = int(command.split()[2])
             path = shlex.split(command.split(" -- ", 1)[1].split(" |", 1)[0])[0]
@@ -107,6 +117,27 @@ class FakeSession:
         if command.startswith("rm -f -- "):
             h.files.pop(command[len("rm -f -- ") :], None)
             return Result(command, 0, "", "")
+        if command.startswith("s=$(sha256sum -- "):  # commands.checked_load
+            m = re.match(
+                r"s=\$\(sha256sum -- (\S+)\) .*?\[ \"\$s\" = (\w+) \] \|\| exit 0; "
+                r"mv -f -- (\S+) (\S+) \|\| exit 1; \{ (.*)\n\}( && rm -f -- \S+)?$",
+                command,
+                re.S,
+            )
+            assert m, command
+            part, expected, _, final, load, remove = m.groups()
+            data = h.files.get(part)
+            if data is None:
+                return Result(command, 1, "", f"sha256sum: {part}: No such file or directory")
+            digest = hashlib.sha256(data).hexdigest()
+            out = f"{commands.CHECKED_MARK}{digest}\n"
+            if digest != expected:
+                return Result(command, 0, out, "")
+            h.files[final] = h.files.pop(part)
+            loaded = FakeSession.run(self, load)  # (a subclass logs the outer command)
+            if loaded.ok and remove:
+                h.files.pop(final, None)
+            return Result(command, loaded.exit_status, out + loaded.stdout, loaded.stderr)
         if command.startswith("sha256sum -- "):
             path = command.split(" -- ", 1)[1]
             data = h.files.get(path)

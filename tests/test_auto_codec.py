@@ -13,6 +13,7 @@ from distrib.archive import Archive
 from distrib.cli import _codecs_line, _main_codec
 from distrib.engine import CHANGED, Job, deploy, host_codecs
 from tests.fakes import FakeFleet
+from tests.fakes import loads as fake_loads
 from tests.test_engine import archive, fake, host  # noqa: F401 - fixture
 
 __all__ = ["archive"]
@@ -67,5 +68,5 @@ def test_a_host_is_sent_the_archive_of_its_own_codec(archive: Archive, tmp_path:
     for name, extension in (("a", ".tar.zst"), ("b", ".tar.gz")):
         result = deploy(host(name), job, fleet)
         assert result.status == CHANGED, result.message
-        loads = [c for c in fleet.hosts[name].log if " load" in c]
+        loads = fake_loads(fleet.hosts[name].log)
         assert loads and all(extension in c for c in loads), loads

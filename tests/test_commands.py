@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -235,6 +239,139 @@ def test_staging_pair() -> None:
     assert commands.parse_staging("partial=1048576\n") == 1048576
     with pytest.raises(ValueError):
         commands.parse_staging("mkdir: cannot create directory\n")
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "problem"),
+    [
+        (1000, 0o700, ""),  # the user's own, private
+        (1000, 0o755, ""),
+        (0, 0o1777, ""),  # /var/tmp, /tmp: root's, sticky
+        (0, 0o755, ""),
+        (1000, 0o1770, ""),  # group-writable but sticky: only an entry's owner renames it
+        (0, 0o777, "group and others may write to it and it is not sticky (mode 0777)"),
+        (1000, 0o775, "group may write to it and it is not sticky (mode 0775)"),
+        (1000, 0o757, "others may write to it and it is not sticky (mode 0757)"),
+        (1001, 0o700, "it belongs to uid 1001, not to this user (uid 1000) or root"),
+        (1001, 0o2777, "it belongs to uid 1001, not to this user (uid 1000) or root; "
+                       "group and others may write to it and it is not sticky (mode 2777)"),
+    ],
+)  # fmt: skip
+def test_tmp_problem(owner: int, mode: int, problem: str) -> None:
+    assert commands.tmp_problem(owner, mode, 1000) == problem
+
+
+@pytest.mark.parametrize(
+    ("stdout", "partial", "problem"),
+    [
+        ("tmp=0 1777 1000\npartial=12\n", 12, ""),
+        ("tmp=1000 700 1000\npartial=0\n", 0, ""),
+        ("tmp=0 777 1000\n", None, "and it is not sticky (mode 0777)"),
+        ("tmp=1001 755 1000\n", None, "belongs to uid 1001"),
+        ("tmp=  1000\n", None, "owner and mode cannot be read"),
+        ("partial=5\n", 5, ""),  # (an older host script: no tmp line)
+    ],
+)
+def test_parse_staging_refuses_an_unsafe_remote_tmp(
+    stdout: str, partial: int | None, problem: str
+) -> None:
+    if partial is not None:
+        assert commands.parse_staging(stdout) == partial
+        return
+    with pytest.raises(commands.UnsafeTmp, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        commands.parse_staging(stdout)
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "safe"),
+    [(0o700, 0, True), (0o1777, 0, True), (0o777, 0, False), (0o770, 0, False),
+     (0o700, 65534, False)],
+)  # fmt: skip
+def test_make_staging_checks_remote_tmp_in_a_real_shell(
+    tmp_path: Path, mode: int, owner: int, safe: bool
+) -> None:
+    """The shell's own check agrees with tmp_problem: on an unsafe remote_tmp it prints the
+    tmp line only and makes nothing there."""
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    base = tmp_path / "remote tmp"
+    base.mkdir()
+    os.chmod(base, mode)
+    os.chown(base, owner, 0)
+    part = str(base / "distrib.x" / "p")
+    out = subprocess.run(["sh", "-c", commands.make_staging(str(base), "k" * 32, part)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.startswith(f"tmp={owner} {mode:o} 0\n")
+    if safe:
+        assert commands.parse_staging(out.stdout) == 0
+        assert os.listdir(base) == ["distrib." + "k" * 24]
+    else:
+        with pytest.raises(commands.UnsafeTmp):
+            commands.parse_staging(out.stdout)
+        assert os.listdir(base) == [], "nothing is made in an unsafe remote_tmp"
+
+
+@pytest.mark.parametrize(
+    ("part", "final", "load", "remove", "expected"),
+    [
+        ("/t/d/a.part", "/t/d/a", "docker load -i /t/d/a", False,
+         "s=$(sha256sum -- /t/d/a.part) || exit 1; s=${s%% *}; "
+         "printf 'distrib-sha256=%s\\n' \"$s\"; [ \"$s\" = SHA ] || exit 0; "
+         "mv -f -- /t/d/a.part /t/d/a || exit 1; { docker load -i /t/d/a\n}"),
+        ("/t/my d/a.part", "/t/my d/a", "zstd -dc -- '/t/my d/a' | docker load", True,
+         "s=$(sha256sum -- '/t/my d/a.part') || exit 1; s=${s%% *}; "
+         "printf 'distrib-sha256=%s\\n' \"$s\"; [ \"$s\" = SHA ] || exit 0; "
+         "mv -f -- '/t/my d/a.part' '/t/my d/a' || exit 1; "
+         "{ zstd -dc -- '/t/my d/a' | docker load\n} && rm -f -- '/t/my d/a'"),
+    ],
+)  # fmt: skip
+def test_checked_load_is_one_command(
+    part: str, final: str, load: str, remove: bool, expected: str
+) -> None:
+    sha = "ab" * 32
+    assert commands.checked_load(part, final, sha, load, remove) == expected.replace("SHA", sha)
+
+
+def test_checked_load_refuses_a_bad_digest() -> None:
+    for bad in ("", "AB" * 32, "ab" * 31, "x; rm -rf /" + "a" * 53):
+        with pytest.raises(ValueError):
+            commands.checked_load("/t/p", "/t/f", bad, "true")
+
+
+@pytest.mark.parametrize(
+    ("stdout", "digest", "rest"),
+    [
+        ("distrib-sha256=" + "0" * 64 + "\nLoaded image: demo/web:1.0\n", "0" * 64,
+         "Loaded image: demo/web:1.0\n"),
+        ("distrib-sha256=" + "0" * 64 + "\n", "0" * 64, ""),
+        ("distrib-sha256=\n", "", "distrib-sha256=\n"),  # sha256sum printed nothing
+        ("Loaded image: x\n", "", "Loaded image: x\n"),
+        ("", "", ""),
+    ],
+)  # fmt: skip
+def test_parse_checked_load(stdout: str, digest: str, rest: str) -> None:
+    assert commands.parse_checked_load(stdout) == (digest, rest)
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_checked_load_in_a_real_shell(tmp_path: Path, good: bool) -> None:
+    """A mismatch neither renames nor loads; a match renames, loads (stdin reaches the load:
+    sudo's password line) and removes the loaded file."""
+    part, final = tmp_path / "a b.part", tmp_path / "a b"
+    part.write_bytes(b"archive")
+    sha = hashlib.sha256(b"archive" if good else b"other").hexdigest()
+    load = f"read -r pw; printf 'loaded %s with %s\\n' \"$(cat -- {shlex.quote(str(final))})\" \"$pw\""
+    out = subprocess.run(
+        ["sh", "-c", commands.checked_load(str(part), str(final), sha, load, remove_after=True)],
+        capture_output=True, text=True, input="secret\n", check=True,
+    )  # fmt: skip
+    digest, rest = commands.parse_checked_load(out.stdout)
+    assert digest == hashlib.sha256(b"archive").hexdigest()
+    if good:
+        assert rest == "loaded archive with secret\n"
+        assert not part.exists() and not final.exists()
+    else:
+        assert rest == "" and part.exists() and not final.exists()
 
 
 def test_probe_reads_disk_space() -> None:

@@ -31,7 +31,7 @@ from distrib.plan import HostPlan, Plan, PlayPlan, batches
 from distrib.playbook import Playbook
 from distrib.refs import ImageRef
 from distrib.transport import Result, Target
-from tests.fakes import FakeFleet, FakeHost, FakeSession
+from tests.fakes import FakeFleet, FakeHost, FakeSession, loads
 
 WEB = "sha256:" + "1" * 64
 WORKER = "sha256:" + "2" * 64
@@ -93,7 +93,7 @@ def test_corrupted_twice_is_never_loaded(archive: Archive) -> None:
     result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
     assert result.status == FAILED
     assert "checksum mismatch" in result.message
-    assert not any(" load" in c for c in h.log), "a bad copy must never be loaded"
+    assert not loads(h.log), "a bad copy must never be loaded"
     assert not h.files and not h.dirs
 
 
@@ -382,4 +382,32 @@ def test_cancel_during_upload_cleans_up(archive: Archive) -> None:
     result = deploy(host("a"), Job.deploy(archive), FakeFleet(h), CancelOnFirstChunk(), cancel)
     assert result.status == FAILED and "interrupted" in result.message
     assert not h.files and not h.dirs
-    assert not any(" load" in c for c in h.log)
+    assert not loads(h.log)
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "why"),
+    [(0, 0o777, "group and others may write to it and it is not sticky (mode 0777)"),
+     (1001, 0o700, "it belongs to uid 1001, not to this user (uid 0) or root")],
+)  # fmt: skip
+def test_an_unsafe_remote_tmp_is_refused_before_uploading(
+    archive: Archive, owner: int, mode: int, why: str
+) -> None:
+    """Issue 19: whoever may rename entries in remote_tmp may swap the staged archive."""
+    h = fake("a", tmp_owner=owner, tmp_mode=mode)
+    result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert result.status == FAILED
+    assert result.message == (
+        f"remote_tmp /var/tmp is not safe to stage archives in: {why}; nothing was sent"
+    )
+    assert not any(c.startswith("umask 077 && cat") for c in h.log), "nothing uploaded"
+    assert not h.dirs and not h.files and not loads(h.log)
+
+
+def test_checksum_rename_and_load_are_one_remote_command(archive: Archive) -> None:
+    h = fake("a")
+    result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
+    assert result.status == CHANGED, result.message
+    (checked,) = [c for c in h.log if c.startswith("s=$(sha256sum -- ")]
+    assert " mv -f -- " in checked and " load -i " in checked
+    assert not any(c.startswith(("sha256sum", "mv ")) for c in h.log), "no separate steps"

@@ -26,6 +26,7 @@ from distrib.layerstore import (
 )
 from distrib.refs import ImageRef
 from tests.fakes import FakeFleet, FakeHost
+from tests.fakes import loads as fake_loads
 from tests.test_engine import host
 
 A, B, C, D = (f"sha256:{c * 64}" for c in "abcd")
@@ -334,10 +335,11 @@ def test_engine_loads_each_step_while_sending_the_next(
     steps = list(store.steps([v]))
     assert result.bytes_sent == sum(s.size for s in steps)
     uploads = [c for c in h.log if c.startswith("umask 077 && cat")]
-    loads = [c for c in h.log if "docker load" in c]
+    loads = fake_loads(h.log)
     assert len(uploads) == len(loads) == 3
     assert [c.split()[-1] for c in loads] == [u.split()[-1].removesuffix(".part") for u in uploads]
-    sums = [i for i, c in enumerate(h.log) if c.startswith("sha256sum")]
+    # each step's checksum, rename and load: one command (issue 19), the load run inside it
+    sums = [i for i, c in enumerate(h.log) if c.startswith("s=$(sha256sum -- ")]
     assert all(
         min(j for j in sums if j > h.log.index(u)) < h.log.index(ld)
         for u, ld in zip(uploads, loads)
@@ -354,7 +356,7 @@ def test_a_failed_step_removes_the_stand_ins_and_the_staging_dir(
     h = FakeHost("a", load_fails=True, archive_images={"demo/x:1": v.id})
     result = deploy(host("a"), Job((v,), None, store=store), FakeFleet(h))
     assert result.status == FAILED
-    loads = [c.split()[-1] for c in h.log if "docker load" in c]
+    loads = [c.split()[-1] for c in fake_loads(h.log)]
     assert loads[0].endswith("/images.0.tar") and not any(
         ".1.tar" in x or ".2.tar" in x for x in loads
     ), "nothing loaded after a failed step"

@@ -460,13 +460,19 @@ class _Relay:
             self.progress.phase(m.name, "relay setup")
             s = m.session
             assert self.payload is not None
-            commands.parse_staging(
-                self._run(
-                    m,
-                    commands.make_staging(m.host.remote_tmp, self.payload.key, m.part),
-                    "creating the private staging dir",
-                ).stdout
+            out = self._run(
+                m,
+                commands.make_staging(m.host.remote_tmp, self.payload.key, m.part),
+                "creating the private staging dir",
             )
+            try:
+                commands.parse_staging(out.stdout)
+            except commands.UnsafeTmp as exc:
+                raise HostError(
+                    m.name,
+                    f"remote_tmp {m.host.remote_tmp} is not safe to stage archives in: "
+                    f"{exc.problem}; nothing was sent",
+                ) from None
             self._run(m, commands.relay_reset(m.directory, m.part), "resetting the staging dir")
             if m.children:
                 self._install_key(m, s)
@@ -529,8 +535,7 @@ class _Relay:
                 if m.parent is not None:
                     self._quietly(m, commands.relay_unauthorize(self.run_id))
             result.timings["relay"] = round(time.monotonic() - t0, 3)
-            self._complete_copy(m)
-            self._load_and_verify(m)
+            self._load_and_verify(m, self._complete_copy(m))
         except DistribError as exc:
             self._fail(result, exc)
             self._set_state(m, BROKEN if m.state != COMPLETE else COMPLETE)
@@ -603,23 +608,32 @@ class _Relay:
         self._run(m, commands.relay_stop(m.directory), "stopping the stalled stream")
         m.result.bytes_relayed += size
 
-    def _complete_copy(self, m: _Member) -> None:
-        """Size and sha256 against the archive; re-parent until the copy is complete."""
+    def _complete_copy(self, m: _Member) -> Result:
+        """Size, then sha256 against the archive and load in one command (the load's result
+        is returned); re-parent until the copy is complete."""
         assert self.payload is not None
         bad_copies = 0
         for attempt in range(REFEEDS + 1):
             size = self._size(m)
             if size == self.payload.size:
-                self.progress.phase(m.name, "checksum")
+                # checksum, rename and load: one remote command (issue 19)
+                self.progress.phase(m.name, "load")
                 t = time.monotonic()
-                digest = commands.parse_sha256(
-                    self._run(m, commands.sha256(m.part), "sha256sum", CHECKSUM_TIMEOUT).stdout
+                codec = str(getattr(self.payload, "codec", self.job.codec))
+                load = commands.load(
+                    list(m.host.docker), m.final, codec, m.facts.engine_reads(codec)
                 )
-                m.result.timings["checksum"] = round(time.monotonic() - t, 3)
+                out = m.session.run(
+                    commands.checked_load(m.part, m.final, self.payload.sha256, load),
+                    timeout=CHECKSUM_TIMEOUT + LOAD_TIMEOUT,
+                )
+                digest, _ = commands.parse_checked_load(out.stdout)
+                if not digest:
+                    _ok(m.name, out if not out.ok else _failed(out), "sha256sum before loading")
                 if digest == self.payload.sha256:
-                    self._run(m, commands.promote(m.part, m.final), "renaming the archive")
-                    self._set_state(m, COMPLETE)
-                    return
+                    m.result.timings["load"] = round(time.monotonic() - t, 3)
+                    self._set_state(m, COMPLETE)  # a checked copy, loaded or not
+                    return out
                 bad_copies += 1
                 if bad_copies >= 2:
                     raise TransferError(
@@ -753,16 +767,10 @@ class _Relay:
         finally:
             self._quietly(m, commands.relay_unauthorize(self.run_id))
 
-    def _load_and_verify(self, m: _Member) -> None:
+    def _load_and_verify(self, m: _Member, loaded: Result) -> None:
+        """After the checked load (`loaded`): its outcome, then verify."""
         assert self.payload is not None
         result = m.result
-        self.progress.phase(m.name, "load")
-        t = time.monotonic()
-        codec = str(getattr(self.payload, "codec", self.job.codec))
-        native = m.facts.engine_reads(codec)
-        loaded = m.session.run(
-            commands.load(list(m.host.docker), m.final, codec, native), timeout=LOAD_TIMEOUT
-        )
         if not loaded.ok and self.job.store is not None:
             # an engine that refuses a partial archive (DESIGN.md): direct mode's own delta
             # path falls back to the full archive for this host
@@ -774,7 +782,6 @@ class _Relay:
             result.message += f" ({', '.join(m.notes)})"
             return
         _ok(m.name, loaded, "docker load")
-        result.timings["load"] = round(time.monotonic() - t, 3)
         result.status = CHANGED
         n = len(self.job.images)
         how = ", ".join([f"fed by {result.fed_by}", *m.notes])
@@ -854,6 +861,11 @@ class _Relay:
     def _final(self, result: HostResult) -> None:
         self.results[result.host] = result
         self.progress.finished(result)
+
+
+def _failed(result: Result) -> Result:
+    """`result` as a failure (a command that printed nothing it should have)."""
+    return Result(result.command, result.exit_status or 1, result.stdout, result.stderr)
 
 
 def _ok(host: str, result: Result, what: str) -> Result:
