@@ -1,13 +1,28 @@
 """Ansible inventories: YAML, INI, directories of them and `h1,h2,` host lists, merged like Ansible.
 
-The model mirrors ansible-core's `InventoryData` / `Group` / `Host`:
+Two readers give the same records (`Inventory`, `Host`, `Group`), so the rest of distrib does not
+care which one ran:
+
+* **ansible-core**, when it is installed (`pip install 'distrib[ansible]'`, see
+  `distrib.ansible_core`): Ansible's own InventoryManager, VariableManager and templating --
+  every inventory plugin and script, Jinja, vault, exact precedence.
+* **the built-in reader** (this module) otherwise, or when `DISTRIB_INVENTORY_PARSER=builtin`.
+  It gives Ansible's answer on everything it accepts, and refuses with one line naming the extra
+  what only ansible-core can read: Jinja in a var distrib uses, `!vault` values, vault-encrypted
+  files, executable inventory scripts and `plugin:` inventories (issue 17).
+
+The built-in model mirrors ansible-core's `InventoryData` / `Group` / `Host`:
 
 * Every group is reachable from `all`; a group with no parent becomes a child of `all`, a host in
   no group but `all` is put in `ungrouped` (`InventoryData.reconcile_inventory`).
-* A host's effective vars are its groups' vars applied in `sort_groups` order -- depth from `all`,
-  then `ansible_group_priority` (default 1), then name -- then the host's own vars
-  (`helpers.get_group_vars`, `VariableManager`). Values replace, they do not deep-merge
-  (Ansible's default `hash_behaviour=replace`).
+* A host's effective vars follow `VariableManager.get_vars` (Ansible's default
+  VARIABLE_PRECEDENCE), lowest first: the inline vars of `all`, then of its other groups in
+  `sort_groups` order (depth from `all`, then `ansible_group_priority`, then name); then
+  `group_vars/all` beside the inventory sources, then beside the playbook; then `group_vars/GROUP`
+  beside the sources (source by source, groups sorted), then beside the playbook; then the host's
+  inline vars, `host_vars/HOST` beside the sources, beside the playbook. Values replace, they do
+  not deep-merge (Ansible's default `hash_behaviour=replace`). `ansible_group_priority` counts
+  only inline: in a `group_vars` file it is an ordinary var.
 * Several sources are parsed into one inventory in order: groups merge, group vars from later
   sources win, like `InventoryManager.parse_sources`.
 
@@ -20,13 +35,11 @@ Where this module is stricter than Ansible (each is a ConfigError naming file an
 * A numeric host range whose start is after its end (Ansible silently expands it to no hosts).
 * An invalid `ansible_port` (Ansible fails only when it connects).
 * An empty or unparsable inventory source (Ansible warns and goes on without it).
-* `host:port` sets `ansible_port` each time the host appears (Ansible uses the port only where
-  the host first appears).
+* `host:port` on a host's later appearance with another port than it has (Ansible silently
+  ignores that port: only the first appearance's counts).
 
-`group_vars/` and `host_vars/` beside an inventory source are read (Ansible's host_group_vars
-plugin); their vars are merged over the same group's or host's inline vars. Ansible's
-implicit `localhost` is not created, no magic vars (inventory_hostname, group_names,
-inventory_file) are added, and nothing is templated (Jinja is left as text).
+Ansible's implicit `localhost` is not created and no magic vars (inventory_hostname,
+group_names, inventory_file) are added.
 """
 
 from __future__ import annotations
@@ -39,14 +52,49 @@ import string
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from distrib import patterns, yamlio
 from distrib.errors import ConfigError
 
-__all__ = ["Group", "Host", "Inventory", "expand_host_range"]
+if TYPE_CHECKING:
+    from distrib.ansible_core import VaultOptions
+
+__all__ = ["Group", "Host", "Inventory", "choose_reader", "expand_host_range"]
 
 DEFAULT_SSH_PORT = 22
+
+# Each connection setting's vars in the order Ansible's plugins list them (ssh connection plugin,
+# sudo become plugin, ansible-core 2.19): when several are set, the LAST one set wins.
+CONNECTION_ALIASES: dict[str, tuple[str, ...]] = {
+    "host": ("ansible_host", "ansible_ssh_host"),
+    "port": ("ansible_port", "ansible_ssh_port"),
+    "user": ("ansible_user", "ansible_ssh_user"),
+    "key_file": ("ansible_private_key_file", "ansible_ssh_private_key_file"),
+    "password": ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password"),
+    "host_key_checking": ("ansible_host_key_checking", "ansible_ssh_host_key_checking"),
+    "become_user": ("ansible_become_user", "ansible_sudo_user"),
+    "become_password": ("ansible_become_password", "ansible_become_pass", "ansible_sudo_pass"),
+}
+# Vars distrib itself reads besides `ansible_*` ones (distrib.plan, the workflows): the built-in
+# reader refuses a Jinja template in any of these, as it cannot give Ansible's value.
+DISTRIB_HOST_VARS = frozenset(
+    {
+        *("connect_timeout", "containerd_namespace", "docker_command", "engine"),
+        *("engine_command", "host_key_checking", "io_timeout", "known_hosts"),
+        *("max_command_output", "proxy_jump", "relay_group", "remote_tmp", "ssh_config"),
+        "transfer",
+    }
+)
+_USED_ANSIBLE_VARS = frozenset(
+    {
+        *(name for names in CONNECTION_ALIASES.values() for name in names),
+        *("ansible_connection", "ansible_timeout", "ansible_ssh_common_args"),
+        "ansible_ssh_extra_args",
+    }
+)
+EXTRA_HINT = "pip install 'distrib[ansible]' (ansible-core) to read it as Ansible does"
+PARSER_ENV = "DISTRIB_INVENTORY_PARSER"  # auto (default) | builtin | ansible
 # One inventory line's host range may name at most this many hosts: `h[0:99999999]` (a typo)
 # would otherwise build a list of 10^8 names before anything is checked (issue 19).
 MAX_RANGE_HOSTS = 100_000
@@ -78,14 +126,17 @@ class Host:
 
     @property
     def address(self) -> str:
-        """Where to connect: `ansible_host` (or the older `ansible_ssh_host`), else the name."""
-        value = _first_var(self.vars, "ansible_host", "ansible_ssh_host")
+        """Where to connect: `ansible_ssh_host`, else `ansible_host`, else the name.
+
+        When several aliases of one setting are set, the one Ansible's ssh connection plugin
+        lists last wins (`ConfigManager._loop_entries`), whatever level set each."""
+        value = _first_var(self.vars, *reversed(CONNECTION_ALIASES["host"]))
         return self.name if value is None else str(value)
 
     @property
     def port(self) -> int:
-        """`ansible_port` (or `ansible_ssh_port`), else 22. ConfigError if not 1-65535."""
-        value = _first_var(self.vars, "ansible_port", "ansible_ssh_port")
+        """`ansible_ssh_port`, else `ansible_port`, else 22. ConfigError if not 1-65535."""
+        value = _first_var(self.vars, *reversed(CONNECTION_ALIASES["port"]))
         if value is None:
             return DEFAULT_SSH_PORT
         port = _as_port(value)
@@ -95,15 +146,35 @@ class Host:
 
     @property
     def user(self) -> str | None:
-        """`ansible_user` (or `ansible_ssh_user`), None to let ssh decide."""
-        value = _first_var(self.vars, "ansible_user", "ansible_ssh_user")
+        """`ansible_ssh_user`, else `ansible_user`; None to let ssh decide."""
+        value = _first_var(self.vars, *reversed(CONNECTION_ALIASES["user"]))
         return None if value is None else str(value)
 
     @property
     def key_file(self) -> str | None:
-        """`ansible_ssh_private_key_file` (or `ansible_private_key_file`), `~` expanded."""
-        value = _first_var(self.vars, "ansible_ssh_private_key_file", "ansible_private_key_file")
+        """`ansible_ssh_private_key_file`, else `ansible_private_key_file`, `~` expanded."""
+        value = _first_var(self.vars, *reversed(CONNECTION_ALIASES["key_file"]))
         return None if value is None else os.path.expanduser(str(value))
+
+    @property
+    def connection(self) -> str | None:
+        """`ansible_connection` (`ssh`, `local`, ...), None when unset."""
+        value = self.vars.get("ansible_connection")
+        return None if value is None else str(value)
+
+    @property
+    def password(self) -> str | None:
+        """The SSH password (`ansible_ssh_password`, `ansible_ssh_pass`, `ansible_password`).
+        A secret: never print or log it."""
+        value = _first_var(self.vars, *reversed(CONNECTION_ALIASES["password"]))
+        return None if value is None else str(value)
+
+    @property
+    def become_password(self) -> str | None:
+        """`ansible_sudo_pass`, `ansible_become_pass`, `ansible_become_password` (Ansible's
+        sudo plugin order). A secret: never print or log it."""
+        value = _first_var(self.vars, *reversed(CONNECTION_ALIASES["become_password"]))
+        return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -130,18 +201,37 @@ class Inventory:
     _members: Mapping[str, tuple[str, ...]] = field(hash=False, repr=False, compare=False)
 
     @classmethod
-    def load(cls, sources: Sequence[str]) -> Inventory:
+    def load(
+        cls,
+        sources: Sequence[str],
+        playbook_dir: str | None = None,
+        *,
+        vault: VaultOptions | None = None,
+        reader: str | None = None,
+    ) -> Inventory:
         """Parse and merge inventory sources, in order, as `ansible -i A -i B` does.
 
         A source is a YAML file (.yml/.yaml/.json), an INI file, a directory of such files (read
         in sorted order, recursively, skipping what Ansible skips), or a comma-separated host
         list such as `h1,h2,` or `10.0.0.5:2222,`. Extension-less files are YAML if they hold a
-        mapping of groups, else INI. A source path may start with `~`.
+        mapping of groups, else INI. A source path may start with `~`. `playbook_dir`: the
+        playbook's directory, whose group_vars/ and host_vars/ count as ansible-playbook's do.
+
+        `reader` is "ansible" (ansible-core, see `distrib.ansible_core`), "builtin" or None
+        for `choose_reader()`: ansible-core when installed unless $DISTRIB_INVENTORY_PARSER
+        says builtin. `vault`: vault secrets for ansible-core (the built-in reader has none).
         """
         if isinstance(sources, str):
             sources = [sources]
+        if (reader or choose_reader()) == "ansible":
+            from distrib import ansible_core
+
+            loaded: Inventory = ansible_core.load_inventory(sources, playbook_dir, vault=vault)
+            return loaded
+        if vault is not None and vault.given:
+            raise ConfigError(f"vault options need ansible-core: {EXTRA_HINT}")
         builder = _Builder()
-        vars_dirs: list[str] = []
+        bases: list[str] = []
         for source in sources:
             if not source:
                 continue
@@ -150,18 +240,21 @@ class Inventory:
                 continue
             path = os.path.expanduser(source)
             _parse_path(builder, path)
-            base = path if os.path.isdir(path) else os.path.dirname(path) or "."
-            if base not in vars_dirs:
-                vars_dirs.append(base)
-        for base in vars_dirs:
-            _load_vars_dirs(builder, base)
+            bases.append(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+        read: dict[str, _VarsDir] = {}
+        for base in bases:  # every source's, in order, repeats included (Ansible's loop)
+            if base not in read:
+                read[base] = _read_vars_dir(builder, base)
+            builder.inventory_vars.append(read[base])
+        if playbook_dir is not None:
+            builder.playbook_vars.append(_read_vars_dir(builder, playbook_dir))
         return builder.build(tuple(sources))
 
     @classmethod
     def from_yaml_text(cls, text: str, name: str = "<inventory>") -> Inventory:
         """Parse one YAML inventory given as text; `name` stands for the file in errors."""
         builder = _Builder()
-        _parse_yaml(builder, yamlio.loads(text, name), name)
+        _parse_yaml(builder, _loads_yaml(text, name), name)
         return builder.build((name,))
 
     @classmethod
@@ -243,6 +336,25 @@ class Inventory:
         return "\n".join(lines)
 
 
+def choose_reader() -> str:
+    """The reader: "ansible" when ansible-core is importable, else "builtin".
+
+    $DISTRIB_INVENTORY_PARSER (auto | builtin | ansible) forces one; ansible without
+    ansible-core installed is a ConfigError."""
+    wanted = os.environ.get(PARSER_ENV, "").strip().lower() or "auto"
+    if wanted not in ("auto", "builtin", "ansible"):
+        raise ConfigError(f"${PARSER_ENV}={wanted!r}: must be auto, builtin or ansible")
+    if wanted == "builtin":
+        return "builtin"
+    from distrib import ansible_core
+
+    if ansible_core.available():
+        return "ansible"
+    if wanted == "ansible":
+        raise ConfigError(f"${PARSER_ENV}=ansible, but ansible-core is not installed: {EXTRA_HINT}")
+    return "builtin"
+
+
 def _group_vars_shown(group: Group) -> dict[str, Any]:
     shown = dict(group.vars)
     if group.priority != 1:
@@ -277,6 +389,14 @@ class _G:
 
 
 @dataclass
+class _VarsDir:
+    """The vars files of one directory's group_vars/ and host_vars/, by group and host name."""
+
+    groups: dict[str, dict[str, tuple[Any, _Where]]] = field(default_factory=dict)
+    hosts: dict[str, dict[str, tuple[Any, _Where]]] = field(default_factory=dict)
+
+
+@dataclass
 class _H:
     name: str
     where: _Where
@@ -290,6 +410,10 @@ class _Builder:
     def __init__(self) -> None:
         self.groups: dict[str, _G] = {}
         self.hosts: dict[str, _H] = {}
+        # group_vars/ and host_vars/ beside each inventory source (in source order, repeats
+        # kept as Ansible keeps them), and beside the playbook
+        self.inventory_vars: list[_VarsDir] = []
+        self.playbook_vars: list[_VarsDir] = []
         for name in ("all", "ungrouped"):
             self.groups[name] = _G(name, (_IMPLICIT, None))
         self.add_child("all", "ungrouped", (_IMPLICIT, None))
@@ -404,12 +528,20 @@ class _Builder:
         def order_key(name: str) -> tuple[int, int, str]:  # helpers.sort_groups
             return (depth_of(name), self.groups[name].priority, name)
 
+        file_layers = [*self.inventory_vars, *self.playbook_vars]
+
+        def group_vars_shown(g: _G) -> dict[str, Any]:  # inline vars, then its files'
+            shown = {k: v for k, (v, _) in g.vars.items()}
+            for layer in file_layers:
+                shown.update({k: v for k, (v, _) in layer.groups.get(g.name, {}).items()})
+            return shown
+
         groups = {
             g.name: Group(
                 name=g.name,
                 hosts=tuple(g.hosts),
                 children=tuple(g.children),
-                vars={k: v for k, (v, _) in g.vars.items()},
+                vars=group_vars_shown(g),
                 source=_fmt(g.where),
                 parents=tuple(g.parents),
                 depth=depth_of(g.name),
@@ -425,11 +557,9 @@ class _Builder:
                 member_of.add(g)
                 member_of |= ancestors[g]
             ordered = tuple(sorted(member_of, key=order_key))
-            effective: dict[str, tuple[Any, _Where]] = {}
-            for g in ordered:
-                effective.update(self.groups[g].vars)
-            effective.update(h.vars)
+            effective = self._effective_vars(h, [g for g in ordered if g != "all"])
             _check_port(h.name, effective)
+            _refuse_templates(h.name, effective)
             hosts[h.name] = Host(
                 name=h.name,
                 vars={k: v for k, (v, _) in effective.items()},
@@ -438,6 +568,28 @@ class _Builder:
             )
         members = {name: self._group_members(name) for name in self.groups}
         return Inventory(hosts=hosts, groups=groups, sources=sources, _members=members)
+
+    def _effective_vars(self, h: _H, sorted_groups: list[str]) -> dict[str, tuple[Any, _Where]]:
+        """VariableManager.get_vars for a host, inventory part, with the default
+        VARIABLE_PRECEDENCE (all_inventory, groups_inventory, all_plugins_inventory,
+        all_plugins_play, groups_plugins_inventory, groups_plugins_play), then the host's
+        inline vars, its inventory host_vars, its playbook host_vars. `sorted_groups`: the
+        host's groups but `all`, in sort_groups order."""
+        effective: dict[str, tuple[Any, _Where]] = dict(self.groups["all"].vars)
+        for g in sorted_groups:
+            effective.update(self.groups[g].vars)
+        for layers in (self.inventory_vars, self.playbook_vars):
+            for layer in layers:
+                effective.update(layer.groups.get("all", {}))
+        for layers in (self.inventory_vars, self.playbook_vars):
+            for layer in layers:
+                for g in sorted_groups:
+                    effective.update(layer.groups.get(g, {}))
+        effective.update(h.vars)
+        for layers in (self.inventory_vars, self.playbook_vars):
+            for layer in layers:
+                effective.update(layer.hosts.get(h.name, {}))
+        return effective
 
     def _group_members(self, name: str) -> tuple[str, ...]:
         # Group._get_hosts: the group itself, its children, then deeper levels breadth first.
@@ -496,6 +648,32 @@ def _check_port(host: str, effective: Mapping[str, tuple[Any, _Where]]) -> None:
             value, where = effective[key]
             if value is not None and _as_port(value) is None:
                 raise ConfigError(_bad_port(host, value), **_at(where), key=key)
+
+
+def _has_template(value: Any) -> bool:
+    """A value Ansible would template: a string with `{{`, `{%` or `{#` in it, at any depth."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or "{#" in value
+    if isinstance(value, Mapping):
+        return any(_has_template(k) or _has_template(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _refuse_templates(host: str, effective: Mapping[str, tuple[Any, _Where]]) -> None:
+    """The built-in reader does not template: a Jinja value in a var distrib uses would be
+    used as literal text (a wrong host, port or user), so it is refused. Other vars may hold
+    templates: distrib never reads them."""
+    for key, (value, where) in effective.items():
+        if (key in _USED_ANSIBLE_VARS or key.startswith("ansible_become") or key in
+                DISTRIB_HOST_VARS) and _has_template(value):  # fmt: skip
+            raise ConfigError(
+                f"host {host!r}: {value!r} is a Jinja template, which the built-in inventory "
+                f"reader cannot evaluate: {EXTRA_HINT}",
+                **_at(where),
+                key=key,
+            )
 
 
 def _plain(value: Any) -> Any:
@@ -592,6 +770,24 @@ def _expand_hostpattern(pattern: Any, where: _Where) -> tuple[list[str], int | N
     return expand_host_range(name, where), port
 
 
+def _later_port(host: _H, port: int, where: _Where) -> None:
+    """`host:port` where the host already exists: Ansible ignores that port
+    (`InventoryData.add_host` sets it only on creation), so connects elsewhere than written.
+    The same port again is fine; another one is refused rather than silently dropped."""
+    old = host.vars.get("ansible_port")
+    if old is not None and old[0] == port:
+        return
+    first = (
+        f"with port {old[0]} at {_fmt(old[1])}" if old else f"without a port at {_fmt(host.where)}"
+    )
+    raise ConfigError(
+        f"host {host.name!r} is defined twice with conflicting values for 'ansible_port': "
+        f"{port} here, but first {first}; Ansible uses only the first appearance's port",
+        **_at(where),
+        hint="give the port where the host first appears, or set ansible_port once",
+    )
+
+
 def _populate_hosts(
     builder: _Builder,
     names: Iterable[str],
@@ -602,8 +798,11 @@ def _populate_hosts(
     var_line: Any = None,
 ) -> None:
     for name in names:
+        known = builder.hosts.get(name)
+        if port is not None and known is not None:
+            _later_port(known, port, where)
         builder.add_host(name, group, where)
-        if port is not None:
+        if port is not None and known is None:
             builder.set_host_var(name, "ansible_port", port, where)
         for key, value in variables.items():
             line = var_line(key) if var_line else where[1]
@@ -627,30 +826,47 @@ def _parse_path(builder: _Builder, path: str) -> None:
             _parse_path(builder, os.path.join(path, entry))
         return
     text = yamlio.read_text(path, "inventory")
+    _refuse_ansible_only(text, path)
+    if text.startswith("#!") and os.access(path, os.X_OK):  # the script plugin comes first
+        raise ConfigError(
+            f"an executable inventory script, which the built-in inventory reader does not "
+            f"run: {EXTRA_HINT}",
+            file=path,
+            line=1,
+        )
     ext = os.path.splitext(path)[1].lower()
     if ext in YAML_EXTENSIONS or (ext == "" and _looks_like_yaml_inventory(text, path)):
-        _parse_yaml(builder, yamlio.loads(text, path), path)
+        _parse_yaml(builder, _loads_yaml(text, path), path)
     elif ext == ".toml":
-        raise ConfigError("TOML inventories are not supported; use YAML or INI", file=path)
+        raise ConfigError(
+            f"a TOML inventory, which the built-in inventory reader does not read: {EXTRA_HINT}",
+            file=path,
+        )
     else:
         _parse_ini(builder, text, path)
 
 
-def _load_vars_dirs(builder: _Builder, base: str) -> None:
-    """group_vars/ and host_vars/ beside an inventory source (Ansible's host_group_vars plugin).
+def _read_vars_dir(builder: _Builder, base: str) -> _VarsDir:
+    """group_vars/ and host_vars/ in `base` (Ansible's host_group_vars plugin).
 
     `group_vars/NAME` may be NAME, NAME.yml, NAME.yaml, NAME.json or a directory NAME/ of such
-    files (read sorted, recursively). Their vars are merged over the group's (host's) inline
-    vars -- a file beats the inventory line, as in Ansible -- and only for groups and hosts
-    that exist. Files for unknown names are ignored, as Ansible does.
+    files (read sorted, recursively; later files win). Only groups and hosts that exist are
+    read: files for unknown names are ignored, as Ansible does. Where these vars stand in a
+    host's precedence: `_Builder._effective_vars`.
     """
-    for kind, known in (("group_vars", builder.groups), ("host_vars", builder.hosts)):
+    found = _VarsDir()
+    for kind, known, into in (
+        ("group_vars", builder.groups, found.groups),
+        ("host_vars", builder.hosts, found.hosts),
+    ):
         folder = os.path.join(base, kind)
         if not os.path.isdir(folder):
             continue
         for name in list(known):
+            if name.startswith(os.path.sep):  # Ansible skips chroot-like names
+                continue
             for path in _vars_files(folder, name):
-                data = yamlio.load(path)
+                data = _load_yaml_file(path, f"{kind} file")
                 if data is None:
                     continue
                 if not isinstance(data, Mapping):
@@ -659,13 +875,43 @@ def _load_vars_dirs(builder: _Builder, base: str) -> None:
                         file=path,
                         line=getattr(data, "line", None),
                     )
+                values = into.setdefault(name, {})
                 for key, value in data.items():
                     where: _Where = (path, _line_of(data, key, None))
-                    if kind == "group_vars":
-                        builder.set_group_var(name, key, value, where)
-                    else:
-                        _check_var_name(key, where)
-                        builder.hosts[name].vars[key] = (value, where)
+                    _check_var_name(key, where)
+                    values[key] = (value, where)
+    return found
+
+
+def _refuse_ansible_only(text: str, path: str) -> None:
+    """What only ansible-core reads, refused in one line naming the extra."""
+    if text.lstrip().startswith("$ANSIBLE_VAULT;"):
+        raise ConfigError(
+            f"a vault-encrypted file, which the built-in inventory reader cannot decrypt: "
+            f"{EXTRA_HINT}",
+            file=path,
+            line=1,
+        )
+
+
+def _load_yaml_file(path: str, what: str) -> Any:
+    text = yamlio.read_text(path, what)
+    _refuse_ansible_only(text, path)
+    return _loads_yaml(text, path)
+
+
+def _loads_yaml(text: str, path: str) -> Any:
+    try:
+        return yamlio.loads(text, path)
+    except ConfigError as exc:
+        for tag in ("!vault", "!unsafe"):
+            if f"for the tag '{tag}'" in exc.message:
+                raise ConfigError(
+                    f"a {tag} value, which the built-in inventory reader cannot read: {EXTRA_HINT}",
+                    file=exc.file,
+                    line=exc.line,
+                ) from None
+        raise
 
 
 def _vars_files(folder: str, name: str) -> list[str]:
@@ -734,7 +980,8 @@ def _parse_yaml(builder: _Builder, data: Any, name: str) -> None:
         )
     if "plugin" in data:
         raise ConfigError(
-            "inventory plugin configuration files are not supported",
+            f"an inventory plugin configuration (plugin: {data['plugin']}), which the "
+            f"built-in inventory reader does not run: {EXTRA_HINT}",
             file=name,
             line=_line_of(data, "plugin", None),
         )

@@ -112,7 +112,8 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         )
         if any(merged.get(k) not in (None, "") for k in keys)
     }
-    port_value = merged.get("ansible_port", merged.get("ansible_ssh_port", ssh.port or 22))
+    # Of two aliases set, the one Ansible's ssh plugin lists last wins (issue 17)
+    port_value = _alias(merged, "ansible_port", "ansible_ssh_port", default=ssh.port or 22)
     if ssh.port:
         explicit.add("port")
     try:
@@ -157,11 +158,10 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         raise bad("containerd_namespace", f"not a namespace name: {namespace!r}")
     become = _become(merged, play, bad)
     key_file = (
-        merged.get("ansible_ssh_private_key_file")
-        or merged.get("ansible_private_key_file")
+        _alias(merged, "ansible_private_key_file", "ansible_ssh_private_key_file")
         or ssh.identity_file
     )
-    user = merged.get("ansible_user") or merged.get("ansible_ssh_user") or ssh.user
+    user = _alias(merged, "ansible_user", "ansible_ssh_user") or ssh.user
     if ssh.user:
         explicit.add("user")
     if ssh.identity_file:
@@ -170,7 +170,7 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     proxy_jump = merged.get("proxy_jump") or ssh.proxy_jump
     target = Target(
         name=host.name,
-        address=str(merged.get("ansible_host") or merged.get("ansible_ssh_host") or host.name),
+        address=str(_alias(merged, "ansible_host", "ansible_ssh_host") or host.name),
         port=port,
         user=str(user) if user else None,
         key_file=str(key_file) if key_file else None,
@@ -231,6 +231,15 @@ def _become(merged: Mapping[str, Any], play: Play, bad: Any) -> engines.Become |
     if not user.strip() or any(c.isspace() for c in user) or user.startswith("-"):
         raise bad("ansible_become_user", f"not a user name: {user!r}")
     return engines.Become(user=user, method=method)
+
+
+def _alias(merged: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    """The value of the LAST of `names` that is set (not None), as Ansible's config manager
+    picks among a connection option's vars (`ConfigManager._loop_entries`), else `default`."""
+    for name in reversed(names):
+        if merged.get(name) is not None:
+            return merged[name]
+    return default
 
 
 def batch_sizes(total: int, serial: Sequence[int | str]) -> list[int]:

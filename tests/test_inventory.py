@@ -519,7 +519,7 @@ def test_string_source_and_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("all:\n  hosts:\n    10:\n", "inv.yml:3", "host name 10 must be a string"),
         ("all:\n  hosts:\n    h:\n      1: x\n", "inv.yml:4", "variable name must be"),
         ("- all\n", "inv.yml:1", "must map group names"),
-        ("plugin: aws_ec2\n", "inv.yml:1", "plugin configuration files are not supported"),
+        ("plugin: aws_ec2\n", "inv.yml:1", "an inventory plugin configuration (plugin: aws_ec2)"),
         ("all:\n  hosts:\n    h:\n  hosts:\n", "inv.yml:4", "duplicate key 'hosts'"),
         ("all:\n  hosts: [\n", "inv.yml:3", "invalid YAML"),
     ],
@@ -650,7 +650,7 @@ def test_missing_source() -> None:
 
 def test_toml_source_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "inv.toml").write_text("[all]\n")
-    assert "TOML inventories are not supported" in error(
+    assert "a TOML inventory, which the built-in inventory reader does not read" in error(
         Inventory.load, [str(tmp_path / "inv.toml")]
     )
 
