@@ -45,6 +45,19 @@ class LocalImage:
     fingerprint: str = ""
     engine_id: str = ""
     platform: Platform | None = None  # the config's os/architecture (None: it names none)
+    # issue 18: where it comes from when not from the workstation's engine (an image archive:
+    # its path; read into the layer store, never `docker save`d), and the same image for the
+    # source's other platforms (an OCI index: each host gets its own platform's)
+    origin: str = ""
+    alternates: tuple[LocalImage, ...] = ()
+
+    @property
+    def offered(self) -> tuple[Platform, ...]:
+        """The platforms a multi-platform source offers under this name (() if just one)."""
+        if not self.alternates:
+            return ()
+        found = [self.platform, *(a.platform for a in self.alternates)]
+        return tuple(p for p in found if p is not None)
 
 
 class Archive:
@@ -67,8 +80,12 @@ class Archive:
         images: Sequence[LocalImage] = (),
         cached: bool = False,
         key: str | None = None,
+        producer: Callable[[], Iterator[bytes]] | None = None,
     ) -> None:
         self.codec = codec
+        # the uncompressed docker-archive's bytes when the images are in no engine (issue
+        # 18: an archive source, from the layer store); else `docker save` writes them
+        self._producer = producer
         self.level = level
         self.images = tuple(images)
         self.cached = cached
@@ -92,11 +109,16 @@ class Archive:
 
     @classmethod
     def pending(
-        cls, images: Sequence[LocalImage], codec: str, level: int, directory: str
+        cls,
+        images: Sequence[LocalImage],
+        codec: str,
+        level: int,
+        directory: str,
+        producer: Callable[[], Iterator[bytes]] | None = None,
     ) -> Archive:
         key = cache_key(images, codec, level)
         final = os.path.join(directory, key + EXTENSIONS[codec])
-        return cls(final, codec, level, images=images, key=key)
+        return cls(final, codec, level, images=images, key=key, producer=producer)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -256,9 +278,14 @@ class Archive:
                 self._path = tmp
                 self._ready = True
                 self._cond.notify_all()
-            size, digest = _save_compressed(
-                self.images, self.codec, self.level, fd, tmp, self._grew, self._abort
-            )
+            if self._producer is not None:
+                size, digest = _produce_compressed(
+                    self._producer, self.codec, self.level, fd, tmp, self._grew, self._abort
+                )
+            else:
+                size, digest = _save_compressed(
+                    self.images, self.codec, self.level, fd, tmp, self._grew, self._abort
+                )
             _write_meta(
                 self._final_path, self.key, self.images, self.codec, self.level, size, digest
             )
@@ -476,14 +503,20 @@ def find_cached(
 
 
 def prepare(
-    images: Sequence[LocalImage], codec: str, level: int | None = None, directory: str | None = None
+    images: Sequence[LocalImage],
+    codec: str,
+    level: int | None = None,
+    directory: str | None = None,
+    producer: Callable[[], Iterator[bytes]] | None = None,
 ) -> Archive:
-    """The cached archive, or a pending one that builds itself (in the background) on first use."""
+    """The cached archive, or a pending one that builds itself (in the background) on first
+    use: from `docker save`, or from `producer` (images in no engine: issue 18)."""
     level = DEFAULT_LEVELS[codec] if level is None else level
     cached = find_cached(images, codec, level, directory)
     if cached is not None:
         return cached
-    return Archive.pending(images, codec, level, os.path.join(directory or cache_dir(), "archives"))
+    directory = os.path.join(directory or cache_dir(), "archives")
+    return Archive.pending(images, codec, level, directory, producer)
 
 
 def build(
@@ -590,4 +623,80 @@ def _save_compressed(
             failed = save_cmd if save_rc else (comp_cmd or [])
             stderr = (save_err.read() if save_rc else comp_err.read()).decode("utf-8", "replace")
             raise LocalError(f"{' '.join(failed[:2])} failed", cmd=failed, stderr=stderr)
+    return size, digest.hexdigest()
+
+
+def _produce_compressed(
+    producer: Callable[[], Iterator[bytes]],
+    codec: str,
+    level: int,
+    fd: int,
+    tmp: str,
+    grew: Callable[[int], None],
+    abort: threading.Event,
+) -> tuple[int, str]:
+    """producer() | compressor > tmp, hashed on the way (as `_save_compressed`, for images
+    that no engine holds: their docker-archive is made from the layer store)."""
+    digest = hashlib.sha256()
+    size = 0
+    failed: list[BaseException] = []
+    comp_cmd = compressor(codec, level)
+    with tempfile.TemporaryFile() as comp_err:
+        comp = (
+            local.spawn(comp_cmd, stdin=local.PIPE, stdout=local.PIPE, stderr=comp_err)
+            if comp_cmd
+            else None
+        )
+
+        def feed() -> None:
+            assert comp is not None and comp.stdin is not None
+            try:
+                for block in producer():
+                    if abort.is_set():
+                        raise LocalError("archive build interrupted")
+                    comp.stdin.write(block)
+            except BaseException as exc:  # noqa: BLE001 - raised by the reading thread
+                failed.append(exc)
+                comp.kill()
+            finally:
+                with contextlib.suppress(OSError):
+                    comp.stdin.close()
+
+        feeder = threading.Thread(target=feed, name="archive-feed", daemon=True)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if comp is None:
+                    blocks: Iterator[bytes] = producer()
+                else:
+                    assert comp.stdout is not None
+                    feeder.start()
+                    stdout = comp.stdout
+                    blocks = iter(lambda: stdout.read1(READ_SIZE), b"")  # type: ignore[attr-defined]
+                for block in blocks:
+                    if abort.is_set():
+                        raise LocalError("archive build interrupted")
+                    digest.update(block)
+                    out.write(block)
+                    out.flush()
+                    size += len(block)
+                    grew(size)
+            if comp is not None:
+                feeder.join()
+                rc = comp.wait()
+                if failed:
+                    raise failed[0]
+                if rc != 0:
+                    comp_err.seek(0)
+                    raise LocalError(
+                        f"{comp_cmd[0] if comp_cmd else '?'} failed",
+                        cmd=comp_cmd or [],
+                        stderr=comp_err.read().decode("utf-8", "replace"),
+                    )
+        except BaseException:
+            if comp is not None and comp.poll() is None:
+                comp.kill()
+                comp.wait()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     return size, digest.hexdigest()

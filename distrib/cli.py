@@ -373,9 +373,12 @@ def _local_images(playbook: Any, check: bool = False, out: Any = None) -> dict[A
     `local_pull`s; a missing one is a config error naming the playbook line, raised before
     any connection."""
     from distrib import archive as archive_mod
+    from distrib import archived
     from distrib.playbook import local_pulls
 
-    refs = list(dict.fromkeys(spec.ref for p in playbook.plays for spec in p.images))
+    refs = list(
+        dict.fromkeys(s.ref for p in playbook.plays for s in p.images if s.archived is None)
+    )
     found, missing = archive_mod.inspect_local(refs)
     pulls = local_pulls(playbook.plays, missing, check)
     for spec, platform in pulls:
@@ -398,7 +401,7 @@ def _local_images(playbook: Any, check: bool = False, out: Any = None) -> dict[A
             hint="build or pull it on this workstation first (docker images lists what "
             "exists), or let distrib pull it: local_pull: missing (push --local-pull missing)",
         )
-    return found
+    return {**found, **archived.local_images(playbook.plays, out or sys.stdout)}
 
 
 def _plan(args: argparse.Namespace, playbook: Any) -> Any:
@@ -471,6 +474,7 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
     out = sys.stderr if args.json else sys.stdout
     # 1. everything that can be wrong in the input is found before any connection
     from distrib import archive as archive_mod
+    from distrib import archived
 
     plan = _plan(args, playbook)
     archive_mod.ensure_cache_dir()  # archives and layers are written there (even by plan)
@@ -487,17 +491,21 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
     for index, play_plan in enumerate(plan.plays):
         play = play_plan.play
         images = tuple(found[s.ref] for s in play.images)
-        facts = _probe_for_codec(play_plan) if play.compression == "auto" else {}
+        # a multi-platform source (issue 18): every host's platform is probed first
+        multi = archived.is_multi_platform(images)
+        facts = _probe_for_codec(play_plan) if play.compression == "auto" or multi else {}
         per_host = _auto_codecs(play, facts) if play.compression == "auto" else {}
         codec = _main_codec(per_host) if per_host else play.compression
         if play.compression == "auto":
             print(f"compression auto for play {play.name!r}: {_codecs_line(per_host)}", file=out)
-        main = _play_job(play, codec, images, facts, out, check)
-        other = {
-            c: _play_job(play, c, images, facts, out, check)
-            for c in sorted(set(per_host.values()) - {codec})
-        }
-        others = {h: other[c] for h, c in per_host.items() if c != codec}
+        main, others = archived.host_jobs(
+            [h.name for h in play_plan.hosts],
+            images,
+            facts,
+            per_host,
+            codec,
+            lambda c, i: _play_job(play, c, i, facts, out, check),  # noqa: B023
+        )
         jobs[index] = dataclasses.replace(main, others=others) if others else main
     # 3. ship in parallel, collect every outcome
     plan, jobs, step = flow.expand(plan, jobs)
@@ -514,13 +522,24 @@ def _play_job(
 ) -> Any:
     """A play's job in one codec: its archive (prepared, built on first use) and layer store."""
     from distrib import archive as archive_mod
+    from distrib import archived
     from distrib.engine import CHECK, Job
+    from distrib.layerstore import LayerStore
 
+    if not check and any(i.origin for i in images):  # issue 18: read from image archives
+        level = play.level if codec in ("gzip", "zstd") else None
+        source = LayerStore(codec=archived.store_codec(codec), level=level)
+        archived.fill(source, images, out)
+        images = archived.with_sizes(source, images)
     store = _layer_store(play, codec, images, out, check)
     if check:  # read-only everywhere: use the cached archive's size if there is one
         cached = archive_mod.find_cached(images, codec, play.level)
         return Job(images, cached, play.verify, CHECK, codec, facts, store)
-    archive = archive_mod.prepare(images, codec, play.level)
+    level = play.level if codec in ("gzip", "zstd") else None
+    produce = archived.producer(
+        images, lambda: LayerStore(codec=archived.store_codec(codec), level=level)
+    )
+    archive = archive_mod.prepare(images, codec, play.level, producer=produce)
     return Job.deploy(archive, verify=play.verify, facts=facts, store=store)
 
 

@@ -530,7 +530,7 @@ class _Deployment:
         """An image built for another platform fails only when run (issue 18, item 3): refuse
         it before sending, one line naming each image's platform and the host's."""
         host = platforms.Platform.of_host(facts.arch)
-        refused = platforms.refusals([(str(i.ref), i.platform) for i in wanted], host)
+        refused = platforms.refusals([(str(i.ref), i.platform, i.offered) for i in wanted], host)
         if refused:
             raise HostError(
                 self.host.name,

@@ -35,9 +35,9 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from distrib import local
 from distrib.archive import (
@@ -219,6 +219,11 @@ class LayerStore:
         maybe zstd): those are spooled, then matched to their diffIDs through the manifest,
         checked by decompressing, and adopted as they are when the store keeps that codec
         (no recompression), else recompressed."""
+        if image.origin:  # an archive source: imported before the run, never `docker save`d
+            raise LocalError(
+                f"{image.ref} (from {image.origin}) is missing from the layer store",
+                hint="run again: the archive is read into the store before hosts are contacted",
+            )
         save = local.spawn([*docker_command(), "save", str(image.ref)], stdout=local.PIPE)
         assert save.stdout is not None
         compressed = 0
@@ -342,6 +347,95 @@ class LayerStore:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(raw_path)
+
+    # -- image archives as sources (issue 18): straight into the store, never into an engine --
+
+    def import_members(
+        self, found: Iterable[tuple[str, IO[bytes]]], wanted: Mapping[str, tuple[str, str]]
+    ) -> int:
+        """Store the members `wanted` names (member -> ("config", digest) | ("layer",
+        diffID)) as an archive's reader yields them (imagearchive.members); returns bytes
+        compressed. A compressed layer is checked by decompressing (it must be its diffID's)
+        and kept as it is when it is in the store's codec; a raw one is compressed."""
+        compressed = 0
+        with self.locked():
+            for name, source in found:
+                kind, digest = wanted.get(name, ("", ""))
+                if kind == "config" and not os.path.exists(self.config_path(digest)):
+                    self._store_config(digest, source.read())
+                elif kind == "layer" and self.blob(digest) is None:
+                    compressed += self._store_archived_layer(digest, name, source)
+                with self._stored:
+                    self._stored.notify_all()
+        return compressed
+
+    def _store_archived_layer(self, diff_id: str, name: str, source: IO[bytes]) -> int:
+        head = source.read(4)
+        codec = "gzip" if head[:2] == GZIP_MAGIC else "zstd" if head == ZSTD_MAGIC else None
+        if codec is None:
+            compressed = self._store_layer(cast(IO[bytes], _Prefixed(head, source)))
+            if self.blob(diff_id) is None:
+                raise LocalError(f"{name} is not the layer {diff_id[:19]} its config lists")
+            return compressed
+        fd, path = tempfile.mkstemp(prefix=".saved-", dir=os.path.join(self.root, "blobs"))
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(head)
+                for block in iter(lambda: source.read(READ_SIZE), b""):
+                    out.write(block)
+            return self._adopt_blob(diff_id, path, codec)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def raw_archive(self, images: Sequence[LocalImage]) -> Iterator[bytes]:
+        """A plain docker-archive of `images` (raw layers, configs, manifest.json) made from
+        the store: for a whole archive (xz, none, delta off, podman and containerd hosts) of
+        images that are in no engine (an archive source, a platform's pull). Each layer is
+        decompressed from its blob and checked against its diffID as it is read."""
+        self.ensure(images)
+        written: set[str] = set()
+        manifest = []
+        for image in images:
+            for diff_id in image.diff_ids:
+                if diff_id in written:
+                    continue
+                written.add(diff_id)
+                blob = self.blob(diff_id)
+                if blob is None:
+                    raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
+                yield _Member(f"{_hex(diff_id)}/layer.tar", blob=blob, raw=True).header()
+                yield from self._raw_blob(blob)
+                yield b"\0" * ((-blob.raw_size) % BLOCK)
+            config = self._config_bytes(image)
+            yield from _small_member(_hex(image.id) + ".json", config)
+            manifest.append(_manifest_entry(image.id, [image.ref.familiar], image.diff_ids))
+        yield from _small_member("manifest.json", json.dumps(manifest, sort_keys=True).encode())
+        yield b"\0" * (2 * BLOCK)
+
+    def _raw_blob(self, blob: Blob) -> Iterator[bytes]:
+        tool = ["zstd", "-dcq"] if self.codec == "zstd" else ["gzip", "-dc"]
+        digest = hashlib.sha256()
+        size = 0
+        with open(blob.path, "rb") as fh, tempfile.TemporaryFile() as errors:
+            proc = local.spawn(tool, stdin=fh, stdout=local.PIPE, stderr=errors)
+            assert proc.stdout is not None
+            try:
+                for block in iter(lambda: proc.stdout.read(READ_SIZE), b""):  # type: ignore[union-attr]
+                    digest.update(block)
+                    size += len(block)
+                    yield block
+            except BaseException:  # the reader stopped (or failed): no orphan decompressor
+                proc.kill()
+                proc.wait()
+                raise
+            rc = proc.wait()
+        if rc != 0 or size != blob.raw_size or "sha256:" + digest.hexdigest() != blob.diff_id:
+            _drop_corrupt(blob)
+            raise LocalError(
+                f"the layer store's blob of {blob.diff_id[:19]} is corrupt ({tool[0]} exit "
+                f"{rc}): removed, a new run stores it again"
+            )
 
     def _store_config(self, image_id: str, data: bytes) -> None:
         if "sha256:" + hashlib.sha256(data).hexdigest() != image_id:
@@ -917,6 +1011,26 @@ class AssembledArchive:
                 else:
                     yield from _blob_chunks(piece, skip)
             position += length
+
+
+def _small_member(name: str, data: bytes) -> Iterator[bytes]:
+    yield _Member(name, data=data).header()
+    yield data + b"\0" * ((-len(data)) % BLOCK)
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to sniff a codec)."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head, self._rest = head, rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            if size < 0:
+                return head + self._rest.read()
+            return head if len(head) >= size else head + self._rest.read(size - len(head))
+        return self._rest.read(size)
 
 
 def _length(piece: bytes | Blob) -> int:

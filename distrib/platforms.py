@@ -107,14 +107,55 @@ def _variant_rank(variant: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def refusals(images: Sequence[tuple[str, Platform | None]], host: Platform | None) -> list[str]:
+def refusals(
+    images: Sequence[tuple[str, Platform | None] | tuple[str, Platform | None, Sequence[Platform]]],
+    host: Platform | None,
+) -> list[str]:
     """One line per image that cannot run on `host`: `demo/web:1.0 is linux/amd64, the
-    host is linux/arm64`. Nothing is refused when the host's or an image's platform is
-    unknown (an old probe, an image config without architecture)."""
+    host is linux/arm64`, or for a multi-platform source (a third item: the platforms it
+    offers) `demo/web:1.0 has no image for linux/arm/v7 (the source offers linux/amd64,
+    linux/arm64)`. Nothing is refused when the host's or an image's platform is unknown (an
+    old probe, an image config without architecture)."""
     if host is None:
         return []
-    return [
-        f"{ref} is {platform}, the host is {host}"
-        for ref, platform in images
-        if platform is not None and not platform.runs_on(host)
-    ]
+    out = []
+    for ref, platform, *rest in images:
+        if platform is None or platform.runs_on(host):
+            continue
+        offered = rest[0] if rest else ()
+        out.append(
+            offered_line(ref, offered, host)
+            if offered
+            else f"{ref} is {platform}, the host is {host}"
+        )
+    return out
+
+
+def best_match(offered: Sequence[Platform | None], host: Platform | None) -> int | None:
+    """Which of a multi-platform source's images (an OCI index, a registry's manifest list)
+    a host gets: one that runs there (`runs_on`), the host's own variant first, then the
+    newest variant it runs (an arm/v7 host: v7, then v6), an image naming no platform last.
+    None when none runs there (the host is refused); a host whose platform is unknown gets
+    the first."""
+    if not offered:
+        return None
+    if host is None:
+        return 0
+    best: int | None = None
+    best_score = (-1, -1)
+    for index, platform in enumerate(offered):
+        if platform is None:
+            score = (0, 0)
+        elif platform.runs_on(host):
+            same = platform.variant == host.variant
+            score = (2 if same else 1, _variant_rank(platform.variant))
+        else:
+            continue
+        if score > best_score:
+            best, best_score = index, score
+    return best
+
+
+def offered_line(ref: str, offered: Sequence[Platform], host: Platform) -> str:
+    """The refusal of a host whose platform a multi-platform source lacks."""
+    return f"{ref} has no image for {host} (the source offers {', '.join(map(str, offered))})"

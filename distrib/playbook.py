@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from distrib import sources, yamlio
+from distrib import imagearchive, sources, yamlio
 from distrib.errors import ConfigError
 from distrib.refs import ImageRef, InvalidReference
 from distrib.workflows import spec as workflow_spec
@@ -35,6 +35,8 @@ class Located:
 class ImageSpec:
     ref: ImageRef
     where: Located
+    # issue 18: an image archive holds it (read into the layer store, not from the engine)
+    archived: imagearchive.ArchivedImage | None = None
 
     def __str__(self) -> str:
         return str(self.ref)
@@ -183,14 +185,22 @@ def _images(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
 
 def _images_from(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
     """`images_from: FILE` or a list of files (relative to the playbook): compose files,
-    Kubernetes YAML, list files (distrib.sources). Each image keeps its file, line and key."""
-    paths = [value] if isinstance(value, str) else value
+    Kubernetes YAML, list files (distrib.sources), or image archives (distrib.imagearchive,
+    told apart by content; `{file: ARCHIVE, name: REF}` names an archive's one image). Each
+    image keeps its file, line and key."""
+    paths = [value] if isinstance(value, (str, dict)) else value
     if not isinstance(paths, list) or not paths:
         raise _err(where, key, "must be a file or a non-empty list of files")
     specs: list[ImageSpec] = []
     for i, item in enumerate(paths):
         item_where = Located(where.file, yamlio.item_line(paths, i) or where.line)
+        name = None
+        if isinstance(item, dict):
+            item, name = _archive_item(item, item_where, key)
         path = sources.resolve(_string(item, item_where, key), where.file)
+        if name is not None or imagearchive.is_archive(path):
+            specs.extend(_archived(path, name, item_where, key))
+            continue
         for found in sources.images_in(path):
             try:
                 ref = ImageRef.parse(found.text)
@@ -202,13 +212,64 @@ def _images_from(value: Any, where: Located, key: str) -> tuple[ImageSpec, ...]:
     return tuple(specs)
 
 
+def _archive_item(item: dict[str, Any], where: Located, key: str) -> tuple[Any, ImageRef]:
+    """`{file: ARCHIVE, name: REPO:TAG}`: the name the archive's image is shipped under."""
+    unknown = sorted(set(item) - {"file", "name"}, key=str)
+    if unknown or "file" not in item or "name" not in item:
+        raise _err(
+            where,
+            key,
+            "an archive with a name is {file: ARCHIVE, name: REPO:TAG}"
+            + (f" (unknown key {unknown[0]!r})" if unknown else ""),
+        )
+    try:
+        return item["file"], ImageRef.parse(_string(item["name"], where, f"{key}.name"))
+    except InvalidReference as exc:
+        raise _err(where, f"{key}.name", str(exc)) from None
+
+
+def _archived(path: str, name: ImageRef | None, where: Located, key: str) -> list[ImageSpec]:
+    """The images of an archive, one spec per name; `name` replaces the archive's names
+    and needs an archive of one image (all platforms of an index count as one)."""
+    if not imagearchive.is_archive(path):
+        raise ConfigError(
+            "is not an image archive (docker-archive tar, OCI archive or OCI layout "
+            "directory): `name:` is for archives",
+            file=path,
+        )
+    images = imagearchive.read(path)
+    at = Located(path, 0)
+    if name is not None:
+        if len(images) != 1:
+            raise _err(
+                where,
+                f"{key}.name",
+                f"{path} holds {len(images)} images: name: needs an archive of one",
+            )
+        return [ImageSpec(name, at, images[0])]
+    specs = []
+    for image in images:
+        if not image.names:
+            raise _err(
+                where,
+                key,
+                f"{path} holds an image with no name ({image.describe()}): give it one, "
+                f"images_from: [{{file: {path}, name: REPO:TAG}}] (push: --archive-name)",
+            )
+        specs += [ImageSpec(ImageRef.parse(n), at, image) for n in image.names]
+    return specs
+
+
 def _merge_sources(values: dict[str, Any]) -> None:
-    """`images` then the images of `images_from` files, each reference once."""
+    """`images` then the images of `images_from` files, each reference once (an archive
+    that holds an image listed in `images` is where it comes from)."""
     extra = values.pop("images_from", ())
     if extra:
         merged: dict[str, ImageSpec] = {}
         for spec in (*values.get("images", ()), *extra):
-            merged.setdefault(str(spec.ref), spec)
+            kept = merged.get(str(spec.ref))
+            if kept is None or (kept.archived is None and spec.archived is not None):
+                merged[str(spec.ref)] = spec
         values["images"] = tuple(merged.values())
 
 
@@ -373,6 +434,8 @@ def local_pulls(
     for play in plays:
         mode = "missing" if check and play.local_pull == "always" else play.local_pull
         for spec in play.images:
+            if spec.archived is not None:  # an archive source: never pulled
+                continue
             if mode == "always" or (mode == "missing" and spec.ref in missing):
                 out.setdefault((str(spec.ref), play.platform), spec)
     return [(spec, platform) for (_, platform), spec in out.items()]
