@@ -279,7 +279,13 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
         "--images-from",
         metavar="FILE",
         action="append",
-        help="also ship the images a compose file, Kubernetes YAML or list file names (repeatable)",
+        help="also ship the images a compose file, Kubernetes YAML or list file names, or an "
+        "image archive holds (docker-archive tar[.gz|.zst], OCI archive or layout dir; repeatable)",
+    )
+    group.add_argument(
+        "--archive-name",
+        metavar="REPO:TAG",
+        help="the name of the image of an --images-from archive that names none (one archive)",
     )
     group.add_argument(
         "--local-pull",
@@ -453,13 +459,27 @@ def cmd_push(args: argparse.Namespace) -> int:
         "max_fail_percentage": args.max_fail_percentage,
         "remote_tmp": args.remote_tmp,
         "keep": args.keep,
-        "images_from": args.images_from,
+        "images_from": _archive_named(args.images_from, args.archive_name),
         "local_pull": args.local_pull,
         "platform": args.platform,
     }
     options = {k: v for k, v in flags.items() if v is not None}
     play = adhoc_play("all", images, name="push", **options)
     return _run_playbook(args, Playbook(adhoc.WHERE, (play,)))
+
+
+def _archive_named(paths: list[str] | None, name: str | None) -> list[Any] | None:
+    """`--images-from ARCHIVE --archive-name REF` as a playbook's `{file:, name:}`."""
+    if name is None:
+        return paths
+    from distrib import imagearchive
+
+    archives = [p for p in paths or [] if imagearchive.is_archive(p)]
+    if len(archives) != 1:
+        raise ConfigError(
+            f"--archive-name names the image of one --images-from archive, not {len(archives)}"
+        )
+    return [{"file": p, "name": name} if p in archives else p for p in paths or []]
 
 
 def _serial_flag(text: str | None) -> list[int | str] | None:

@@ -366,3 +366,76 @@ def test_only_the_platforms_needed_are_read_into_the_store(tmp_path: Path) -> No
     archived.fill(store, [archived.for_host(image, AMD64)])
     assert store.blob(sha(APP)) is not None and store.blob(sha(APP_ARM)) is None
     shutil.rmtree(layout)
+
+
+def test_each_fake_host_is_shipped_its_own_platforms_image(tmp_path: Path) -> None:
+    """Engine tier (fake transport): the jobs host_jobs makes, deployed; a host loads what
+    its job's archive holds, so verify passes only with its own platform's image."""
+    import hashlib
+
+    from distrib.archive import Archive
+    from distrib.engine import FAILED, Job, deploy
+    from distrib.plan import HostPlan
+    from distrib.transport import Target
+    from tests.fakes import FakeFleet, FakeHost
+
+    layout = oci_layout(tmp_path / "multi", pair(), multi="demo/web:2.0")
+    (found,) = imagearchive.read(str(layout))
+    image = archived.image_of(ImageRef.parse("demo/web:2.0"), found)
+    amd, arm = pair()
+    machines = {"pc": ("x86_64", amd.id), "arm": ("aarch64", arm.id), "pi": ("armv7l", amd.id)}
+    hosts = {
+        name: FakeHost(name, machine=m, archive_images={"demo/web:2.0": loads})
+        for name, (m, loads) in machines.items()
+    }
+    facts = {name: SimpleNamespace(arch=m) for name, (m, _) in machines.items()}
+    data = b"archive" * 100
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(data)
+
+    def make(codec: str, images: tuple[object, ...]) -> Job:
+        made = Archive(str(path), codec, 6, len(data), hashlib.sha256(data).hexdigest(), images)  # type: ignore[arg-type]
+        return Job.deploy(made)
+
+    main, others = archived.host_jobs(list(hosts), (image,), facts, {}, "gzip", make)
+    job = __import__("dataclasses").replace(main, others=others)
+    fleet = FakeFleet(*hosts.values())
+    results = {
+        name: deploy(HostPlan(name, Target(name, name), ("docker",), "/var/tmp"), job, fleet)
+        for name in hosts
+    }
+    assert results["pc"].status == results["arm"].status == "changed"
+    assert results["arm"].images == {"demo/web:2.0": arm.id}
+    assert results["pi"].status == FAILED and results["pi"].bytes_sent == 0
+    assert results["pi"].message.startswith(
+        "demo/web:2.0 has no image for linux/arm/v7 (the source offers linux/amd64, linux/arm64)"
+    )
+
+
+def test_a_registry_play_host_of_another_platform_is_refused_before_pulling() -> None:
+    """Registry plays check platforms too (the hosts pull what the registry host pushed)."""
+    import threading
+
+    from distrib.archive import LocalImage
+    from distrib.plan import HostPlan
+    from distrib.transport import Target
+    from distrib.workflows import steps
+    from tests.fakes import FakeFleet, FakeHost
+
+    shipped = LocalImage(
+        ImageRef.parse("demo/web:1.0"), "sha256:" + "1" * 64, (), 1, platform=ARM64
+    )
+    named = LocalImage(ImageRef.parse("r.lab:5000/site/demo/web:1.0"), shipped.id, (), 1)
+    target = steps.RegistryTarget("r.lab:5000", False, None, ((shipped, named),))
+    host = FakeHost("pc", machine="x86_64")
+    result = steps.PullTask(target, steps.PushOutcome(True)).run_on(
+        HostPlan("pc", Target("pc", "pc"), ("docker",), "/var/tmp"),
+        FakeFleet(host),
+        steps.Progress(),
+        threading.Event(),
+    )
+    assert result.status == "failed"
+    assert result.message == (
+        "demo/web:1.0 is linux/arm64, the host is linux/amd64; nothing was pulled"
+    )
+    assert not any(" pull " in c for c in host.log)

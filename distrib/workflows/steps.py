@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from distrib import commands, engines, local
+from distrib import commands, engines, local, platforms
 from distrib.archive import LocalImage
 from distrib.diskspace import DiskGuard
 from distrib.engine import (
@@ -766,7 +766,7 @@ class PullTask:
 
     def _pull(self, remote: _Remote) -> None:
         remote.phase("probe")
-        remote.probe()
+        _refuse_other_platforms(remote, [i for i, _ in self.target.pairs], remote.probe())
         wanted = [image for pair in self.target.pairs for image in pair]
         states = remote.identity(wanted)
         remote.done("probe")
@@ -801,6 +801,21 @@ class PullTask:
             raise VerifyError(remote.host.name, "after pulling: " + "; ".join(wrong))
         remote.result.message = (
             f"pulled and verified {len(todo)} image(s) from {self.target.registry}"
+        )
+
+
+def _refuse_other_platforms(
+    remote: _Remote, images: Sequence[LocalImage], facts: commands.Facts
+) -> None:
+    """A host of a registry play pulls what the registry host pushed: an image for another
+    platform is refused before the pull (issue 18, item 3), as engine.deploy refuses it."""
+    host = platforms.Platform.of_host(facts.arch)
+    refused = platforms.refusals([(str(i.ref), i.platform, i.offered) for i in images], host)
+    if refused:
+        raise HostError(
+            remote.host.name,
+            "; ".join(refused) + "; nothing was pulled",
+            hint=f"push an image for {host} too (a play per platform), or leave this host out",
         )
 
 
