@@ -21,7 +21,7 @@ from typing import IO
 
 from distrib import local
 from distrib.commands import INSPECT_FORMAT, parse_inspect
-from distrib.errors import ConfigError, LocalError
+from distrib.errors import ConfigError, CorruptEntry, LocalError
 from distrib.platforms import Platform
 from distrib.refs import ImageRef
 
@@ -102,6 +102,7 @@ class Archive:
         # the recorded sha256 by the first reader, as they are sent (issue 19)
         self._recorded = self._started
         self._verifying = False
+        self._generation = 0  # rebuilds after a corrupt read (issue 19)
         self._done = self._started
         self._ready = self._started  # a file exists at self._path
         self._abort = threading.Event()
@@ -187,6 +188,8 @@ class Archive:
         with self._cond:
             while (self._written < wanted or not self._ready) and not self._done:
                 self._cond.wait(1.0)
+            if isinstance(self._error, CorruptEntry):  # every reader: rebuild, retry
+                raise CorruptEntry(str(self._error))
             if self._error is not None:
                 raise LocalError(f"building the archive failed: {self._error}")
             return self._written
@@ -220,6 +223,7 @@ class Archive:
         self._available(offset)
         digest = None
         with self._cond:
+            generation = self._generation
             if self._recorded and offset == 0 and not self._verifying:
                 self._verifying = True
                 digest = hashlib.sha256()
@@ -238,23 +242,72 @@ class Archive:
                 if digest is not None:
                     digest.update(block)
                     if position == self._size:  # checked before the last block leaves
-                        self._check(digest.hexdigest(), position)
+                        self._check(digest.hexdigest(), position, generation)
                 yield block
         if digest is not None and position != self._size:
-            self._check(digest.hexdigest(), position)
+            self._check(digest.hexdigest(), position, generation)
 
-    def _check(self, digest: str, size: int) -> None:
-        if digest == self._sha256 and size == self._size:
-            return
-        error = LocalError(
+    def verify(self) -> None:
+        """Check a file from before this run against its record now, unless its first reader
+        did (a host's copy did not match: is the workstation's copy the bad one? Then a
+        CorruptEntry, as for its first reader). Only readers that came after the first
+        read unchecked bytes: this pass is made only when a host reports a mismatch."""
+        with self._cond:
+            if isinstance(self._error, CorruptEntry):
+                raise CorruptEntry(str(self._error))
+            if not self._recorded or not self._done or self._error is not None:
+                return
+            generation = self._generation
+        digest, size = hashlib.sha256(), 0
+        with self._open() as fh:
+            for block in iter(lambda: fh.read(READ_SIZE), b""):
+                digest.update(block)
+                size += len(block)
+        self._check(digest.hexdigest(), size, generation)
+
+    def _check(self, digest: str, size: int, generation: int = 0) -> None:
+        with self._cond:  # one check at a time: a rebuilt entry is never removed
+            if generation != self._generation:  # this reader read the file before its rebuild
+                raise CorruptEntry(f"the archive {self._final_path} was rebuilt as it was read")
+            if digest == self._sha256 and size == self._size:
+                return
+            self._fail_check(digest, size)
+
+    def _fail_check(self, digest: str, size: int) -> None:
+        text = (
             f"the archive {self._path} does not match its record (sha256 {digest[:12]}, "
             f"{size} bytes; recorded {str(self._sha256)[:12]}, {self._size} bytes): corrupt "
             "on the workstation, not sent further"
-            + ("; removed from the cache, the next run rebuilds it" if self._drop() else "")
+        )
+        error = (
+            CorruptEntry(text + "; removed from the cache: rebuilt for a retry, or by the next run")
+            if self._drop()
+            else LocalError(text)
         )
         with self._cond:
             self._error = error
         raise error
+
+    def rebuild(self) -> bool:
+        """After a corrupt cache entry was removed (CorruptEntry): build it again from the
+        images (`docker save`), for a retry in this run (issue 19). Every reader that hit
+        it may ask; the first one starts the build, the others read it. False when it
+        cannot be rebuilt (not a cache entry, or images that no engine holds)."""
+        if not self.images or any(getattr(i, "origin", "") for i in self.images):
+            return False
+        with self._cond:
+            if not self._done:  # being rebuilt already
+                return True
+            if not isinstance(self._error, CorruptEntry):
+                return self._error is None
+            self._path = self._final_path
+            self._written, self._size, self._sha256, self._error = 0, None, None, None
+            self._started = self._recorded = self._verifying = False
+            self._generation += 1
+            self._done = self._ready = False
+            self.cached = False
+        self.start()
+        return True
 
     def _drop(self) -> bool:
         """Remove a corrupt cache entry (never a file outside the cache: a backup)."""

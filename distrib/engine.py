@@ -20,6 +20,7 @@ from distrib.archive import Archive, LocalImage
 from distrib.errors import (
     CommandError,
     ConnectError,
+    CorruptEntry,
     DistribError,
     HostError,
     TransferError,
@@ -286,6 +287,7 @@ class _Deployment:
         self.waited_for_lock = 0.0  # seconds this run waited for another on the host
         self.unlock: Callable[[], None] | None = None  # releases the host lock
         self.tools: frozenset[str] = frozenset()
+        self.rebuilt = ""  # a corrupt cache entry rebuilt for a retry (issue 19)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -401,7 +403,10 @@ class _Deployment:
         delta = self.job.store is not None and getattr(facts, "engine", "docker") == "docker"
         if delta:
             self._phase("layers")
-            self._delta(wanted)
+            try:
+                self._delta(wanted)
+            except CorruptEntry as exc:  # a config checked as it was read: rebuilt, once
+                self._rebuild(exc, delta)
         codec = self.archive.codec if self.archive is not None else self.job.codec
         if not facts.can_decode(codec):
             raise HostError(
@@ -432,17 +437,10 @@ class _Deployment:
             )
             return
         try:
-            self._ship(mode)
-        except CommandError:
-            if not delta or self.delta_refused or self.cancel.is_set():
-                raise
-            # Confirmed on first use: this engine refused a partial archive (e.g. docker's
-            # containerd image store). Send the full archive, assembled from the same store.
-            self.archive = self._full()
-            self.steps, self.stepped = [], False
-            self.result.layers_sent = len(self.archive.layers)
-            self.delta_refused = True
-            self._ship(mode)
+            self._ship_or_full(mode, delta)
+        except CorruptEntry as exc:  # checked as it was read for this host: rebuilt, once
+            self._rebuild(exc, delta)
+            self._ship_or_full(mode, delta)
         self.result.status = CHANGED
         if self.job.verify:
             self._phase("verify")
@@ -470,6 +468,48 @@ class _Deployment:
                 if (self.host.transfer == AUTO)
                 else " (streamed)"
             )
+        if self.rebuilt:
+            self.result.message += f" (rebuilt on the workstation and sent again: {self.rebuilt})"
+
+    def _ship_or_full(self, mode: str, delta: bool) -> None:
+        try:
+            self._ship(mode)
+        except CommandError:
+            if not delta or self.delta_refused or self.cancel.is_set():
+                raise
+            # Confirmed on first use: this engine refused a partial archive (e.g. docker's
+            # containerd image store). Send the full archive, assembled from the same store.
+            self.archive = self._full()
+            self.steps, self.stepped = [], False
+            self.result.layers_sent = len(self.archive.layers)
+            self.delta_refused = True
+            self._ship(mode)
+
+    def _rebuild(self, exc: CorruptEntry, delta: bool) -> None:
+        """A workstation cache entry (a cached archive, a layer-store blob or config) did not
+        match its record as it was read for this host, and was removed (issue 19): store or
+        build it again and retry, once, in this run. Other hosts that hit it too wait for
+        the same rebuild (the store's lock; the archive's one build)."""
+        if self.rebuilt or self.cancel.is_set():
+            raise exc
+        self._phase("rebuild")
+        self.rebuilt = exc.message
+        if not delta:
+            archive = self.job.archive
+            if archive is None or not hasattr(archive, "rebuild") or not archive.rebuild():
+                raise exc
+            self.archive = archive
+            return
+        store = self.job.store
+        assert store is not None
+        store.wait_filled()
+        store.ensure(self.wanted, self.cancel)
+        self.steps, self.stepped = [], False
+        if self.delta_refused:
+            self.archive = self._full()
+            self.result.layers_sent = len(self.archive.layers)
+        else:
+            self._delta(self.wanted)
 
     def _ship(self, mode: str) -> None:
         if mode == STREAM:
@@ -788,6 +828,10 @@ class _Deployment:
                     out.stderr,
                     what="sha256sum before loading",
                 )
+            verify = getattr(archive, "verify", None)
+            if verify is not None:  # the workstation's copy, if it was read unchecked
+                self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
+                verify()  # a CorruptEntry: rebuilt, and this host retries (_rebuild)
             if attempt == UPLOAD_ATTEMPTS:
                 raise TransferError(
                     self.host.name,

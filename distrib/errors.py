@@ -77,6 +77,12 @@ class LocalError(DistribError):
         self.stderr = stderr
 
 
+class CorruptEntry(LocalError):
+    """A workstation cache entry (a cached archive, a layer-store blob or config) did not
+    match its record on read and was removed (issue 19): the deploying host rebuilds it and
+    retries once, in the same run."""
+
+
 class HostError(DistribError):
     """Something went wrong on one host. `host` names it; the run goes on for the others."""
 

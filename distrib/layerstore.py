@@ -49,7 +49,7 @@ from distrib.archive import (
     docker_command,
 )
 from distrib.engines import CONTAINERD, stored_name
-from distrib.errors import LocalError
+from distrib.errors import CorruptEntry, LocalError
 from distrib.refs import ImageRef
 from distrib.units import parse_size
 
@@ -730,9 +730,9 @@ class LayerStore:
         if "sha256:" + hashlib.sha256(data).hexdigest() != image.id:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            raise LocalError(
-                f"the layer store's config of {image.ref} is corrupt: removed, a new run "
-                "stores it again",
+            raise CorruptEntry(
+                f"the layer store's config of {image.ref} is corrupt: removed, stored again "
+                "for a retry or by the next run",
                 hint="check the workstation's disk; nothing was sent",
             )
         return data
@@ -1045,6 +1045,7 @@ def _blob_chunks(blob: Blob, skip: int) -> Iterator[bytes]:
     digest = hashlib.sha256()
     pending = b""  # one block held back: the last leaves only once the whole blob checked
     with open(blob.path, "rb") as fh:
+        read = os.fstat(fh.fileno())
         for block in iter(lambda: fh.read(READ_SIZE), b""):
             digest.update(block)
             if skip >= len(block):
@@ -1054,17 +1055,24 @@ def _blob_chunks(blob: Blob, skip: int) -> Iterator[bytes]:
                 yield pending
             pending, skip = block[skip:], 0
     if digest.hexdigest() != blob.sha256:
-        _drop_corrupt(blob)
-        raise LocalError(
+        _drop_corrupt(blob, read)
+        raise CorruptEntry(
             f"the layer store's blob of {blob.diff_id[:19]} is corrupt (its sha256 is not the "
-            "one recorded when it was stored): removed, a new run stores it again",
+            "one recorded when it was stored): removed, stored again for a retry or by the "
+            "next run",
             hint="check the workstation's disk; nothing corrupt was loaded anywhere",
         )
     if pending:
         yield pending
 
 
-def _drop_corrupt(blob: Blob) -> None:
+def _drop_corrupt(blob: Blob, read: os.stat_result | None = None) -> None:
+    """Remove the blob that was read (`read`: its stat), not one stored again since by
+    another reader's retry (issue 19)."""
+    with contextlib.suppress(OSError):
+        now = os.stat(blob.path)
+        if read is not None and (now.st_dev, now.st_ino) != (read.st_dev, read.st_ino):
+            return
     for path in (blob.path, meta_path(blob.path)):
         with contextlib.suppress(OSError):
             os.unlink(path)

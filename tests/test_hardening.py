@@ -604,7 +604,7 @@ def test_a_corrupt_cached_archive_is_reported_and_removed(
             sent += block
     assert len(sent) < len(data)  # the upload ends with the error: no host gets a whole file
     assert "does not match its record" in str(info.value)
-    assert "removed from the cache, the next run rebuilds it" in str(info.value)
+    assert "removed from the cache: rebuilt for a retry, or by the next run" in str(info.value)
     assert not path.exists() and not meta.exists()
     with pytest.raises(LocalError):  # every other reader of it stops too
         b"".join(archive.chunks())
