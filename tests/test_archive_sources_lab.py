@@ -1,0 +1,178 @@
+"""Image archives as sources on real hosts (issue 18, items 2 and 3). Its own lab instance (6, or
+$DISTRIB_SOURCES_LAB_INSTANCE) with a docker 20.10 host (layer store deltas), a docker 28 host on
+the containerd image store (OCI-layout deltas) and a podman host (a whole archive made from the
+layer store). Archives are written here with tarfile as `docker save | zstd`, skopeo (OCI layout
+directory, OCI archive) and a multi-platform OCI index with a crafted arm64 image; the real CLI
+ships them; what landed is checked with each engine's own CLI over the lab's ssh, and the
+workstation's docker is checked to have never loaded them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distrib import local
+from distrib.lab import config, core, testing
+from distrib.lab.state import LabState
+from tests.archives import Image, compress, docker_archive, layer_tar, oci_archive, oci_layout, sha
+from tests.conftest import distrib
+
+pytestmark = pytest.mark.lab
+
+HOSTS = {"node1": "docker-20.10", "node2": "docker-28-containerd", "node3": "podman"}
+REPO = "arch/app"
+BUSYBOX = Path("/bin/busybox").read_bytes() if Path("/bin/busybox").exists() else b"#!/bin/sh\n"
+BASE = layer_tar({"bin/busybox": BUSYBOX, "etc/os-release": b"NAME=arch-test\n"})
+STATE: LabState | None = None
+
+
+def _instance() -> int:
+    return config.check_instance(int(os.environ.get("DISTRIB_SOURCES_LAB_INSTANCE", "6")))
+
+
+@pytest.fixture(scope="module")
+def archive_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    reason = testing.unavailable_reason()
+    if reason:
+        if os.environ.get("DISTRIB_REQUIRE_LAB") == "1":
+            pytest.fail(f"lab required but unavailable: {reason}")
+        pytest.skip(reason)
+    inventory = tmp_path_factory.mktemp("archives") / "inventory.yaml"
+    global STATE
+    STATE = core.up(3, kinds=",".join(HOSTS.values()), instance=_instance(), inventory=inventory)
+    try:
+        yield inventory
+    finally:
+        core.down(instance=_instance())
+
+
+def _on(host: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    assert STATE is not None
+    return subprocess.run(
+        core.ssh_argv(STATE, host, [shlex.join(argv)]), capture_output=True, text=True, timeout=120
+    )
+
+
+def _landed(host: str, tag: str) -> tuple[str, list[str], str]:
+    """(config digest or '' where the engine shows none, diffIDs, Cmd) of REPO:tag on `host`."""
+    kind = HOSTS[host]
+    cli, name = (
+        ("podman", f"localhost/{REPO}:{tag}") if kind == "podman" else ("docker", f"{REPO}:{tag}")
+    )
+    fmt = "{{.Id}}|{{json .RootFS.Layers}}|{{json .Config.Cmd}}"
+    out = _on(host, cli, "image", "inspect", "--format", fmt, name)
+    assert out.returncode == 0, (host, out.stderr)
+    image_id, layers, cmd = out.stdout.strip().split("|")
+    image_id = "sha256:" + image_id.removeprefix("sha256:")
+    shown = "" if kind == "docker-28-containerd" else image_id  # a manifest digest there
+    return shown, json.loads(layers), " ".join(json.loads(cmd))
+
+
+def _expect(image: Image, tag: str) -> None:
+    for host, kind in HOSTS.items():
+        shown, layers, cmd = _landed(host, tag)
+        assert layers == image.diff_ids and cmd == " ".join(image.cmd), host
+        assert shown in ("", image.id), (host, kind, shown)
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return distrib(*args, env=env)
+
+
+def _not_on_workstation(tag: str) -> None:
+    seen = subprocess.run(
+        ["docker", "image", "inspect", f"{REPO}:{tag}"], capture_output=True, check=False
+    )
+    assert seen.returncode != 0, f"{REPO}:{tag} was loaded into the workstation's docker"
+
+
+def test_archives_ship_to_every_engine_without_the_workstation_engine(
+    archive_lab: Path, tmp_path: Path
+) -> None:
+    inv = archive_lab
+    cache = tmp_path / "cache"
+    env = {**os.environ, "DISTRIB_CACHE_DIR": str(cache)}
+
+    # 1. `docker save | zstd` of v1, pushed ad hoc: every host gets it, the workstation never
+    v1 = Image([BASE, layer_tar({"app/v": b"1\n"})], cmd=["/bin/busybox", "echo", "v1"])
+    v1.names = [f"{REPO}:1"]
+    saved = compress(docker_archive(tmp_path / "v1.tar", [v1]), "zstd")
+    proc = _run("push", "--images-from", str(saved), "-i", str(inv), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{REPO}:1: from {saved} (docker-archive (tar.zst), linux/amd64;" in proc.stderr
+    hosts = json.loads(proc.stdout)["plays"][0]["hosts"]
+    assert {h: r["status"] for h, r in hosts.items()} == dict.fromkeys(HOSTS, "changed")
+    _expect(v1, "1")
+    _not_on_workstation("1")
+    again = _run("push", "--images-from", str(saved), "-i", str(inv), "--json", env=env)
+    assert again.returncode == 0, again.stderr
+    assert all(r["status"] == "ok" for r in json.loads(again.stdout)["plays"][0]["hosts"].values())
+
+    # 2. v2 as skopeo writes an OCI layout directory (gzip layers), from a playbook: the
+    #    docker hosts are sent only the new layer (the base is there)
+    v2 = Image([BASE, layer_tar({"app/v": b"2\n"})], cmd=["/bin/busybox", "echo", "v2"])
+    layout = oci_layout(tmp_path / "v2-layout", [v2], ref_name=f"{REPO}:2")
+    book = tmp_path / "site.yaml"
+    book.write_text(f"- hosts: all\n  images_from: {layout.name}\n")
+    proc = _run("run", str(book), "-i", str(inv), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    hosts = json.loads(proc.stdout)["plays"][0]["hosts"]
+    assert "(1/2 layers sent)" in hosts["node1"]["message"], hosts["node1"]
+    assert hosts["node3"]["status"] == "changed", hosts["node3"]
+    _expect(v2, "2")
+    _not_on_workstation("2")
+
+    # 3. a multi-platform OCI archive (amd64 and a crafted arm64 image): the amd64 hosts get
+    #    the amd64 image under the tag; the arm64 layers are never even read into the store
+    amd = Image([BASE, layer_tar({"app/v": b"3 amd64\n"})], cmd=["/bin/busybox", "echo", "amd64"])
+    arm_layer = layer_tar({"app/v": b"3 arm64\n"})
+    arm = Image([layer_tar({"bin/sh": b"arm"}), arm_layer], architecture="arm64", cmd=["arm"])
+    multi = oci_layout(tmp_path / "v3-layout", [amd, arm], multi=f"{REPO}:3")
+    tarred = compress(oci_archive(tmp_path / "v3.oci.tar", multi), "gzip")
+    book.write_text(f"- hosts: all\n  images_from: [{tarred.name}]\n  compression: zstd\n")
+    check = _run("run", str(book), "-i", str(inv), "--check", env=env)
+    assert check.returncode == 0, check.stderr
+    assert "(OCI archive (tar.gz), linux/amd64, linux/arm64;" in check.stdout
+    proc = _run("run", str(book), "-i", str(inv), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    _expect(amd, "3")
+    blobs = cache / "layers" / "blobs"
+    assert (blobs / f"{sha(amd.layers[1])[7:]}.zst").exists()
+    assert not (blobs / f"{sha(arm_layer)[7:]}.zst").exists()
+
+    # 4. a truncated archive: a config error naming the file; no host is contacted
+    broken = tmp_path / "broken.tar.zst"
+    broken.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    proc = _run("push", "--images-from", str(broken), "-i", str(inv), env=env)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert f"{broken}: truncated or corrupt image archive" in proc.stderr
+    assert "PLAY" not in proc.stdout  # nothing ran
+
+
+def test_an_unnamed_archive_is_named_by_the_play(archive_lab: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "DISTRIB_CACHE_DIR": str(tmp_path / "cache")}
+    app = Image([BASE, layer_tar({"app/v": b"4\n"})], cmd=["/bin/busybox", "echo", "v4"])
+    path = oci_archive(tmp_path / "v4.tar", oci_layout(tmp_path / "v4", [app], ref_name="4"))
+    plain = _run("push", "--images-from", str(path), "-i", str(archive_lab), env=env)
+    assert plain.returncode == 5 and "holds an image with no name" in plain.stderr
+    proc = _run(
+        "push", "--images-from", str(path), "--archive-name", f"{REPO}:4", "-l", "node1",
+        "-i", str(archive_lab), "--compression", "xz", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    shown, layers, _ = _landed("node1", "4")
+    assert (shown, layers) == (app.id, app.diff_ids)
+    assert (
+        local.which("docker")
+        and subprocess.run(
+            ["docker", "image", "inspect", f"{REPO}:4"], capture_output=True
+        ).returncode
+        != 0
+    )
