@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from types import FrameType
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-C", "--check", action="store_true", help="read-only: show what would be shipped"
     )
     run.add_argument("--retry-file", metavar="PATH", help="write failed/unreachable hosts here")
+    run.add_argument("--syntax-check", action="store_true", help="check the playbook, then stop")
     _report_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inventory_args(plan)
     _output_args(plan)
     _selection_args(plan)
+    plan.add_argument("--syntax-check", action="store_true", help="check the playbook, then stop")
     plan.set_defaults(func=cmd_run, check=True)
 
     verify = sub.add_parser(
@@ -153,6 +156,32 @@ def _output_args(parser: argparse.ArgumentParser) -> None:
         "Colour only on a terminal and never with NO_COLOR set",
     )
     _secret_args(parser)  # every command with -v connects to hosts
+    _connection_args(parser)
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    """Ansible's connection flags (issue 17). -u, --private-key, -T, -b and --become-user are
+    defaults: inventory and play vars win over them, as in Ansible; -e wins over everything."""
+    group = parser.add_argument_group("as ansible-playbook")
+    group.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        metavar="VARS",
+        help="vars over every other (key=value ..., YAML/JSON, or @FILE; repeatable), e.g. "
+        "ansible_user, ansible_port; passwords only from @FILE",
+    )
+    group.add_argument("-u", "--user", help="connect as this user (default: ansible_user, ssh's)")
+    group.add_argument(
+        "--private-key", "--key-file", metavar="FILE", help="default: ssh's keys and the agent"
+    )
+    group.add_argument(
+        "-T", "--timeout", type=float, metavar="SECONDS", help="connection timeout (default 10)"
+    )
+    group.add_argument(
+        "-b", "--become", action="store_true", default=None, help="run the engine through sudo"
+    )
+    group.add_argument("--become-user", metavar="USER", help="sudo to this user (default root)")
 
 
 def _secret_args(parser: argparse.ArgumentParser) -> None:
@@ -170,10 +199,22 @@ def _secret_args(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="read the sudo password from the first line of FILE",
     )
+    login = group.add_mutually_exclusive_group()
+    login.add_argument(
+        "-k",
+        "--ask-pass",
+        action="store_true",
+        help="prompt for the SSH login password (as Ansible's -k; ansible_password in the "
+        "inventory wins). Also tried as the key passphrase when none is given",
+    )
+    login.add_argument(
+        "--connection-password-file",
+        metavar="FILE",
+        help="read the SSH login password from the first line of FILE",
+    )
     key = group.add_mutually_exclusive_group()
     key.add_argument(
         "--ask-key-passphrase",
-        "--ask-pass",
         action="store_true",
         help="prompt for the passphrase of encrypted private keys",
     )
@@ -228,6 +269,13 @@ def _credentials(args: argparse.Namespace) -> None:
         getattr(args, "become_password_file", None),
         "become password",
     )
+    password = _read_secret(
+        "SSH password: ",
+        bool(getattr(args, "ask_pass", False)),
+        getattr(args, "connection_password_file", None),
+        "SSH password",
+    )
+    transport.set_password(password.reveal() if password else None)
     passphrase = _read_secret(
         "Key passphrase: ",
         bool(getattr(args, "ask_key_passphrase", False)),
@@ -253,6 +301,21 @@ def _selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--limit", help="further limit hosts with a pattern (or @retry-file)")
     parser.add_argument("-f", "--forks", type=int, help="hosts handled at once (overrides plays)")
     parser.add_argument("--json", action="store_true", help="write the result as JSON to stdout")
+    parser.add_argument(
+        "--json-format",
+        choices=("distrib", "ansible"),
+        help="--json's layout: distrib's own (default) or that of Ansible's json callback "
+        "(plays, tasks, stats) for tools that read Ansible results; implies --json",
+    )
+    parser.add_argument(
+        "--list-hosts", action="store_true", help="list the hosts each play would use, then stop"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="a host pattern term that matches nothing is an error (default: a warning, as "
+        "in Ansible)",
+    )
 
 
 def _play_args(parser: argparse.ArgumentParser) -> None:
@@ -295,7 +358,6 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--platform", metavar="OS/ARCH", help="what --local-pull pulls")
     ssh = parser.add_argument_group("user@host targets")
     ssh.add_argument("--known-hosts", metavar="FILE", help="default ~/.ssh/known_hosts")
-    ssh.add_argument("--private-key", metavar="FILE", help="default: ssh's keys and the agent")
 
 
 def _report_args(parser: argparse.ArgumentParser) -> None:
@@ -418,15 +480,76 @@ def _plan(args: argparse.Namespace, playbook: Any) -> Any:
         raise ConfigError("--forks must be at least 1")
     inventory = _inventory(args)
     limit = read_limit(args.limit) if args.limit else None
-    plan = make_plan(inventory, playbook, limit=limit, forks=args.forks)
+    plan = make_plan(
+        inventory,
+        playbook,
+        limit=limit,
+        forks=args.forks,
+        strict=bool(getattr(args, "strict", True)),
+        warn=_warn,
+        extra_vars=_extra_vars(args),
+        defaults=_flag_defaults(args),
+    )
+    if getattr(args, "list_hosts", False):
+        print(_list_hosts(playbook, plan))
+        raise _Finished
     _credentials(args)
     return plan
+
+
+class _Finished(Exception):
+    """The command did all it was asked before connecting (--list-hosts): exit 0."""
+
+
+def _warn(message: str) -> None:
+    print(f"[WARNING]: {message}", file=sys.stderr)
+
+
+def _extra_vars(args: argparse.Namespace) -> dict[str, Any]:
+    from distrib.extravars import parse_all
+
+    return parse_all(getattr(args, "extra_vars", None) or [])
+
+
+def _flag_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """-u, --private-key, -T, -b, --become-user as the vars they stand for (lowest precedence)."""
+    flags = {
+        "ansible_user": getattr(args, "user", None),
+        "ansible_private_key_file": getattr(args, "private_key", None),
+        "ansible_timeout": getattr(args, "timeout", None),
+        "ansible_become": getattr(args, "become", None),
+        "ansible_become_user": getattr(args, "become_user", None),
+    }
+    if flags["ansible_timeout"] is not None and not flags["ansible_timeout"] > 0:
+        raise ConfigError("-T/--timeout must be a number of seconds above 0")
+    # as in Ansible, --become-user alone does not turn become on: it names the user once it is
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _list_hosts(playbook: Any, plan: Any) -> str:
+    """`--list-hosts` in ansible-playbook's layout."""
+    lines = ["", f"playbook: {playbook.path}"]
+    for number, play_plan in enumerate(plan.plays, 1):
+        play = play_plan.play
+        pattern = play.hosts if isinstance(play.hosts, str) else ",".join(play.hosts)
+        lines += [
+            "",
+            f"  play #{number} ({pattern}): {play.name}\tTAGS: []",
+            f"    pattern: [{pattern!r}]",
+            f"    hosts ({len(play_plan.hosts)}):",
+        ]
+        lines += [f"      {h.name}" for h in play_plan.hosts]
+    return "\n".join(lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from distrib.playbook import Playbook
 
-    return _run_playbook(args, Playbook.load(args.playbook))
+    playbook = Playbook.load(args.playbook)
+    if getattr(args, "syntax_check", False):  # as ansible-playbook: parsed, nothing else
+        print(f"\nplaybook: {args.playbook}")
+        return 0
+    return _run_playbook(args, playbook)
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -713,6 +836,14 @@ def _execute(
     holder: dict[str, RunResult] = {}
 
     finished = threading.Event()
+    play_times: list[float] = []  # --json-format ansible: when each play started
+
+    def on_play(play_plan: Any) -> None:
+        play_times.append(time.time())
+        banner = report.play_banner(play_plan.play.name, play_plan.hosts)
+        if not play_plan.hosts:  # as ansible-playbook (the pattern matched nothing)
+            banner += "\nskipping: no hosts matched"
+        progress.write(banner, out)
 
     def work() -> None:
         try:
@@ -727,7 +858,7 @@ def _execute(
             connect,
             progress,
             cancel,
-            on_play=lambda p: progress.write(report.play_banner(p.play.name, p.hosts), out),
+            on_play=on_play,
             **({"step": step} if step is not None else {}),
             batch_step=relay_run.batch_step,  # `fanout: relay` plays (issue 9)
         )
@@ -778,8 +909,11 @@ def _execute(
     _keep_cache_in_bounds()
     if args.json:
         added = extra() if extra is not None else {}
-        document = {**report.to_json(run), **added}
-        print(json.dumps(document, indent=2) if added else report.dumps(run))
+        if getattr(args, "json_format", None) == "ansible":
+            print(json.dumps(_ansible_document(args, plan, run, play_times, added), indent=4))
+        else:
+            document = {**report.to_json(run), **added}
+            print(json.dumps(document, indent=2) if added else report.dumps(run))
     code = EXIT_INTERRUPTED if run.interrupted else run.exit_code
     if any(files.values()):
         written = _write_report_files(args, plan, run, files)
@@ -791,6 +925,27 @@ def _execute(
             print(f"ERROR: cannot write --retry-file {retry_file}: {exc}", file=sys.stderr)
             code = code or EXIT_ERROR
     return code
+
+
+def _ansible_document(
+    args: argparse.Namespace, plan: Any, run: Any, times: list[float], added: dict[str, Any]
+) -> dict[str, Any]:
+    """The run in the layout of Ansible's json callback (issue 17)."""
+    from distrib import ansible_json
+
+    command = str(getattr(args, "command", "run"))
+    action = {"verify": "distrib.images.verify"}.get(command, "distrib.images.distribute")
+    if command not in ("run", "plan", "push", "verify"):
+        action = f"distrib {command}"
+    plays = []
+    for play_plan in plan.plays:
+        where = play_plan.play.where
+        path = f"{where.file}:{where.line}" if where.line else where.file
+        plays.append((play_plan.play.name, path))
+    name = {"verify": "verify images"}.get(command, "distribute images")
+    if action.startswith("distrib "):
+        name = action
+    return ansible_json.document(run, plays, action, name, times, time.time(), added)
 
 
 def _write_report_files(
@@ -872,8 +1027,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help/--version exit 0, usage errors exit 2
         code = exc.code if isinstance(exc.code, int) else 1
         return EXIT_CONFIG if code == 2 else code
+    if getattr(args, "json_format", None):
+        args.json = True
     try:
         return int(args.func(args))
+    except _Finished:
+        return 0
     except DistribError as exc:  # it may quote what a host sent: no terminal controls
         print(f"ERROR: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code

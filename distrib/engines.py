@@ -32,7 +32,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from distrib import commands
 from distrib.commands import join, q
@@ -100,6 +100,8 @@ class Become:
 
     user: str = "root"
     method: str = "sudo"
+    # ansible_become_password from the inventory (or -e @file): wins over -K for this host
+    password: Secret | None = field(default=None, compare=False, repr=False)
 
 
 # --- become: is sudo there, does the rule need a password, is the password right -------------

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from distrib import engines, sshargs, units
 from distrib.errors import ConfigError
 from distrib.playbook import DEFAULT_REMOTE_TMP, Play, Playbook
-from distrib.transport import DEFAULT_MAX_OUTPUT, HOST_KEY_MODES, Target
+from distrib.transport import CONNECTIONS, DEFAULT_MAX_OUTPUT, HOST_KEY_MODES, Target
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -73,26 +73,115 @@ def make_plan(
     *,
     limit: str | None = None,
     forks: int | None = None,
+    strict: bool = True,
+    warn: Callable[[str], None] | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Resolve every play's hosts (pattern, then --limit), settings and batches."""
+    """Resolve every play's hosts (pattern, then --limit), settings and batches.
+
+    `strict`: a pattern term that names nothing is an error. Otherwise it is ignored with a
+    warning (`warn`) and a play whose pattern leaves no host gets none, as ansible-playbook does
+    ("Could not match supplied host pattern", "skipping: no hosts matched"); a --limit that
+    leaves no host in the inventory stays an error there too. `extra_vars` (-e) override every
+    other var and the play's become keys; `defaults` (-u, --private-key, -T, -b, --become-user)
+    apply where neither inventory nor play sets the var, as Ansible's command-line options do.
+    """
+    if not strict and limit is not None:
+        limit = _lenient_limit(inventory, limit, warn)
     plays = []
     for play in playbook.plays:
         try:
-            selected = inventory.select(play.hosts, limit)
+            if strict:
+                selected: Sequence[HostLike] = inventory.select(play.hosts, limit)
+            else:
+                selected = _lenient_select(inventory, play.hosts, limit, warn)
         except ConfigError as exc:
             raise ConfigError(
                 f"{exc.message} (hosts of play {play.name!r})",
                 file=play.where.file,
                 line=play.where.line,
             ) from None
-        hosts = tuple(host_plan(h, play) for h in selected)
+        hosts = tuple(host_plan(h, play, extra_vars, defaults) for h in selected)
         plays.append(PlayPlan(play, hosts, batches(hosts, play.serial), forks or play.forks))
     return Plan(tuple(plays))
 
 
-def host_plan(host: HostLike, play: Play) -> HostPlan:
-    """Connection and engine settings for `host`; play vars override inventory vars."""
-    merged: dict[str, Any] = {**host.vars, **play.vars}
+def _unmatched(inventory: InventoryLike, term: str) -> bool:
+    """Whether one pattern term (without its & or !) names no group or host. A malformed term
+    (an invalid regex, an empty term) stays an error, as in Ansible."""
+    try:
+        inventory.select(term)
+    except ConfigError as exc:
+        if exc.message.startswith(("invalid host pattern", "empty term")):
+            raise
+        return True
+    return False
+
+
+def _known_terms(
+    inventory: InventoryLike, pattern: str | Sequence[str], warn: Callable[[str], None] | None
+) -> list[str] | None:
+    """`pattern`'s terms that name something; unknown ones warned about and dropped. None when
+    nothing can match: no positive term left, or an `&term` naming nothing."""
+    from distrib.patterns import split_host_pattern
+
+    kept: list[str] = []
+    empty = False
+    for term in split_host_pattern(pattern):
+        body = term[1:] if term[:1] in ("&", "!") else term
+        if body and _unmatched(inventory, body):
+            if warn is not None:
+                warn(f"Could not match supplied host pattern, ignoring: {body}")
+            empty = empty or term.startswith("&")
+            continue
+        kept.append(term)
+    if empty or not any(t[:1] not in ("&", "!") for t in kept):
+        return None
+    return kept
+
+
+def _lenient_limit(inventory: InventoryLike, limit: str, warn: Callable[[str], None] | None) -> str:
+    terms = _known_terms(inventory, limit, warn)
+    try:
+        if terms is not None:
+            inventory.select("all", ",".join(terms))
+            return ",".join(terms)
+    except ConfigError:
+        pass
+    raise ConfigError(
+        f"the inventory, host pattern and --limit {limit!r} leave no hosts to target",
+        hint="check the limit against `distrib inventory --graph`",
+    )
+
+
+def _lenient_select(
+    inventory: InventoryLike,
+    pattern: str | Sequence[str],
+    limit: str | None,
+    warn: Callable[[str], None] | None,
+) -> Sequence[HostLike]:
+    terms = _known_terms(inventory, pattern, warn)
+    if terms is None:
+        return []
+    try:
+        return inventory.select(",".join(terms), limit)
+    except ConfigError as exc:
+        if "matches no host" in exc.message:  # all terms exist, their combination is empty
+            return []
+        raise
+
+
+def host_plan(
+    host: HostLike,
+    play: Play,
+    extra_vars: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> HostPlan:
+    """Connection and engine settings for `host`: command-line `defaults` < inventory vars <
+    play vars < `extra_vars` (-e), as in Ansible."""
+    extra = dict(extra_vars or {})
+    merged: dict[str, Any] = {**(defaults or {}), **host.vars, **play.vars, **extra}
 
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"host {host.name!r} (defined at {host.source}): {key}: {why}")
@@ -156,7 +245,7 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
     namespace = str(merged.get("containerd_namespace") or engines.DEFAULT_NAMESPACE)
     if not namespace.strip() or any(c.isspace() for c in namespace):
         raise bad("containerd_namespace", f"not a namespace name: {namespace!r}")
-    become = _become(merged, play, bad)
+    become = _become(merged, play, bad, extra)
     key_file = (
         _alias(merged, "ansible_private_key_file", "ansible_ssh_private_key_file")
         or ssh.identity_file
@@ -168,6 +257,14 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         explicit.add("key_file")
     ssh_config = merged.get("ssh_config") or ssh.config_file
     proxy_jump = merged.get("proxy_jump") or ssh.proxy_jump
+    connection = str(merged.get("ansible_connection") or "ssh")
+    if connection not in CONNECTIONS:
+        raise bad(
+            "ansible_connection", f"must be one of {', '.join(CONNECTIONS)}, not {connection!r}"
+        )
+    password = _secret(
+        merged, ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password"), bad
+    )
     target = Target(
         name=host.name,
         address=str(_alias(merged, "ansible_host", "ansible_ssh_host") or host.name),
@@ -182,6 +279,8 @@ def host_plan(host: HostLike, play: Play) -> HostPlan:
         ssh_config=str(ssh_config) if ssh_config else None,
         proxy_jump=str(proxy_jump) if proxy_jump else None,
         explicit=frozenset(explicit),
+        connection="local" if connection == "local" else "ssh",
+        password=password,
     )
     transfer = str(play.transfer or merged.get("transfer") or "auto")
     if transfer not in ("auto", "staged", "stream"):
@@ -214,9 +313,15 @@ def _flag(value: Any) -> bool | None:
     return True if text in _TRUE else False if text in _FALSE else None
 
 
-def _become(merged: Mapping[str, Any], play: Play, bad: Any) -> engines.Become | None:
-    """Become settings: the play's `become*` keys win over `ansible_become*` host vars."""
-    wanted = play.become
+def _become(
+    merged: Mapping[str, Any], play: Play, bad: Any, extra: Mapping[str, Any] | None = None
+) -> engines.Become | None:
+    """Become settings: the play's `become*` keys win over `ansible_become*` host vars, extra
+    vars (-e) over both."""
+    extra = extra or {}
+    wanted = None if "ansible_become" in extra else play.become
+    play_method = None if "ansible_become_method" in extra else play.become_method
+    play_user = None if "ansible_become_user" in extra else play.become_user
     if wanted is None:
         raw = merged.get("ansible_become", merged.get("become", False))
         wanted = _flag(raw)
@@ -224,13 +329,27 @@ def _become(merged: Mapping[str, Any], play: Play, bad: Any) -> engines.Become |
             raise bad("ansible_become", f"must be true or false, not {raw!r}")
     if not wanted:
         return None
-    method = str(play.become_method or merged.get("ansible_become_method") or "sudo")
+    method = str(play_method or merged.get("ansible_become_method") or "sudo")
     if method not in engines.BECOME_METHODS:
         raise bad("ansible_become_method", f"only sudo is supported, not {method!r}")
-    user = str(play.become_user or merged.get("ansible_become_user") or "root")
+    user = str(play_user or merged.get("ansible_become_user") or "root")
     if not user.strip() or any(c.isspace() for c in user) or user.startswith("-"):
         raise bad("ansible_become_user", f"not a user name: {user!r}")
-    return engines.Become(user=user, method=method)
+    password = _secret(merged, ("ansible_become_password", "ansible_become_pass"), bad)
+    return engines.Become(user=user, method=method, password=password)
+
+
+def _secret(merged: Mapping[str, Any], keys: Sequence[str], bad: Any) -> engines.Secret | None:
+    """A password var (the first of `keys` set) held as a Secret: never shown, never logged."""
+    for key in keys:
+        value = merged.get(key)
+        if value in (None, ""):
+            continue
+        try:
+            return engines.Secret(str(value))
+        except ValueError as exc:
+            raise bad(key, str(exc)) from None
+    return None
 
 
 def _alias(merged: Mapping[str, Any], *names: str, default: Any = None) -> Any:

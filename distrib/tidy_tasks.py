@@ -131,7 +131,8 @@ def _frame(
     try:
         session = connect(host.target)
         try:
-            body(_Host(host, session, secret))
+            own = host.become.password if host.become is not None else None
+            body(_Host(host, session, own or secret))  # ansible_become_password first
         finally:
             session.close()
     except ConnectError as exc:

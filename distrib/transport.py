@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import fabric
@@ -43,6 +43,9 @@ MAX_PACKET_SIZE = 256 * 1024
 PIECE = 256 * 1024  # progress (and the stall watchdog) advance per piece
 KEEPALIVE_SECONDS = 15
 HOST_KEY_MODES = ("yes", "accept-new", "off")
+# ansible_connection values: ssh, paramiko and smart all mean SSH here; local is the
+# workstation itself, its own engine through a local shell (issue 17)
+CONNECTIONS = ("ssh", "smart", "paramiko", "local")
 # What one remote command may send back to be kept in memory (stdout when collected, and
 # stderr): a flooding or hostile host must not exhaust the workstation (issue 19). Downloads
 # hand stdout to their writer instead. `max_command_output` in the inventory sets it.
@@ -52,6 +55,12 @@ DEFAULT_MAX_OUTPUT = 64 * 1000**2
 READS_PER_TURN = 64
 
 _known_hosts_lock = threading.Lock()
+
+
+class Revealable(Protocol):
+    """A secret (engines.Secret) that shows its value only when asked."""
+
+    def reveal(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ class Target:
     # settings the inventory gave explicitly (port, user, connect_timeout, key_file): they win
     # over ssh_config, the others come from it (as ansible_* vars passed to OpenSSH do)
     explicit: frozenset[str] = frozenset()
+    connection: str = "ssh"  # ssh | local (ansible_connection: local, no SSH at all)
+    # ansible_password / ansible_ssh_pass: an engines.Secret (repr masked), never in argv/logs
+    password: Revealable | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -339,6 +351,7 @@ def _jumps(
 # --- credentials ------------------------------------------------------------------------------
 
 _passphrase: dict[str, str] = {}
+_password: dict[str, str] = {}
 
 
 def set_key_passphrase(passphrase: str | None) -> None:
@@ -347,6 +360,22 @@ def set_key_passphrase(passphrase: str | None) -> None:
     _passphrase.clear()
     if passphrase:
         _passphrase["value"] = passphrase
+
+
+def set_password(password: str | None) -> None:
+    """The SSH login password (`-k/--ask-pass`, `--connection-password-file`) for hosts whose
+    inventory gives none (ansible_password wins, as in Ansible). Like ssh, paramiko also tries it
+    as the passphrase of an encrypted key when no passphrase was given: `--ask-pass` used to mean
+    the key passphrase and still unlocks such keys."""
+    _password.clear()
+    if password:
+        _password["value"] = password
+
+
+def _login_password(target: Target) -> str | None:
+    if target.password is not None:
+        return target.password.reveal()
+    return _password.get("value")
 
 
 def _load_host_keys(client: paramiko.SSHClient, target: Target, known_hosts: str) -> None:
@@ -369,7 +398,11 @@ def _load_host_keys(client: paramiko.SSHClient, target: Target, known_hosts: str
 
 
 def _open_client(
-    hop: Hop, target: Target, known_hosts: str, sock: paramiko.Channel | None
+    hop: Hop,
+    target: Target,
+    known_hosts: str,
+    sock: paramiko.Channel | None,
+    password: str | None = None,
 ) -> paramiko.SSHClient:
     """An authenticated SSH client to `hop` (over `sock` when behind a bastion); host key
     checked against known_hosts. Raises the library's exceptions (translated by the caller).
@@ -396,6 +429,8 @@ def _open_client(
         connect_kwargs["sock"] = sock
     if "value" in _passphrase:
         connect_kwargs["passphrase"] = _passphrase["value"]
+    if password:  # keys and the agent first, then the password (as OpenSSH's default order)
+        connect_kwargs["password"] = password
     conn = fabric.Connection(
         host=hop.address,
         user=hop.user,
@@ -555,6 +590,10 @@ def _direct(parent: _Bastion, hop: Hop, target: Target) -> paramiko.Channel:
 def connect(target: Target) -> SSHSession:
     """Open an SSH session to `target` (through its bastions, if any), checking the host key
     of every hop. Raises ConnectError."""
+    if target.connection == "local":  # the workstation itself: no SSH (issue 17)
+        from distrib.localconn import LocalSession
+
+        return LocalSession(target)  # type: ignore[return-value]
     mode = target.host_key_checking
     if mode not in HOST_KEY_MODES:
         raise ConnectError(target.name, f"host_key_checking must be one of {HOST_KEY_MODES}")
@@ -575,7 +614,7 @@ def connect(target: Target) -> SSHSession:
     try:
         sock = _direct(bastion, final, target) if bastion else None
         try:
-            client = _open_client(final, target, known_hosts, sock)
+            client = _open_client(final, target, known_hosts, sock, _login_password(target))
         except BaseException as exc:
             raise _translate(target, known_hosts, exc, final) from None
     except BaseException:
@@ -631,6 +670,12 @@ def _translate(
     if isinstance(exc, paramiko.AuthenticationException):
         names = ", ".join(hop.key_files)
         key = f" with key {names}" if names else " (agent/default keys)"
+        if hop.alias == target.address and _login_password(target) is not None:
+            return error(
+                f"authentication failed for {where}{key} and password: {exc}",
+                hint="check the password (ansible_password, --ask-pass or "
+                "--connection-password-file) and that sshd allows PasswordAuthentication",
+            )
         return error(
             f"authentication failed for {where}{key}: {exc}",
             hint="check ansible_user and ansible_ssh_private_key_file for this host (or User and "

@@ -41,6 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         bastion=args.bastion,
         users=args.users,
         workstation=args.workstation,
+        password_login=args.password_login,
     )
     for h in state.hosts:
         print(f"  {h.name:<8} {h.address:<12} sshd pid {h.sshd_pid}  dockerd pid {h.dockerd_pid}"
@@ -226,6 +227,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="create login users distrib-docker (docker group), distrib-sudo (NOPASSWD) and "
         "distrib-sudopw (sudo with a password) with the lab key",
+    )
+    p.add_argument(
+        "--password-login",
+        action="store_true",
+        help="with --users: sshd also lets distrib-sudopw log in with its password "
+        "(PasswordAuthentication for that user only), to test ansible_password / --ask-pass",
     )
     p.add_argument(
         "--insecure-registry",

@@ -202,8 +202,15 @@ def sshd_config(
     authorized_keys: str,
     pid_file: str,
     docker_socket: str,
+    password_user: str | None = None,
 ) -> str:
-    """Text of one lab host's sshd_config: key-only root login on its own address."""
+    """Text of one lab host's sshd_config: key-only root login on its own address;
+    `password_user` may also log in with a password (`lab up --password-login`, issue 17)."""
+    password_block = (
+        [f"Match User {password_user}", "    PasswordAuthentication yes", ""]
+        if password_user
+        else []
+    )
     return "\n".join(
         [
             "# Written by `distrib lab up`: one lab host's own sshd.",
@@ -227,6 +234,7 @@ def sshd_config(
             f"SetEnv DOCKER_HOST=unix://{docker_socket}",
             f"Subsystem sftp {SFTP_SERVER}",
             "",
+            *password_block,  # a Match block ends the file: it covers what follows it
         ]
     )
 

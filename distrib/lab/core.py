@@ -398,7 +398,11 @@ def _host_paths(root: Path, index: int, instance: int) -> LabHost:
 
 
 def _prepare_host(
-    host: LabHost, bridge: str, client_pub: str, authorized_keys: str = "/root/.ssh/authorized_keys"
+    host: LabHost,
+    bridge: str,
+    client_pub: str,
+    authorized_keys: str = "/root/.ssh/authorized_keys",
+    password_user: str | None = None,
 ) -> str:
     """Directories, host key, sshd_config and network of one host; returns its known_hosts line."""
     hd = Path(host.host_dir)
@@ -426,6 +430,7 @@ def _prepare_host(
             authorized_keys=authorized_keys,
             pid_file=str(hd / "sshd.pid"),
             docker_socket=host.docker_socket,
+            password_user=password_user,
         )
     )
     ns = host.netns
@@ -566,6 +571,7 @@ def up(
     bastion: bool = False,
     users: bool = False,
     workstation: str | None = None,
+    password_login: bool = False,
 ) -> LabState:
     """Create `n_hosts` lab hosts node1..nodeN in lab `instance` (default
     $DISTRIB_LAB_INSTANCE or 0), after removing that instance's previous lab, and return the
@@ -575,7 +581,10 @@ def up(
     engine (docker-20.10|docker-26|docker-28|docker-28-containerd) run as a lab-managed local
     dockerd with its own socket (LabState.workstation_env points docker at it); default: the
     system's docker on /run/docker.sock. Engines are never fetched here (`lab engines fetch`).
+    `password_login` (needs `users`): distrib-sudopw may also log in with its password.
     """
+    if password_login and not users:
+        raise LabError("--password-login needs --users (it is distrib-sudopw's password login)")
     require_environment()
     config.check_host_count(n_hosts)
     names = engines.parse_engines(kinds, n_hosts)
@@ -600,7 +609,7 @@ def up(
         try:
             return _up(
                 root, number, n_hosts, uplink, inventory, echo, insecure_registries,
-                [resolved[n] for n in names], bastion, users, ws_engine,
+                [resolved[n] for n in names], bastion, users, ws_engine, password_login,
             )  # fmt: skip
         except BaseException:
             # Never leave half a lab: the next `up` or `down` would have to guess.
@@ -620,6 +629,7 @@ def _up(
     bastion: bool = False,
     users: bool = False,
     ws_engine: engines.Resolution | None = None,
+    password_login: bool = False,
 ) -> LabState:
     kinds = list(kinds) or [fetch.require("docker")] * n_hosts
     by_name = {config.host_name(i): r for i, r in enumerate(kinds, 1)}
@@ -651,7 +661,8 @@ def _up(
     ]
     # `%h`: each user's own (per-host private) ~/.ssh; for root that is /root/.ssh as always
     authorized = "%h/.ssh/authorized_keys" if users else "/root/.ssh/authorized_keys"
-    known = [_prepare_host(h, bridge, client_pub, authorized) for h in hosts]
+    password_user = remotes.PASSWORD_USER if password_login else None
+    known = [_prepare_host(h, bridge, client_pub, authorized, password_user) for h in hosts]
     echo(f"created {n_hosts} network namespaces on {bridge} ({storage} storage)")
     extra_binds: dict[str, list[config.Bind]] = {h.name: [] for h in hosts}
     for h in hosts:

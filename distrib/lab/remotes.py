@@ -44,6 +44,7 @@ from distrib.lab import config
 
 KINDS = ("docker", "podman", "containerd")
 USERS = ("distrib-docker", "distrib-sudo", "distrib-sudopw")
+PASSWORD_USER = "distrib-sudopw"  # `up --password-login`: may log in with USER_PASSWORD
 USER_PASSWORD = "distrib-lab-pw"  # noqa: S105 - a throwaway lab account, documented as such
 SUDOERS_FILE = "/etc/sudoers.d/distrib-lab-users"
 CONTAINERD_SOCKET_DIR = "/run/containerd"
