@@ -40,6 +40,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test,ansible]'   # ansible: tests compare with ansible-core
+# Ansible's `json` stdout callback is in the ansible.posix collection, not in ansible-core:
+# tests compare `--json-format ansible` with its output (only that collection, into the venv).
+.venv/bin/python scripts/ansible_posix.py
 echo "distrib installed: $(.venv/bin/distrib --version) in $(pwd)/.venv"
 
 # The lab's engine matrix (issue 14): newer engines than this Debian's, downloaded once into
