@@ -360,6 +360,8 @@ class _Relay:
     def _unfit(host: HostPlan) -> str:
         if host.transfer == "stream":
             return "transfer: stream"
+        if host.target.connection == "local":  # the workstation itself (issue 17)
+            return "connection local"
         if getattr(host, "engine", "docker") != "docker":
             return f"engine {getattr(host, 'engine', '?')}"
         if getattr(host, "become", None) is not None:

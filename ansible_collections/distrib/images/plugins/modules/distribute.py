@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: distribute
 short_description: Ship Docker images to the play's hosts with distrib, once for all of them
 description:
-  - Runs one distrib rollout for the play's current batch of hosts (not one per host): the
+  - Runs one distrib rollout for the play's current batch of hosts, not one per host. The
     images are saved and compressed once on the controller, each host is sent only the layers
     it lacks, loads them and is verified. Each host's task then reports its own outcome
     (changed when images were loaded, ok when they were already there, failed, unreachable).
