@@ -140,6 +140,20 @@ def _vault_secrets(loader: Any, vault: VaultOptions) -> list[Any]:
     return secrets
 
 
+_plugins_ready = False
+
+
+def _init_plugins() -> None:
+    """What ansible's CLIs do first: the plugin loader and the collection finder, without which
+    `plugin: ansible.builtin.NAME` (or a collection's) inventories are not recognized."""
+    global _plugins_ready
+    if not _plugins_ready:
+        from ansible.plugins.loader import init_plugin_loader
+
+        init_plugin_loader()
+        _plugins_ready = True
+
+
 def load_inventory(
     sources: Sequence[str],
     playbook_dir: str | None = None,
@@ -160,6 +174,7 @@ def load_inventory(
 
     from distrib import inventory as inv_mod
 
+    _init_plugins()
     loader = DataLoader()
     if playbook_dir is not None:
         loader.set_basedir(os.path.abspath(playbook_dir))

@@ -784,7 +784,6 @@ def _later_port(host: _H, port: int, where: _Where) -> None:
         f"host {host.name!r} is defined twice with conflicting values for 'ansible_port': "
         f"{port} here, but first {first}; Ansible uses only the first appearance's port",
         **_at(where),
-        hint="give the port where the host first appears, or set ansible_port once",
     )
 
 
