@@ -50,6 +50,9 @@ class LocalImage:
     # source's other platforms (an OCI index: each host gets its own platform's)
     origin: str = ""
     alternates: tuple[LocalImage, ...] = ()
+    # a platform's image pulled from a registry index (platformpull): the private tag the
+    # workstation keeps it under (`ref` stays the play's tag), what `docker save` is given
+    save_as: str = ""
 
     @property
     def offered(self) -> tuple[Platform, ...]:

@@ -181,8 +181,9 @@ def producer(
     images: Sequence[LocalImage], make_store: Callable[[], Any]
 ) -> Callable[[], Iterator[bytes]] | None:
     """A whole archive's uncompressed bytes from the layer store when some image is in no
-    engine (archive.prepare's `producer`); None: `docker save` them as usual."""
-    if not any(i.origin for i in images):
+    engine, or there under a private tag only (a platform's pull), so that `docker save`
+    would name it wrongly (archive.prepare's `producer`); None: `docker save` them."""
+    if not any(i.origin or i.save_as for i in images):
         return None
 
     def produce() -> Iterator[bytes]:

@@ -634,9 +634,18 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
     for index, play_plan in enumerate(plan.plays):
         play = play_plan.play
         images = tuple(found[s.ref] for s in play.images)
-        # a multi-platform source (issue 18): every host's platform is probed first
+        # a multi-platform source (issue 18): every host's platform is probed first; with
+        # local_pull (and no platform:) the workstation pulls each platform the hosts need
+        pulls = play.local_pull != "never" and not play.platform
         multi = archived.is_multi_platform(images)
-        facts = _probe_for_codec(play_plan) if play.compression == "auto" or multi else {}
+        probe = play.compression == "auto" or multi or pulls
+        facts = _probe_for_codec(play_plan) if probe else {}
+        if pulls:
+            from distrib import platformpull
+
+            hosts_on = [archived.host_platform(f) for f in facts.values()]
+            refresh = play.local_pull == "always" and not check
+            images = platformpull.with_platforms(images, hosts_on, refresh, out)
         per_host = _auto_codecs(play, facts) if play.compression == "auto" else {}
         codec = _main_codec(per_host) if per_host else play.compression
         if play.compression == "auto":

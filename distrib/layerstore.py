@@ -224,7 +224,8 @@ class LayerStore:
                 f"{image.ref} (from {image.origin}) is missing from the layer store",
                 hint="run again: the archive is read into the store before hosts are contacted",
             )
-        save = local.spawn([*docker_command(), "save", str(image.ref)], stdout=local.PIPE)
+        saved = image.save_as or str(image.ref)  # a platform's pull: its private tag
+        save = local.spawn([*docker_command(), "save", saved], stdout=local.PIPE)
         assert save.stdout is not None
         compressed = 0
         seen_config = False

@@ -9,10 +9,14 @@ workstation's docker is checked to have never loaded them.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shlex
 import subprocess
+import tarfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +50,13 @@ def archive_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pytest.skip(reason)
     inventory = tmp_path_factory.mktemp("archives") / "inventory.yaml"
     global STATE
-    STATE = core.up(3, kinds=",".join(HOSTS.values()), instance=_instance(), inventory=inventory)
+    STATE = core.up(
+        3,
+        kinds=",".join(HOSTS.values()),
+        instance=_instance(),
+        inventory=inventory,
+        insecure_registries=[str(config.subnet(_instance()))],  # the registry test's
+    )
     try:
         yield inventory
     finally:
@@ -60,12 +70,12 @@ def _on(host: str, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _landed(host: str, tag: str) -> tuple[str, list[str], str]:
-    """(config digest or '' where the engine shows none, diffIDs, Cmd) of REPO:tag on `host`."""
+def _landed(host: str, tag: str, name: str = "") -> tuple[str, list[str], str]:
+    """(config digest or '' where the engine shows none, diffIDs, Cmd) of REPO:tag (or of
+    `name`, a reference with a registry) on `host`."""
     kind = HOSTS[host]
-    cli, name = (
-        ("podman", f"localhost/{REPO}:{tag}") if kind == "podman" else ("docker", f"{REPO}:{tag}")
-    )
+    cli = "podman" if kind == "podman" else "docker"
+    name = name or (f"localhost/{REPO}:{tag}" if kind == "podman" else f"{REPO}:{tag}")
     fmt = "{{.Id}}|{{json .RootFS.Layers}}|{{json .Config.Cmd}}"
     out = _on(host, cli, "image", "inspect", "--format", fmt, name)
     assert out.returncode == 0, (host, out.stderr)
@@ -75,9 +85,9 @@ def _landed(host: str, tag: str) -> tuple[str, list[str], str]:
     return shown, json.loads(layers), " ".join(json.loads(cmd))
 
 
-def _expect(image: Image, tag: str) -> None:
+def _expect(image: Image, tag: str, name: str = "") -> None:
     for host, kind in HOSTS.items():
-        shown, layers, cmd = _landed(host, tag)
+        shown, layers, cmd = _landed(host, tag, name)
         assert layers == image.diff_ids and cmd == " ".join(image.cmd), host
         assert shown in ("", image.id), (host, kind, shown)
 
@@ -176,3 +186,95 @@ def test_an_unnamed_archive_is_named_by_the_play(archive_lab: Path, tmp_path: Pa
         ).returncode
         != 0
     )
+
+
+def test_a_registry_index_pulls_each_platform_under_a_private_tag(
+    archive_lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry's manifest list (amd64 and a crafted arm64 image) with local_pull: the
+    amd64 hosts get the amd64 image; the pull of another platform (no lab host is arm64, and
+    none is faked) is run for real against the index: private tag, the play's tag put back,
+    saved into the layer store under the play's name."""
+    from distrib import platformpull
+    from distrib.archive import inspect_local
+    from distrib.layerstore import LayerStore
+    from distrib.platforms import Platform
+    from distrib.refs import ImageRef
+
+    assert STATE is not None
+    up = ("lab", "registry", "up", "--host", "node1", "--port", "5001")
+    distrib(*up, "--instance", str(_instance()), check=True)
+    endpoint = f"{STATE.host('node1').address}:5001"
+    ws = STATE.host("node1").docker_host  # node1's dockerd is the workstation engine here
+    dk = ["docker", "-H", ws]
+    repo = f"{endpoint}/arch/multi"
+    amd = Image([BASE, layer_tar({"app/v": b"5 amd64\n"})], cmd=["/bin/busybox", "echo", "5"])
+    arm = Image(
+        [layer_tar({"bin/sh": b"arm"}), layer_tar({"app/v": b"5 arm64\n"})],
+        architecture="arm64",
+        cmd=["arm"],
+    )
+    try:
+        manifests = []
+        for image, tag in ((amd, "amd"), (arm, "arm")):
+            image.names = [f"{repo}:{tag}"]
+            data = docker_archive(tmp_path / f"{tag}.tar", [image]).read_bytes()
+            subprocess.run([*dk, "load"], input=data, check=True, capture_output=True)
+            pushed = subprocess.run(
+                [*dk, "push", f"{repo}:{tag}"], check=True, capture_output=True, text=True
+            ).stdout
+            found = re.search(r"digest: (sha256:[0-9a-f]{64}) size: (\d+)", pushed)
+            assert found, pushed
+            manifests.append(
+                {
+                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "digest": found.group(1),
+                    "size": int(found.group(2)),
+                    "platform": {"os": "linux", "architecture": image.architecture},
+                }
+            )
+            subprocess.run([*dk, "rmi", f"{repo}:{tag}"], check=True, capture_output=True)
+        kind = "application/vnd.docker.distribution.manifest.list.v2+json"
+        index = {"schemaVersion": 2, "mediaType": kind, "manifests": manifests}
+        request = urllib.request.Request(
+            f"http://{endpoint}/v2/arch/multi/manifests/1",
+            data=json.dumps(index).encode(),
+            method="PUT",
+            headers={"Content-Type": kind},
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+        ref = f"{repo}:1"
+
+        env = {
+            **os.environ,
+            "DISTRIB_LOCAL_DOCKER": f"docker -H {ws}",
+            "DISTRIB_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        book = tmp_path / "site.yaml"
+        book.write_text(f"- hosts: all\n  images: [{ref}]\n  local_pull: missing\n")
+        proc = distrib("run", str(book), "-i", str(archive_lab), "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert f"pulling {ref} on this workstation" in proc.stderr
+        assert "(linux/arm64)" not in proc.stderr  # every lab host is amd64
+        _expect(amd, "", ref)
+
+        monkeypatch.setenv("DISTRIB_LOCAL_DOCKER", f"docker -H {ws}")
+        wanted = ImageRef.parse(ref)
+        image = inspect_local([wanted])[0][wanted]
+        assert image.id == amd.id
+        arm64 = Platform("linux", "arm64")
+        (pulled,) = platformpull.with_platforms((image,), [arm64], refresh=True)
+        (alternate,) = pulled.alternates
+        assert alternate.id == arm.id and alternate.ref == wanted
+        assert alternate.save_as.startswith("distrib-platform/")
+        assert inspect_local([wanted])[0][wanted].id == amd.id  # the play's tag put back
+        assert platformpull.pull(image, Platform("linux", "s390x"), refresh=True) is None
+        assert inspect_local([wanted])[0][wanted].id == amd.id
+        store = LayerStore(str(tmp_path / "store"), codec="gzip")
+        store.ensure([alternate])  # docker save of the private tag
+        assert store.has(alternate)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(store.raw_archive([alternate])))) as tar:
+            manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert manifest[0]["RepoTags"] == [ref]  # never the private tag
+    finally:
+        distrib("lab", "registry", "down", "--instance", str(_instance()))

@@ -439,3 +439,52 @@ def test_a_registry_play_host_of_another_platform_is_refused_before_pulling() ->
         "demo/web:1.0 is linux/arm64, the host is linux/amd64; nothing was pulled"
     )
     assert not any(" pull " in c for c in host.log)
+
+
+# -- a registry index with local_pull: which platforms the workstation pulls (tables) ----------
+
+
+def _local(ref: str, platform: Platform | None, origin: str = "") -> object:
+    from distrib.archive import LocalImage
+
+    return LocalImage(
+        ImageRef.parse(ref), "sha256:" + "2" * 64, (), 1, platform=platform, origin=origin
+    )
+
+
+@pytest.mark.parametrize(
+    ("have", "hosts", "expected"),
+    [
+        (AMD64, [AMD64, AMD64], []),
+        (AMD64, [AMD64, ARM64], ["linux/arm64"]),
+        (AMD64, [ARM64, V7, V6, None], ["linux/arm/v7", "linux/arm/v6", "linux/arm64"]),
+        (ARM64, [Platform("linux", "arm64", "v8")], []),
+        (None, [ARM64], []),  # a config naming no platform runs anywhere
+    ],
+)
+def test_platform_pulls_wanted(
+    have: Platform | None, hosts: list[Platform | None], expected: list[str]
+) -> None:
+    from distrib import platformpull
+
+    image = _local("reg.lab:5000/demo/web:1.0", have)
+    got = platformpull.wanted([image], hosts)  # type: ignore[list-item]
+    assert [str(p) for _, p in got] == expected
+    archive_image = _local("demo/web:1.0", AMD64, origin="web.tar")
+    assert platformpull.wanted([archive_image], [ARM64]) == []  # type: ignore[list-item]
+
+
+def test_private_tags_are_valid_and_distinct() -> None:
+    from distrib import platformpull
+
+    tags = {
+        platformpull.private_tag(ImageRef.parse(ref), platform)
+        for ref in ("reg.lab:5000/team/Web_App:1.0".lower(), "web", "web@sha256:" + "a" * 64)
+        for platform in (ARM64, V7)
+    }
+    assert len(tags) == 6
+    for tag in tags:
+        assert ImageRef.parse(tag).name.startswith("distrib-platform/")
+    assert platformpull.private_tag(ImageRef.parse("demo/web:1.0"), V7).endswith(
+        ":1.0--linux-arm-v7"
+    )
