@@ -16,6 +16,8 @@ FILE_DESTS = frozenset(
         "inventory",
         "retry_file",
         "become_password_file",
+        "connection_password_file",
+        "private_key",
         "key_passphrase_file",
         "junit",
         "html",

@@ -5,6 +5,7 @@ tests/test_ansible_lab.py."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -114,3 +115,70 @@ def test_once_computes_a_single_time_across_processes(tmp_path: Path) -> None:
     assert all(r == {"hosts": {"a": {"status": "ok"}}} for r in results)
     directory = Path(rollout.private_dir())
     assert directory.stat().st_mode & 0o777 == 0o700
+
+
+def test_run_once_summary() -> None:
+    outcome = {
+        "hosts": {
+            "a": {"status": "changed", "message": "loaded"},
+            "b": {"status": "unreachable", "message": "timed out"},
+        }
+    }
+    summary = rollout.summary(outcome, ["a", "b"], verify_only=False)
+    assert summary["changed"] is True and summary["failed"] is True
+    assert summary["msg"] == "b: timed out" and set(summary["hosts"]) == {"a", "b"}
+    good = rollout.summary({"hosts": {"a": {"status": "ok", "message": ""}}}, ["a"], False)
+    assert good == {"changed": False, "hosts": good["hosts"], "msg": "0 of 1 host(s) changed"}
+
+
+def test_the_temporary_inventory_holds_each_hosts_own_connection_vars(tmp_path: Path) -> None:
+    """Through the real ansible-playbook, with a stand-in for distrib that keeps the inventory
+    it is given: Jinja in vars is resolved by Ansible, -u and -k apply only to hosts without
+    their own ansible_user / ansible_password, nothing secret is in argv, the file is 0600 and
+    gone afterwards."""
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook_bin.exists():
+        pytest.fail(
+            "ansible-playbook is not in the venv (scripts/setup.sh installs distrib[ansible])"
+        )
+    (tmp_path / "inv.yml").write_text(
+        "all:\n  vars: {deploy_user: deployer}\n  hosts:\n"
+        "    h1: {ansible_host: '{{ inventory_hostname }}.example', ansible_user: '{{ deploy_user }}',"
+        " ansible_password: own-pw}\n"
+        "    h2: {ansible_port: 2222}\n"
+    )
+    keep = (
+        'prev=; for a; do if [ "$prev" = -i ]; then cp "$a" "$KEEP/inventory.json"; '
+        'stat -c %a "$a" > "$KEEP/mode"; fi; prev=$a; done; echo "$@" > "$KEEP/argv"; '
+        'echo "{\\"plays\\": [{\\"hosts\\": {\\"h1\\": {\\"status\\": \\"ok\\"}, '
+        '\\"h2\\": {\\"status\\": \\"changed\\"}}}]}"'
+    )
+    task = {
+        "distrib.images.distribute": {
+            "images": ["x/y:1"],
+            "distrib_command": ["sh", "-c", keep, "sh"],
+        }
+    }
+    (tmp_path / "pb.yml").write_text(
+        json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [task]}])
+    )
+    proc = subprocess.run(
+        [str(playbook_bin), "-i", "inv.yml", "pb.yml", "-u", "cliuser", "-k", "-b"],
+        input="asked-pw\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(ROOT), "KEEP": str(tmp_path)},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "changed: [h2]" in proc.stdout and "ok: [h1]" in proc.stdout
+    hosts = json.loads((tmp_path / "inventory.json").read_text())["all"]["hosts"]
+    assert hosts["h1"]["ansible_host"] == "h1.example"
+    assert (hosts["h1"]["ansible_user"], hosts["h1"]["ansible_password"]) == ("deployer", "own-pw")
+    assert (hosts["h2"]["ansible_user"], hosts["h2"]["ansible_password"]) == ("cliuser", "asked-pw")
+    assert hosts["h2"]["ansible_port"] == 2222 and hosts["h2"]["ansible_become"] is True
+    assert (tmp_path / "mode").read_text().strip() == "600"
+    argv = (tmp_path / "argv").read_text()
+    assert argv.startswith("push x/y:1 -i ") and "own-pw" not in argv and "asked-pw" not in argv
+    assert not Path(argv.split()[3]).exists()

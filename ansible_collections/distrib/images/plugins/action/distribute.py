@@ -3,6 +3,7 @@ hosts (see plugin_utils/rollout.py), each host's task reporting its own outcome.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Any
 
@@ -49,27 +50,42 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             return rollout.run_distrib(command, hosts, list(distrib) if distrib else None)
 
         outcome = rollout.once(key, compute)
-        result.update(
-            rollout.task_result(outcome, task_vars["inventory_hostname"], self.VERIFY_ONLY)
-        )
+        if self._task.run_once:  # one task result stands for every host: the summary
+            result.update(rollout.summary(outcome, batch, self.VERIFY_ONLY))
+        else:
+            host = task_vars["inventory_hostname"]
+            result.update(rollout.task_result(outcome, host, self.VERIFY_ONLY))
         return result
 
     def defaults(self) -> dict[str, Any]:
-        """What the play (-u, --private-key, -k, -K, -b, --become-user, ansible.cfg) sets
-        for every host whose vars do not: Ansible's own resolution for the current host."""
-        pc = self._play_context
-        task = self._task
-        values = {
-            "ansible_user": pc.remote_user,
-            "ansible_private_key_file": pc.private_key_file,
-            "ansible_password": pc.password,
-            "ansible_timeout": pc.timeout,
-            "ansible_become": True if task.become else None,
-            "ansible_become_user": task.become_user if task.become else None,
-            "ansible_become_password": pc.become_pass,
-        }
+        """What applies to every host whose vars do not set it: the play's `remote_user`, -u,
+        --private-key, -T, -k, -K and ansible.cfg (become from the task's keywords).
+
+        Not this task's play context: Ansible has overridden it with the current host's own
+        vars (its ansible_user, ansible_password...), which must not leak to the other hosts.
+        The worker process keeps the play context from before that override."""
         from ansible import constants as C
 
+        base = getattr(multiprocessing.current_process(), "_play_context", None)
+        if base is None:  # not in a worker process (a test): the command line and config only
+            from ansible import context
+
+            cli = context.CLIARGS
+            remote_user = cli.get("remote_user") or C.DEFAULT_REMOTE_USER
+            key, timeout = cli.get("private_key_file"), cli.get("timeout")
+            password = become_pass = None
+        else:
+            remote_user, key, timeout = base.remote_user, base.private_key_file, base.timeout
+            password, become_pass = base.password, base.become_pass
+        values: dict[str, Any] = {
+            "ansible_user": remote_user,
+            "ansible_private_key_file": key,
+            "ansible_timeout": timeout,
+            "ansible_password": password,
+            "ansible_become": True if self._task.become else None,
+            "ansible_become_user": self._task.become_user if self._task.become else None,
+            "ansible_become_password": become_pass,
+        }
         if not C.HOST_KEY_CHECKING:
             values["host_key_checking"] = "off"
         return values

@@ -206,3 +206,18 @@ def task_result(outcome: dict[str, Any], host: str, verify_only: bool) -> dict[s
     elif status == "skipped":
         result["skipped"] = True
     return result
+
+
+def summary(outcome: dict[str, Any], hosts: list[str], verify_only: bool) -> dict[str, Any]:
+    """One result for all `hosts` (a `run_once: true` task): changed if any host changed,
+    failed if any failed or was unreachable, each host's own result under `hosts`."""
+    each = {h: task_result(outcome, h, verify_only) for h in hosts}
+    bad = [h for h, r in each.items() if r.get("failed") or r.get("unreachable")]
+    changed = [h for h, r in each.items() if r.get("changed")]
+    result: dict[str, Any] = {"changed": bool(changed), "hosts": each}
+    if bad:
+        result["failed"] = True
+        result["msg"] = "; ".join(f"{h}: {each[h]['msg']}" for h in bad)
+    else:
+        result["msg"] = f"{len(changed)} of {len(hosts)} host(s) changed"
+    return result
