@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -53,7 +54,7 @@ def local_images(plays: Sequence[Any], out: IO[str] | None = None) -> dict[Image
     found: dict[ImageRef, LocalImage] = {}
     for play in plays:
         for spec in play.images:
-            if spec.archived is None or spec.ref in found:
+            if spec.archived is None or spec.ref in found or getattr(play, "local_load", False):
                 continue
             found[spec.ref] = image_of(spec.ref, spec.archived)
             if out is not None:
@@ -192,3 +193,49 @@ def producer(
         return iter(store.raw_archive(images))
 
     return produce
+
+
+def load_local(plays: Sequence[Any], out: IO[str] | None = None) -> None:
+    """`local_load: true` (the user asks): the workstation's docker loads the archived images
+    of those plays (for an OCI index, the workstation's platform), as a docker-archive made
+    from the layer store (so every archive kind loads, on every docker, named as the play
+    names it); they then ship from the engine as any local image."""
+    from distrib import archive as archive_mod
+    from distrib.layerstore import LayerStore
+
+    images: dict[ImageRef, LocalImage] = {}
+    for play in plays:
+        if getattr(play, "local_load", False):
+            for spec in play.images:
+                if spec.archived is not None:
+                    images.setdefault(spec.ref, image_of(spec.ref, spec.archived))
+    if not images:
+        return
+    machine = platforms.Platform.of_host(os.uname().machine)
+    chosen = [for_host(i, machine) for i in images.values()]
+    store = LayerStore(codec=store_codec("none"))
+    fill(store, chosen, out)
+    argv = [*archive_mod.docker_command(), "load"]
+    if out is not None:
+        names = ", ".join(str(i.ref) for i in chosen)
+        print(f"loading {names} into the local docker (local_load)", file=out, flush=True)
+    with tempfile.TemporaryFile() as output:
+        proc = local.spawn(argv, stdin=local.PIPE, stdout=output, stderr=output)
+        assert proc.stdin is not None
+        try:
+            for block in store.raw_archive(chosen):
+                proc.stdin.write(block)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.wait() != 0:
+            output.seek(0)
+            raise LocalError(
+                "docker load (local_load) failed",
+                cmd=argv,
+                stderr=output.read().decode("utf-8", "replace"),
+            )

@@ -171,15 +171,27 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
         help="vars over every other (key=value ..., YAML/JSON, or @FILE; repeatable), e.g. "
         "ansible_user, ansible_port; passwords only from @FILE",
     )
-    group.add_argument("-u", "--user", help="connect as this user (default: ansible_user, ssh's)")
+    group.add_argument("-u", "--user", help="connect as USER where no ansible_user is set")
     group.add_argument(
-        "--private-key", "--key-file", metavar="FILE", help="default: ssh's keys and the agent"
+        "--private-key",
+        "--key-file",
+        metavar="FILE",
+        help="private key where no ansible_ssh_private_key_file is set (default: ssh's keys "
+        "and the agent)",
     )
     group.add_argument(
-        "-T", "--timeout", type=float, metavar="SECONDS", help="connection timeout (default 10)"
+        "-T",
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="connection timeout where no ansible_timeout is set (default 10)",
     )
     group.add_argument(
-        "-b", "--become", action="store_true", default=None, help="run the engine through sudo"
+        "-b",
+        "--become",
+        action="store_true",
+        default=None,
+        help="run the engine through sudo unless the play or the host's vars say otherwise",
     )
     group.add_argument("--become-user", metavar="USER", help="sudo to this user (default root)")
 
@@ -356,6 +368,12 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
         help="docker pull on this workstation first (default never)",
     )
     group.add_argument("--platform", metavar="OS/ARCH", help="what --local-pull pulls")
+    group.add_argument(
+        "--local-load",
+        action="store_true",
+        default=None,
+        help="also load --images-from archives into this workstation's docker (never by default)",
+    )
     ssh = parser.add_argument_group("user@host targets")
     ssh.add_argument("--known-hosts", metavar="FILE", help="default ~/.ssh/known_hosts")
 
@@ -444,8 +462,11 @@ def _local_images(playbook: Any, check: bool = False, out: Any = None) -> dict[A
     from distrib import archived
     from distrib.playbook import local_pulls
 
+    archived.load_local(playbook.plays, out or sys.stdout)  # local_load: true (asked for)
     refs = list(
-        dict.fromkeys(s.ref for p in playbook.plays for s in p.images if s.archived is None)
+        dict.fromkeys(
+            s.ref for p in playbook.plays for s in p.images if s.archived is None or p.local_load
+        )
     )
     found, missing = archive_mod.inspect_local(refs)
     pulls = local_pulls(playbook.plays, missing, check)
@@ -585,6 +606,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         "images_from": _archive_named(args.images_from, args.archive_name),
         "local_pull": args.local_pull,
         "platform": args.platform,
+        "local_load": args.local_load,
     }
     options = {k: v for k, v in flags.items() if v is not None}
     play = adhoc_play("all", images, name="push", **options)

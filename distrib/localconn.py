@@ -136,16 +136,19 @@ class LocalSession:
         err = bytearray()
         reader = self._reader(proc.stderr, err, int(self.target.max_output))
         deadline = None if timeout is None else time.monotonic() + timeout
+        fd = proc.stdout.fileno()
         try:
             while True:
-                block = proc.stdout.read1(PIECE)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._timed_out(proc, command, timeout)
+                if not select.select([fd], [], [], 0.5)[0]:
+                    continue  # silent: the deadline is looked at again
+                block = os.read(fd, PIECE)
                 if not block:
                     break
                 write(block)
                 if on_bytes:
                     on_bytes(len(block))
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise self._timed_out(proc, command, timeout)
             status = self._wait(
                 proc, command, None if deadline is None else max(0.1, deadline - time.monotonic())
             )

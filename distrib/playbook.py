@@ -78,6 +78,8 @@ class Play:
     # them; `pull` above is the registry workflow's hosts pulling, another thing)
     local_pull: str = "never"  # missing | always | never
     platform: str | None = None  # os/arch[/variant]: what the workstation pulls
+    # issue 18: image archives are never loaded into the workstation's engine unless asked
+    local_load: bool = False
 
     @classmethod
     def parse(cls, data: Any, file: str, index: int) -> Play:
@@ -381,6 +383,7 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "keep": _int_range(1, 1000),
     "local_pull": _choice("missing", "always", "never"),
     "platform": _platform,
+    "local_load": _bool,
 }
 
 

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from distrib import local
 from distrib.lab import config, core, testing
 from distrib.lab.state import LabState
 from tests.archives import Image, compress, docker_archive, layer_tar, oci_archive, oci_layout, sha
-from tests.conftest import distrib
+from tests.conftest import distrib, local_id
 
 pytestmark = pytest.mark.lab
 
@@ -179,13 +178,19 @@ def test_an_unnamed_archive_is_named_by_the_play(archive_lab: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     shown, layers, _ = _landed("node1", "4")
     assert (shown, layers) == (app.id, app.diff_ids)
-    assert (
-        local.which("docker")
-        and subprocess.run(
-            ["docker", "image", "inspect", f"{REPO}:4"], capture_output=True
-        ).returncode
-        != 0
-    )
+    _not_on_workstation("4")
+    # only when asked: local_load also loads it into the workstation's docker, named
+    try:
+        asked = _run(
+            "push", "--images-from", str(path), "--archive-name", f"{REPO}:4", "-l", "node1",
+            "-i", str(archive_lab), "--local-load", env=env,
+        )  # fmt: skip
+        assert asked.returncode == 0, asked.stderr
+        assert f"loading {REPO}:4 into the local docker (local_load)" in asked.stdout
+        assert "ok: [node1]" in asked.stdout  # already there: nothing sent
+        assert local_id(f"{REPO}:4") == app.id
+    finally:
+        subprocess.run(["docker", "rmi", f"{REPO}:4"], capture_output=True, check=False)
 
 
 def test_a_registry_index_pulls_each_platform_under_a_private_tag(

@@ -488,3 +488,17 @@ def test_private_tags_are_valid_and_distinct() -> None:
     assert platformpull.private_tag(ImageRef.parse("demo/web:1.0"), V7).endswith(
         ":1.0--linux-arm-v7"
     )
+
+
+def test_local_load_is_asked_for_in_the_play(tmp_path: Path) -> None:
+    docker_archive(tmp_path / "web.tar", [web()])
+    book = tmp_path / "site.yaml"
+    book.write_text("- hosts: all\n  images_from: web.tar\n")
+    (play,) = Playbook.load(str(book)).plays
+    assert play.local_load is False  # never by default
+    book.write_text("- hosts: all\n  images_from: web.tar\n  local_load: yes please\n")
+    with pytest.raises(ConfigError, match="site.yaml:3: local_load: must be true or false"):
+        Playbook.load(str(book))
+    book.write_text("- hosts: all\n  images_from: web.tar\n  local_load: true\n")
+    (play,) = Playbook.load(str(book)).plays
+    assert archived.local_images([play]) == {}  # loaded, then inspected like any local image

@@ -71,3 +71,11 @@ def test_hold_keeps_a_command_running_until_released(tmp_path: Path) -> None:
     with pytest.raises(HostError, match="no answer within 0.5s"):
         session.hold("sleep 10", timeout=0.5)
     session.close()
+
+
+def test_a_silent_download_times_out() -> None:
+    session = transport.connect(LOCAL)
+    started = time.monotonic()
+    with pytest.raises(HostError, match="timed out after 0.5s"):
+        session.download("sleep 30", lambda block: None, timeout=0.5)
+    assert time.monotonic() - started < 5
