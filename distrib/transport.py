@@ -686,8 +686,9 @@ def _translate(
         return error(
             f"authentication failed for {where}: no key to offer (no key file, nothing in "
             "ssh-agent, no ~/.ssh/id_*)",
-            hint="set ansible_ssh_private_key_file (or IdentityFile in ssh_config), or add the "
-            "key to ssh-agent (ssh-add) and export SSH_AUTH_SOCK",
+            hint="set ansible_ssh_private_key_file (or IdentityFile in ssh_config), add the "
+            "key to ssh-agent (ssh-add) and export SSH_AUTH_SOCK, or give a password "
+            "(ansible_password, -k/--ask-pass, --connection-password-file)",
         )
     if isinstance(exc, paramiko.SSHException) and "passphrase" in str(exc).lower():
         return error(
