@@ -402,10 +402,38 @@ def _inventory(args: argparse.Namespace) -> Any:
     adhoc = getattr(args, "adhoc_inventory", None)
     if adhoc is not None:  # `distrib push ... user@host`: the targets are the inventory
         return adhoc
-    sources = args.inventory or _default_inventory()
+    sources = args.inventory or _default_inventory() or _ansible_cfg().inventory
     if not sources:
         raise ConfigError("no inventory given", hint="pass -i INVENTORY (or set DISTRIB_INVENTORY)")
-    return Inventory.load(sources)
+    # ansible-playbook reads group_vars/ and host_vars/ beside the playbook too (issue 17)
+    playbook = getattr(args, "playbook", None)
+    playbook_dir = os.path.dirname(os.path.abspath(playbook)) if playbook else None
+    return Inventory.load(sources, playbook_dir, vault=_vault_options(args))
+
+
+def _vault_options(args: argparse.Namespace) -> Any:
+    """--vault-password-file (repeatable), --vault-id (repeatable), --ask-vault-pass, for the
+    ansible-core inventory reader; None when none is given."""
+    from distrib.ansible_core import VaultOptions
+
+    options = VaultOptions(
+        password_files=tuple(getattr(args, "vault_password_file", None) or ()),
+        vault_ids=tuple(getattr(args, "vault_id", None) or ()),
+        ask_vault_pass=bool(getattr(args, "ask_vault_pass", False)),
+    )
+    return options if options.given else None
+
+
+_cfg_cache: list[Any] = []
+
+
+def _ansible_cfg() -> Any:
+    """ansible.cfg (distrib.ansible_cfg), read once: its settings are defaults under flags."""
+    from distrib import ansible_cfg
+
+    if not _cfg_cache:
+        _cfg_cache.append(ansible_cfg.load())
+    return _cfg_cache[0]
 
 
 def _keep_cache_in_bounds() -> None:
@@ -505,7 +533,7 @@ def _plan(args: argparse.Namespace, playbook: Any) -> Any:
         inventory,
         playbook,
         limit=limit,
-        forks=args.forks,
+        forks=_forks(args, playbook),
         strict=bool(getattr(args, "strict", True)),
         warn=_warn,
         extra_vars=_extra_vars(args),
@@ -532,6 +560,20 @@ def _extra_vars(args: argparse.Namespace) -> dict[str, Any]:
     return parse_all(getattr(args, "extra_vars", None) or [])
 
 
+def _forks(args: argparse.Namespace, playbook: Any) -> int | None:
+    """-f, else ansible.cfg's forks for plays that keep the default (a play's forks: wins)."""
+    from distrib.playbook import DEFAULT_FORKS
+
+    if args.forks is not None:
+        return int(args.forks)
+    forks: int | None = _ansible_cfg().forks
+    if forks is not None and all(p.forks == DEFAULT_FORKS for p in playbook.plays):
+        if forks < 1:
+            raise ConfigError(f"forks in {_ansible_cfg().settings['forks'].origin} must be >= 1")
+        return forks
+    return None
+
+
 def _flag_defaults(args: argparse.Namespace) -> dict[str, Any]:
     """-u, --private-key, -T, -b, --become-user as the vars they stand for (lowest precedence)."""
     flags = {
@@ -544,7 +586,8 @@ def _flag_defaults(args: argparse.Namespace) -> dict[str, Any]:
     if flags["ansible_timeout"] is not None and not flags["ansible_timeout"] > 0:
         raise ConfigError("-T/--timeout must be a number of seconds above 0")
     # as in Ansible, --become-user alone does not turn become on: it names the user once it is
-    return {k: v for k, v in flags.items() if v is not None}
+    # ansible.cfg's remote_user, private_key_file, timeout, become... lie under the flags
+    return {**_ansible_cfg().host_defaults(), **{k: v for k, v in flags.items() if v is not None}}
 
 
 def _list_hosts(playbook: Any, plan: Any) -> str:
@@ -586,7 +629,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                 hint="with -i, choose inventory hosts with -l PATTERN",
             )
         args.adhoc_inventory = adhoc.inventory_for(hosts, args.known_hosts, args.private_key)
-    elif not (args.inventory or _default_inventory()):
+    elif not (args.inventory or _default_inventory() or _ansible_cfg().inventory):
         raise ConfigError(
             "no hosts to push to",
             hint="name targets as user@host[:port], or pass -i INVENTORY (and -l PATTERN)",
