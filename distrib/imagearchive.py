@@ -55,6 +55,9 @@ INDEX_TYPES = (
 )
 NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+# zarf's images/ layout names each index entry by this one (the image's own reference there,
+# not a base image's), so it is read last, and only on index.json's entries
+ZARF_ANNOTATION = "org.opencontainers.image.base.name"
 MAX_NESTING = 4  # an index of indexes of ... (docker 28 saves an index per image)
 
 SUFFIXES = {"none": "tar", "gzip": "tar.gz", "zstd": "tar.zst", "xz": "tar.xz"}
@@ -362,14 +365,14 @@ def _is_attestation(entry: Mapping[str, Any]) -> bool:
 
 def _names(path: str, annotations: Any) -> tuple[str, ...]:
     """An index entry's name: containerd's full name, else a ref.name that is a whole
-    reference (one that is only a tag, `1.0`, names no repository)."""
+    reference (one that is only a tag, `1.0`, names no repository), else zarf's."""
     if not isinstance(annotations, dict):
         return ()
-    for key in (NAME_ANNOTATION, REF_ANNOTATION):
+    for key in (NAME_ANNOTATION, REF_ANNOTATION, ZARF_ANNOTATION):
         value = annotations.get(key)
         if not isinstance(value, str) or not value:
             continue
-        if key == REF_ANNOTATION and ":" not in value and "/" not in value:
+        if key != NAME_ANNOTATION and ":" not in value and "/" not in value:
             continue
         try:
             return (str(ImageRef.parse(value)),)

@@ -502,3 +502,26 @@ def test_local_load_is_asked_for_in_the_play(tmp_path: Path) -> None:
     book.write_text("- hosts: all\n  images_from: web.tar\n  local_load: true\n")
     (play,) = Playbook.load(str(book)).plays
     assert archived.local_images([play]) == {}  # loaded, then inspected like any local image
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({"io.containerd.image.name": "docker.io/demo/web:1.0"}, ("docker.io/demo/web:1.0",)),
+        ({"org.opencontainers.image.ref.name": "reg.lab:5000/web:2"}, ("reg.lab:5000/web:2",)),
+        ({"org.opencontainers.image.ref.name": "2"}, ()),  # a tag only
+        ({"org.opencontainers.image.base.name": "docker.io/library/nginx:1.25"},  # zarf
+         ("docker.io/library/nginx:1.25",)),
+        ({"io.containerd.image.name": "a/b:1", "org.opencontainers.image.ref.name": "c/d:2"},
+         ("a/b:1",)),
+        ({}, ()),
+    ],
+)  # fmt: skip
+def test_names_from_index_annotations(
+    annotations: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    assert imagearchive._names("x.tar", annotations) == expected
+    if expected:
+        return
+    with pytest.raises(ConfigError, match="x.tar: annotation io.containerd.image.name"):
+        imagearchive._names("x.tar", {"io.containerd.image.name": "Not A Ref"})
