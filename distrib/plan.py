@@ -262,8 +262,10 @@ def host_plan(
         raise bad(
             "ansible_connection", f"must be one of {', '.join(CONNECTIONS)}, not {connection!r}"
         )
+    # Ansible's ssh plugin lists ansible_password, ansible_ssh_pass, ansible_ssh_password: the
+    # last one set wins, so they are tried in reverse (issue 17, like the host/port aliases)
     password = _secret(
-        merged, ("ansible_password", "ansible_ssh_pass", "ansible_ssh_password"), bad
+        merged, ("ansible_ssh_password", "ansible_ssh_pass", "ansible_password"), bad
     )
     target = Target(
         name=host.name,
@@ -335,7 +337,9 @@ def _become(
     user = str(play_user or merged.get("ansible_become_user") or "root")
     if not user.strip() or any(c.isspace() for c in user) or user.startswith("-"):
         raise bad("ansible_become_user", f"not a user name: {user!r}")
-    password = _secret(merged, ("ansible_become_password", "ansible_become_pass"), bad)
+    # the sudo become plugin's order reversed (its last var set wins)
+    keys = ("ansible_sudo_pass", "ansible_become_pass", "ansible_become_password")
+    password = _secret(merged, keys, bad)
     return engines.Become(user=user, method=method, password=password)
 
 

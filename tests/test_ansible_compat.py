@@ -425,6 +425,13 @@ def test_secrets_and_local_connection_are_on_the_host_record() -> None:
         assert inv.hosts["localhost"].connection == "local"
         assert (p1.password, p1.become_password) == ("plainpw", "becomepw")
         assert (p2.password, p2.become_password) == ("newpw", "bp2")  # ansible_ssh_password wins
+        for host, password, become in ((p1, "plainpw", "becomepw"), (p2, "newpw", "bp2")):
+            play = Playbook.from_text("- hosts: all\n  images: [demo:1]\n  become: true\n")
+            planned = plan.host_plan(host, play.plays[0])
+            assert planned.target.password is not None and planned.become is not None
+            assert planned.target.password.reveal() == password
+            assert planned.become.password is not None
+            assert planned.become.password.reveal() == become
 
 
 def test_vault_values_are_decrypted_for_connecting_not_shown() -> None:
