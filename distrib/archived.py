@@ -161,7 +161,7 @@ def fill(store: Any, images: Sequence[LocalImage], out: IO[str] | None = None) -
         if out is not None:
             print(
                 f"read {len(wanted)} blob(s) of {path} into the layer store "
-                f"({human_bytes(added)} compressed, {time.monotonic() - started:.1f}s)",
+                f"({human_bytes(added)} newly compressed, {time.monotonic() - started:.1f}s)",
                 file=out,
             )
 
