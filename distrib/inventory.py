@@ -86,6 +86,15 @@ DISTRIB_HOST_VARS = frozenset(
         "transfer",
     }
 )
+# Passwords: shown masked by `to_list_json` and `graph` (distrib inventory --list / --graph).
+SECRET_VARS = frozenset(
+    {
+        *CONNECTION_ALIASES["password"],
+        *CONNECTION_ALIASES["become_password"],
+        *("ansible_private_key_passphrase", "ansible_ssh_private_key_passphrase"),
+    }
+)
+MASK = "********"
 _USED_ANSIBLE_VARS = frozenset(
     {
         *(name for names in CONNECTION_ALIASES.values() for name in names),
@@ -304,7 +313,7 @@ class Inventory:
                     walk(child)
 
         walk("all")
-        hostvars = {h.name: _plain(h.vars) for h in self.hosts.values() if h.vars}
+        hostvars = {h.name: _masked(_plain(h.vars)) for h in self.hosts.values() if h.vars}
         result["_meta"] = {"hostvars": hostvars}
         return result
 
@@ -319,8 +328,9 @@ class Inventory:
 
         def show(values: Mapping[str, Any], depth: int) -> None:
             if show_vars:
-                for key in sorted(values):
-                    lines.append(name(f"{{{key} = {values[key]}}}", depth))
+                shown = _masked(values)
+                for key in sorted(shown):
+                    lines.append(name(f"{{{key} = {shown[key]}}}", depth))
 
         def walk(g: Group, depth: int) -> None:
             lines.append(name(f"@{g.name}:", depth))
@@ -674,6 +684,11 @@ def _refuse_templates(host: str, effective: Mapping[str, tuple[Any, _Where]]) ->
                 **_at(where),
                 key=key,
             )
+
+
+def _masked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Vars to show, password vars masked: they may be vault plaintext (never printed)."""
+    return {k: MASK if k in SECRET_VARS and v not in (None, "") else v for k, v in values.items()}
 
 
 def _plain(value: Any) -> Any:

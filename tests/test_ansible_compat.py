@@ -35,7 +35,7 @@ import pytest
 from distrib import ansible_core, plan
 from distrib.ansible_core import VaultOptions
 from distrib.errors import ConfigError
-from distrib.inventory import Inventory
+from distrib.inventory import Inventory, _masked
 from distrib.playbook import Playbook
 
 CORPUS = Path(__file__).parent / "data" / "ansible_corpus"
@@ -43,7 +43,7 @@ ORACLE = Path(__file__).parent / "ansible_oracle.py"
 BIN = Path(sys.executable).parent
 VAULT_PASS = CORPUS / "vault" / "vault-pass.txt"
 
-pytestmark = pytest.mark.skipif(
+needs_ansible = pytest.mark.skipif(
     not (ansible_core.available() and (BIN / "ansible-inventory").exists()),
     reason="ansible-core is not installed in this venv (pip install -e '.[ansible]')",
 )
@@ -322,8 +322,9 @@ def _groups(listing: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hostvars(listing: dict[str, Any], hosts: Any) -> dict[str, Any]:
+    """Each host's vars, passwords masked as distrib shows them (never printed)."""
     hostvars = listing["_meta"]["hostvars"]
-    return {h: _unwrap(hostvars.get(h, {})) for h in hosts}
+    return {h: _masked(_unwrap(hostvars.get(h, {}))) for h in hosts}
 
 
 def _used(key: str) -> bool:
@@ -341,6 +342,7 @@ def _params() -> list[Any]:
     return [pytest.param(r, n, id=f"{r}-{n}") for r in READERS for n in _cases_for(r)]
 
 
+@needs_ansible
 @pytest.mark.parametrize(("reader", "name"), _params())
 def test_groups_and_vars_like_ansible_inventory_list(
     answers: dict[str, Answer], reader: str, name: str
@@ -362,6 +364,7 @@ def test_groups_and_vars_like_ansible_inventory_list(
         assert {k: ours[host][k] for k in plain} == plain, host
 
 
+@needs_ansible
 @pytest.mark.parametrize(("reader", "name"), _params())
 def test_host_patterns_like_ansible_list_hosts(
     answers: dict[str, Answer], reader: str, name: str
@@ -378,6 +381,7 @@ def test_host_patterns_like_ansible_list_hosts(
 PLAY = Playbook.from_text("- hosts: all\n  images: [demo:1]\n").plays[0]
 
 
+@needs_ansible
 @pytest.mark.parametrize(("reader", "name"), _params())
 def test_connections_like_ansible_ssh(answers: dict[str, Answer], reader: str, name: str) -> None:
     """Where distrib connects == where Ansible's ssh plugin connects, for every host."""
@@ -405,6 +409,7 @@ def test_builtin_reader_refuses_in_one_line_naming_the_extra(name: str) -> None:
     assert "vault_user" not in text and "sudo-secret" not in text  # no secret shown
 
 
+@needs_ansible
 def test_the_oracle_agrees_with_the_ansible_cli(answers: dict[str, Answer]) -> None:
     """tests/ansible_oracle.py stands for `ansible PATTERN --list-hosts`: checked on two."""
     case = BY_NAME["docs_ini"]
@@ -419,7 +424,7 @@ def test_the_oracle_agrees_with_the_ansible_cli(answers: dict[str, Answer]) -> N
 
 def test_secrets_and_local_connection_are_on_the_host_record() -> None:
     """The vars the CLI side needs (item 7) survive both readers, with Ansible's alias order."""
-    for reader in READERS:
+    for reader in READERS if ansible_core.available() else ["builtin"]:
         inv = load(BY_NAME["secrets_local"], reader)
         p1, p2 = inv.hosts["p1"], inv.hosts["p2"]
         assert inv.hosts["localhost"].connection == "local"
@@ -434,15 +439,19 @@ def test_secrets_and_local_connection_are_on_the_host_record() -> None:
             assert planned.become.password.reveal() == become
 
 
+@needs_ansible
 def test_vault_values_are_decrypted_for_connecting_not_shown() -> None:
     inv = load(BY_NAME["vault"], "ansible")
     v1, v2 = inv.hosts["v1"], inv.hosts["v2"]
     assert (v1.user, v1.port, v2.port) == ("vault_user", 2205, 2205)
     assert v2.become_password == "sudo-secret"
+    shown = json.dumps(inv.to_list_json()) + inv.graph(show_vars=True)
+    assert "sudo-secret" not in shown and "********" in shown  # never printed
     with pytest.raises(ConfigError, match="vault"):
         Inventory.load(BY_NAME["vault"].paths, reader="ansible")  # no secret given
 
 
+@needs_ansible
 def test_reader_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     from distrib.inventory import choose_reader
 
@@ -465,5 +474,6 @@ def test_reader_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         Inventory.load(BY_NAME["docs_ini"].paths, vault=VaultOptions(ask_vault_pass=True))
 
 
+@needs_ansible
 def test_corpus_needs_no_network() -> None:
     assert shutil.which("ansible-inventory", path=str(BIN))
