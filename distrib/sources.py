@@ -7,6 +7,9 @@ Three kinds of file, told apart by name and content:
   DaemonSets, Jobs and CronJobs (other kinds -- Services, ConfigMaps -- hold no images);
 - a list file (any other name, e.g. `images.txt`): one reference per line, `#` comments.
 
+Image archives (docker-archive tars, OCI archives and layouts) are told apart by content before
+these and read by distrib.imagearchive (playbook._images_from).
+
 Pure apart from reading the file; YAML only through `yamlio`. Each image found keeps the line
 and the key path it came from, so an error (or a missing image) names `file:line: key`.
 """

@@ -525,3 +525,63 @@ def test_names_from_index_annotations(
         return
     with pytest.raises(ConfigError, match="x.tar: annotation io.containerd.image.name"):
         imagearchive._names("x.tar", {"io.containerd.image.name": "Not A Ref"})
+
+
+# -- any input: a result or a clear error, never a traceback (issue 19's habit) ------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = ["manifests", "digest", "mediaType", "annotations", "config", "layers", "rootfs",
+         "diff_ids", "Config", "RepoTags", "Layers", "architecture", "os", "variant",
+         "io.containerd.image.name", "org.opencontainers.image.ref.name"]  # fmt: skip
+_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+    st.sampled_from(["sha256:" + "a" * 64, "blobs/sha256/" + "a" * 64, "demo/web:1.0",
+                     imagearchive.INDEX_TYPES[0], "amd64", "linux"]),
+)  # fmt: skip
+_JSON = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_SETTINGS = settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+@_SETTINGS
+@given(st.dictionaries(
+    st.sampled_from(["index.json", "manifest.json", "blobs/sha256/" + "a" * 64, "x/layer.tar"]),
+    _JSON, max_size=4,
+))  # fmt: skip
+def test_any_documents_give_images_or_a_config_error(docs: dict[str, object]) -> None:
+    raw = {name: json.dumps(doc).encode() for name, doc in docs.items()}
+    scanned = imagearchive.Scanned(
+        {name: sha(data) for name, data in raw.items()}, {n: len(d) for n, d in raw.items()}, raw
+    )
+    try:
+        imagearchive.catalogue("x.tar", scanned)
+    except ConfigError as exc:
+        assert str(exc).startswith("x.tar")
+
+
+@_SETTINGS
+@given(
+    st.sampled_from([b"", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00"]),
+    st.binary(max_size=2048),
+)
+def test_any_bytes_give_images_or_a_config_error(
+    tmp_path_factory: pytest.TempPathFactory, magic: bytes, body: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "a.tar"
+    data = magic + body
+    if not magic:  # a tar header at 257, then garbage
+        data = (body + b"\0" * 512)[:257] + b"ustar\x0000" + body
+    path.write_bytes(data)
+    try:
+        imagearchive.read(str(path))
+    except ConfigError as exc:
+        assert str(path) in str(exc)
