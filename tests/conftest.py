@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,3 +154,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(inventory, tuple(f"node{i}" for i in range(1, LAB_HOSTS + 1)), lab_dir)
     finally:
         distrib("lab", "down")
+
+
+# ------------------------------------------------------------ evidence when a lab test fails
+
+LAB_ROOTS = Path("/var/lib")
+DAEMON_EVENTS = ("panic", "fatal", "level=error", "shutdown", "signal", "terminat", "killed")
+
+
+def daemon_log_evidence(since: float, roots: Path = LAB_ROOTS, per_file: int = 8) -> str:
+    """The lab daemons' log lines since `since` that tell a stop, a crash or an error (each
+    log's last `per_file`), so a host whose engine stopped answering says why in the report."""
+    lines: list[str] = []
+    for log in sorted(roots.glob("distrib-lab*/logs/*.log")):
+        try:
+            if log.stat().st_mtime < since:
+                continue
+            text = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        # grpc's "[core]" lines are connectivity chatter
+        hits = [t for t in text if any(e in t.lower() for e in DAEMON_EVENTS) and "[core]" not in t]
+        lines += [f"{log}: {t[:300]}" for t in hits[-per_file:]]
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and item.get_closest_marker("lab") is not None:
+        evidence = daemon_log_evidence(call.start - 5)
+        if evidence:
+            report.sections.append(("lab daemon logs", evidence))
