@@ -66,6 +66,14 @@ def local_images(plays: Sequence[Any], out: IO[str] | None = None) -> dict[Image
     return found
 
 
+def missing_hint(ref: ImageRef) -> str | None:
+    """`distrib push app.tar.zst HOST`: the word named a file, not an image (an archive is
+    named with --images-from); None when it names no image archive."""
+    if ref.tag == "latest" and not ref.digest and imagearchive.is_archive(ref.name):
+        return f"{ref.name} is an image archive: ship it with --images-from {ref.name}"
+    return None
+
+
 # -- multi-platform sources: each host its own platform's image --------------------------------
 
 

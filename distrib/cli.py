@@ -515,7 +515,8 @@ def _local_images(playbook: Any, check: bool = False, out: Any = None) -> dict[A
             + (f" (nor {', '.join(map(str, missing[1:]))})" if len(missing) > 1 else ""),
             file=spec.where.file,
             line=spec.where.line or None,  # 0: given on the command line
-            hint="build or pull it on this workstation first (docker images lists what "
+            hint=archived.missing_hint(missing[0])
+            or "build or pull it on this workstation first (docker images lists what "
             "exists), or let distrib pull it: local_pull: missing (push --local-pull missing)",
         )
     return {**found, **archived.local_images(playbook.plays, out or sys.stdout)}

@@ -585,3 +585,14 @@ def test_any_bytes_give_images_or_a_config_error(
         imagearchive.read(str(path))
     except ConfigError as exc:
         assert str(path) in str(exc)
+
+
+def test_an_archive_given_as_an_image_word_gets_a_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    docker_archive(tmp_path / "app.tar", [web()])
+    assert archived.missing_hint(ImageRef.parse("app.tar")) == (
+        "app.tar is an image archive: ship it with --images-from app.tar"
+    )
+    assert archived.missing_hint(ImageRef.parse("demo/web:1.0")) is None
