@@ -59,8 +59,8 @@ class Case:
     builtin_refuses: str | None = None  # the built-in reader must refuse, saying this
 
     @property
-    def paths(self) -> list[str]:
-        return [str(CORPUS / s) for s in self.sources]
+    def paths(self) -> list[str]:  # a `h1,h2,` host list is given as it is
+        return [s if "," in s else str(CORPUS / s) for s in self.sources]
 
     @property
     def playbook_path(self) -> str | None:
@@ -185,6 +185,9 @@ CASES = [
         builtin_refuses="an inventory plugin configuration",
     ),
     Case("secrets_local", ("secrets_local/hosts.ini",)),
+    Case("nested_depth", ("nested_depth/hosts.ini",), ("region:!rack_a", "zone[1:]", "dc*")),
+    Case("dir_source", ("dir_source/inventory",), ("app:&cache", "app:!a1", "a[1:2]")),
+    Case("host_list", ("h1.example.com,h2.example.com:2222,10.0.0.5,",), ("h*", "10.*")),
 ]
 BY_NAME = {c.name: c for c in CASES}
 BUILTIN_OK = [c.name for c in CASES if c.builtin_refuses is None]
