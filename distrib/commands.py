@@ -518,12 +518,23 @@ LOCKED = "distrib-locked"
 UNLOCKED = "distrib-no-flock"
 
 
-def host_lock(remote_tmp: str, wait: float) -> str:
+def host_lock(remote_tmp: str, wait: float, relay: bool = False) -> str:
     """Print LOCKED once the distrib lock on the host's `remote_tmp` is held (waiting up to
     `wait` seconds for another run to finish), then hold it until stdin closes. Prints
-    UNLOCKED and just waits when the host has no flock."""
+    UNLOCKED and just waits when the host has no flock.
+
+    Once locked, relay entries left in authorized_keys by an interrupted run are removed
+    (relay_sweep) unless a relay run is live for this user: a relay run (`relay`) holds a
+    shared flock on ~/.ssh for as long as its entries may be used; the sweep needs the
+    exclusive one and skips when it cannot have it at once (issue 19)."""
     base = q(remote_tmp.rstrip("/") or "/")
-    hold = f"echo {LOCKED}; read -r _ || :"  # a builtin: no process to mistake for ours
+    held = f"echo {LOCKED}; read -r _ || :"  # a builtin: no process to mistake for ours
+    ssh = '"$HOME/.ssh"'
+    sweep = f"if [ -d {ssh} ]; then flock -n -x {ssh} sh -c {q(relay_sweep())} || :; fi"
+    if relay:
+        hold = f"{sweep}; mkdir -p -- {ssh} && exec flock -s -w 60 {ssh} sh -c {q(held)}"
+    else:
+        hold = f"{sweep}; {held}"
     return (
         f"umask 077 && mkdir -p -- {base} && "
         f"if command -v flock >/dev/null 2>&1; then exec flock -w {int(wait)} {base} sh -c "
@@ -1077,6 +1088,12 @@ def relay_authorize(options: str, public_key: str, run: str, hours: int = 2) -> 
         f"printf 'expiry-time=\"%s\",%s\\n' \"$(date -u -d '+{int(hours)} hours' +%Y%m%d%H%MZ)\" "
         f'{q(rest)} >> "$f"'
     )
+
+
+def relay_sweep() -> str:
+    """Remove every authorized_keys line any relay run added (run under the exclusive flock
+    on ~/.ssh, so no live run's: see host_lock)."""
+    return _ak_rewrite("")
 
 
 def relay_unauthorize(run: str) -> str:

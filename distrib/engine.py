@@ -8,6 +8,7 @@ integration tests run it against real sshd + dockerd hosts.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from distrib.errors import (
     CorruptEntry,
     DistribError,
     HostError,
+    LocalError,
     TransferError,
     VerifyError,
     last_lines,
@@ -194,15 +196,20 @@ def deploy(
     connect: Connector,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    host_locked: bool = False,
 ) -> HostResult:
-    """Bring `host` to hold every image of `job`, verified. Never raises for host problems."""
+    """Bring `host` to hold every image of `job`, verified. Never raises for host problems.
+    `host_locked`: the caller holds the host lock already (a task of several steps, a relay
+    tree host), so this deploy does not take it again (issue 19)."""
     progress = progress or Progress()
     cancel = cancel or threading.Event()
     result = HostResult(host.name)
     started = time.monotonic()
     job = job.for_host(host.name)
     try:
-        _Deployment(host, job, connect, progress, cancel, result).run()
+        deployment = _Deployment(host, job, connect, progress, cancel, result)
+        deployment.locked = host_locked
+        deployment.run()
     except ConnectError as exc:
         result.status, result.error, result.message = UNREACHABLE, exc, exc.message
     except DistribError as exc:
@@ -213,6 +220,66 @@ def deploy(
     result.timings["total"] = round(time.monotonic() - started, 3)
     progress.finished(result)
     return result
+
+
+# --- one distrib run at a time on a host (issue 19) ----------------------------------------
+
+
+def lock_host(
+    session: Session, host: HostPlan, relay: bool = False
+) -> tuple[Callable[[], None] | None, float]:
+    """Take the host lock (commands.host_lock: flock on remote_tmp, held by a command on
+    `session` until released or the session closes), waiting for another run up to
+    HOST_LOCK_WAIT. Returns (release, or None when the transport cannot hold a command (test
+    fakes), seconds waited). Every step that stages, loads, removes or tags on a host takes
+    it: deploys, relay tree hosts, backup, commit, registry push and pull, keep, prune and
+    rollback (another run's cleanup would remove this one's files or stand-in images).
+    Taking it removes authorized_keys entries an interrupted relay run left; a relay run
+    (`relay`) also keeps others from removing its own (commands.host_lock)."""
+    hold = getattr(session, "hold", None)
+    if hold is None:  # a transport without long-lived commands (test fakes)
+        return None, 0.0
+    t = time.monotonic()
+    command = commands.host_lock(host.remote_tmp, HOST_LOCK_WAIT, relay)
+    try:
+        # kept: paramiko closes a channel (so frees the lock) when its object is collected
+        line, unlock = hold(command, timeout=HOST_LOCK_WAIT + PROBE_TIMEOUT)
+    except CommandError as exc:
+        raise HostError(
+            host.name,
+            f"another distrib run has held this host for more than {HOST_LOCK_WAIT:g}s "
+            f"(flock in {host.remote_tmp}, exit {exc.exit_status}); nothing was done",
+            hint="wait for the other run to finish, then run again",
+        ) from None
+    try:
+        commands.parse_lock(line)
+    except ValueError as exc:
+        unlock()
+        raise HostError(host.name, f"cannot lock the host: {exc}") from None
+    return unlock, time.monotonic() - t
+
+
+def note_wait(result: HostResult, waited: float) -> None:
+    """A wait of a second or more for another run: in the timings and the host's line."""
+    if waited >= 1.0:
+        result.timings["lock"] = round(result.timings.get("lock", 0.0) + waited, 3)
+        result.message += f" (waited {waited:.0f}s for another distrib run on this host)"
+
+
+@contextlib.contextmanager
+def holding_host_lock(host: HostPlan, connect: Connector) -> Iterator[Callable[[], float]]:
+    """Hold the host lock on a session of its own for a task of several steps (each on its
+    own session; their deploy is told `host_locked`). Yields a function giving the seconds
+    waited. ConnectError/HostError as `connect` and `lock_host` raise them."""
+    session = connect(host.target)
+    unlock: Callable[[], None] | None = None
+    try:
+        unlock, waited = lock_host(session, host)
+        yield lambda: waited
+    finally:
+        if unlock is not None:
+            unlock()
+        session.close()
 
 
 def probe_facts(host: HostPlan, connect: Connector) -> commands.Facts | None:
@@ -286,6 +353,7 @@ class _Deployment:
         self.secret_line = b""  # the become password line, when sudo needs one
         self.waited_for_lock = 0.0  # seconds this run waited for another on the host
         self.unlock: Callable[[], None] | None = None  # releases the host lock
+        self.locked = False  # the caller holds the host lock (deploy's host_locked)
         self.tools: frozenset[str] = frozenset()
         self.rebuilt = ""  # a corrupt cache entry rebuilt for a retry (issue 19)
 
@@ -319,8 +387,11 @@ class _Deployment:
         self.session = self.connect(self.host.target)
         self._timed("connect", t)
         try:
-            if self.job.mode == DEPLOY:  # released when the session closes
-                self._lock_host()
+            if self.job.mode == DEPLOY and not self.locked:  # released when the session closes
+                self.unlock, waited = lock_host(self.session, self.host)
+                if waited >= 1.0:
+                    self.result.timings["lock"] = round(waited, 3)
+                    self.waited_for_lock = waited
             self._deploy()
             if self.waited_for_lock:
                 self.result.message += (
@@ -330,33 +401,6 @@ class _Deployment:
             if self.unlock is not None:
                 self.unlock()
             self.session.close()
-
-    def _lock_host(self) -> None:
-        """One deploying run at a time on this host (issue 19): another run's cleanup would
-        remove this one's staging dir or stand-in images. Waits for it, up to HOST_LOCK_WAIT."""
-        hold = getattr(self.session, "hold", None)
-        if hold is None:  # a transport without long-lived commands (test fakes)
-            return
-        t = time.monotonic()
-        command = commands.host_lock(self.host.remote_tmp, HOST_LOCK_WAIT)
-        try:
-            # kept: paramiko closes a channel (so frees the lock) when its object is collected
-            line, self.unlock = hold(command, timeout=HOST_LOCK_WAIT + PROBE_TIMEOUT)
-        except CommandError as exc:
-            raise HostError(
-                self.host.name,
-                f"another distrib run has held this host for more than {HOST_LOCK_WAIT:g}s "
-                f"(flock in {self.host.remote_tmp}, exit {exc.exit_status}); nothing was done",
-                hint="wait for the other run to finish, then run again",
-            ) from None
-        try:
-            commands.parse_lock(line)
-        except ValueError as exc:
-            raise HostError(self.host.name, f"cannot lock the host: {exc}") from None
-        waited = time.monotonic() - t
-        if waited >= 1.0:
-            self.result.timings["lock"] = round(waited, 3)
-            self.waited_for_lock = waited
 
     def _deploy(self) -> None:
         self._phase("probe")
@@ -865,10 +909,13 @@ class _Deployment:
         return 0
 
     def _chunks(self, archive: Any, offset: int = 0) -> Iterator[bytes]:
-        for chunk in archive.chunks(offset):
-            if self.cancel.is_set():
-                raise Cancelled("interrupted during upload")
-            yield chunk
+        try:
+            for chunk in archive.chunks(offset):
+                if self.cancel.is_set():
+                    raise Cancelled("interrupted during upload")
+                yield chunk
+        except OSError as exc:  # the workstation's file, not the link (transport: lost)
+            raise LocalError(f"reading {archive.path} failed: {exc}") from None
 
     # -- streamed transfer: straight into docker load, no temp file ----------------------------
 

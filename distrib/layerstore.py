@@ -556,7 +556,8 @@ class LayerStore:
                 if self._fill_done:
                     if self._fill_error is not None:
                         raise self._fill_error
-                    raise LocalError(f"{what} missing from the layer store")
+                    # removed since (found corrupt for another host, or pruned): retried
+                    raise CorruptEntry(f"{what} missing from the layer store")
                 if self._cancel.is_set():
                     self._fill_abort.set()
                     raise LocalError(f"interrupted while waiting for {what}")
@@ -787,8 +788,8 @@ class LayerStore:
         members = []
         for diff_id in diff_ids:
             blob = self.blob(diff_id)
-            if blob is None:
-                raise LocalError(f"layer {diff_id[:19]} missing from the layer store")
+            if blob is None:  # removed (found corrupt for another host, or pruned): retried
+                raise CorruptEntry(f"layer {diff_id[:19]} missing from the layer store")
             raw = self.codec == "zstd"
             name = f"{_hex(diff_id)}/layer.tar"
             if oci:
@@ -1045,7 +1046,14 @@ def _blob_chunks(blob: Blob, skip: int) -> Iterator[bytes]:
     fails the reader, before the last bytes leave: a host never gets a corrupt layer."""
     digest = hashlib.sha256()
     pending = b""  # one block held back: the last leaves only once the whole blob checked
-    with open(blob.path, "rb") as fh:
+    try:
+        fh = open(blob.path, "rb")  # noqa: SIM115 (closed by the `with` below)
+    except FileNotFoundError:  # another host's reader found it corrupt and removed it
+        raise CorruptEntry(
+            f"the layer store's blob of {blob.diff_id[:19]} was removed as it was about to be "
+            "read (found corrupt for another host): stored again for a retry"
+        ) from None
+    with fh:
         read = os.fstat(fh.fileno())
         for block in iter(lambda: fh.read(READ_SIZE), b""):
             digest.update(block)

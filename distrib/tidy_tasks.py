@@ -34,7 +34,10 @@ from distrib.engine import (
     QuietProgress,
     deploy,
     engine_of,
+    holding_host_lock,
     image_state,
+    lock_host,
+    note_wait,
 )
 from distrib.errors import CommandError, ConfigError, ConnectError, DistribError, HostError
 from distrib.plan import HostPlan
@@ -126,14 +129,23 @@ def _frame(
     secret: engines.Secret | None,
     result: HostResult,
     body: Callable[[_Host], None],
+    lock: bool = True,
 ) -> None:
-    """Connect, run `body`, close; host problems become the result's status."""
+    """Connect, take the host lock (issue 19; unless `lock` is false: the caller holds it, or
+    nothing is changed), run `body`, close; host problems become the result's status."""
     try:
         session = connect(host.target)
+        unlock: Callable[[], None] | None = None
         try:
+            waited = 0.0
+            if lock:
+                unlock, waited = lock_host(session, host)
             own = host.become.password if host.become is not None else None
             body(_Host(host, session, own or secret))  # ansible_become_password first
+            note_wait(result, waited)
         finally:
+            if unlock is not None:
+                unlock()
             session.close()
     except ConnectError as exc:
         result.status, result.error, result.message = UNREACHABLE, exc, exc.message
@@ -213,7 +225,7 @@ class PruneTask:
             else:
                 result.status = CHANGED if names else OK
 
-        _frame(host, connect, progress, self.become_password, result, body)
+        _frame(host, connect, progress, self.become_password, result, body, lock=not self.check)
         return _finished(result, started, progress)
 
 
@@ -260,7 +272,7 @@ class RollbackTask:
             result.states[str(self.ref)] = PRESENT
             result.message = f"{name} now names {previous.name}'s image, verified"
 
-        _frame(host, connect, progress, self.become_password, result, body)
+        _frame(host, connect, progress, self.become_password, result, body, lock=not self.check)
         return _finished(result, started, progress)
 
 
@@ -291,6 +303,26 @@ class KeepTask:
         if self.become_password is not None:
             job = replace(job, become_password=self.become_password)
         images = job.for_host(host.name).images
+        # one lock for record, deploy and prune (issue 19): no other run in between
+        try:
+            with holding_host_lock(host, connect) as waited:
+                result = self._steps(host, job, images, connect, progress, cancel)
+                note_wait(result, waited())
+        except DistribError as exc:
+            status = UNREACHABLE if isinstance(exc, ConnectError) else FAILED
+            result = HostResult(host.name, status, exc.message, error=exc)
+        progress.finished(result)
+        return result
+
+    def _steps(
+        self,
+        host: HostPlan,
+        job: Job,
+        images: tuple[Any, ...],
+        connect: Connector,
+        progress: Progress,
+        cancel: threading.Event,
+    ) -> HostResult:
         before = HostResult(host.name)
 
         def record(remote: _Host) -> None:
@@ -307,13 +339,11 @@ class KeepTask:
             if changing:
                 remote.run(tidy.record_previous(remote.kind, remote.argv, changing), "keep")
 
-        _frame(host, connect, progress, self.become_password, before, record)
+        _frame(host, connect, progress, self.become_password, before, record, lock=False)
         if before.error is not None:
-            progress.finished(before)
             return before
-        result = deploy(host, job, connect, QuietProgress(progress), cancel)
+        result = deploy(host, job, connect, QuietProgress(progress), cancel, host_locked=True)
         if result.failed or not job.verify or cancel.is_set():
-            progress.finished(result)
             return result
         started = time.monotonic()
         after = HostResult(host.name)
@@ -333,12 +363,11 @@ class KeepTask:
             if names and result.status == OK:
                 result.status = CHANGED
 
-        _frame(host, connect, progress, self.become_password, after, prune)
+        _frame(host, connect, progress, self.become_password, after, prune, lock=False)
         if after.error is not None:
             result.status, result.error = after.status, after.error
             result.message += f"; keep failed: {after.message}"
         result.timings["keep"] = round(time.monotonic() - started, 3)
-        progress.finished(result)
         return result
 
 

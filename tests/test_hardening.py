@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -542,11 +543,24 @@ def test_small_filesystems_keep_a_proportional_reserve() -> None:
 # --- item 8: one deploying run at a time per host ----------------------------------------------
 
 
-def test_host_lock_command() -> None:
-    command = commands.host_lock("/var/tmp/", 1800)
-    assert command == (
+@pytest.mark.parametrize("relay", [False, True])
+def test_host_lock_command(relay: bool) -> None:
+    # once locked: the relay entries an interrupted run left go (unless a relay run is live:
+    # it holds ~/.ssh shared, the sweep needs it exclusive at once); a relay run holds it
+    sweep = (
+        'if [ -d "$HOME/.ssh" ]; then flock -n -x "$HOME/.ssh" sh -c '
+        f'{shlex.quote(commands.relay_sweep())} || :; fi'
+    )
+    held = "echo distrib-locked; read -r _ || :"
+    hold = (
+        f'{sweep}; mkdir -p -- "$HOME/.ssh" && exec flock -s -w 60 "$HOME/.ssh" sh -c '
+        f"{shlex.quote(held)}"
+        if relay
+        else f"{sweep}; {held}"
+    )
+    assert commands.host_lock("/var/tmp/", 1800, relay) == (
         "umask 077 && mkdir -p -- /var/tmp && if command -v flock >/dev/null 2>&1; then "
-        "exec flock -w 1800 /var/tmp sh -c 'echo distrib-locked; read -r _ || :'; "
+        f"exec flock -w 1800 /var/tmp sh -c {shlex.quote(hold)}; "
         "else echo distrib-no-flock; read -r _ || :; fi"
     )
     assert "'/tmp/a b'" in commands.host_lock("/tmp/a b", 5)  # quoted, never split

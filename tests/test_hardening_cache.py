@@ -160,3 +160,44 @@ def test_a_corrupt_file_outside_the_cache_is_not_rebuilt(
     result = deploy(host("a"), Job.deploy(archive), FakeFleet(h))
     assert result.status == FAILED and "does not match its record" in result.message
     assert REBUILT not in result.message and backup.exists()
+
+
+def test_a_blob_removed_under_a_reader_is_a_corrupt_entry_not_a_lost_link(
+    stored: tuple[LayerStore, archives.LocalImage],
+) -> None:
+    """Another host's reader found the blob corrupt and removed it just before this one
+    opened it: this host rebuilds and retries too (it was "connection lost": an OSError
+    from the archive's reader looked like the link's)."""
+    from distrib.errors import CorruptEntry
+
+    store, image = stored
+    archive = store.assemble([image])
+    blob = store.blob(image.diff_ids[0])
+    assert blob is not None
+    Path(blob.path).unlink()
+    with pytest.raises(CorruptEntry, match="was removed as it was about to be read"):
+        b"".join(archive.chunks())
+
+
+def test_hosts_sharing_a_corrupt_blob_all_succeed(
+    stored: tuple[LayerStore, archives.LocalImage], tmp_path: Path, docker_saving: Path  # noqa: F811
+) -> None:
+    from distrib.executor import run_plan
+    from distrib.inventory import Inventory
+    from distrib.plan import make_plan
+    from distrib.playbook import Playbook
+
+    store, image = stored
+    blob = store.blob(image.diff_ids[0])
+    assert blob is not None
+    flip(blob.path)
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text("all:\n  hosts:\n" + "".join(f"    {n}: {{}}\n" for n in "abcdef"))
+    plan = make_plan(
+        Inventory.load([str(inventory)]), Playbook.from_text("- hosts: all\n  images: [demo/x:1]\n")
+    )
+    fleet = FakeFleet(*(FakeHost(n, archive_images={"demo/x:1": image.id}) for n in "abcdef"))
+    run = run_plan(plan, {0: Job((image,), None, store=store)}, fleet)
+    results = run.plays[0].hosts
+    assert [r.status for r in results] == [CHANGED] * 6, [r.message for r in results]
+    assert store.has(image)

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,12 +52,15 @@ from distrib.engine import (
     Job,
     Progress,
     deploy,
+    lock_host,
+    note_wait,
 )
 from distrib.errors import (
     CommandError,
     ConnectError,
     DistribError,
     HostError,
+    LocalError,
     TransferError,
 )
 from distrib.plan import HostPlan, PlayPlan
@@ -252,19 +255,27 @@ class _Relay:
         self.payload: Payload | None = None
         self.tree: Tree | None = None
         self.started = time.monotonic()
+        # host locks (issue 19): name -> (the session holding it, its release, seconds waited)
+        self.locks: dict[str, tuple[Session, Callable[[], None] | None, float]] = {}
 
     # -- orchestration -------------------------------------------------------------------------
 
     def run(self) -> list[HostResult]:
         self.started = time.monotonic()
         direct: list[HostPlan] = []
-        with ThreadPoolExecutor(max_workers=min(self.forks, len(self.batch)) or 1) as pool:
-            for host, outcome in zip(self.batch, pool.map(self._probe, self.batch)):
-                if isinstance(outcome, _Member):
-                    self.members[host.name] = outcome
-                elif outcome is None:
-                    direct.append(host)
         try:
+            unlocked = self._lock_hosts() if self.job.mode == DEPLOY else {}
+            hosts = [h for h in self.batch if h.name not in unlocked]
+            for result in unlocked.values():
+                self._final(result)
+            with ThreadPoolExecutor(max_workers=min(self.forks, len(hosts)) or 1) as pool:
+                for host, outcome in zip(hosts, pool.map(self._probe, hosts)):
+                    if isinstance(outcome, _Member):
+                        self.members[host.name] = outcome
+                    else:
+                        self._unlock(host.name)  # not in the tree: deployed (and locked) alone
+                        if outcome is None:
+                            direct.append(host)
             self._plan()
             if self.job.mode == CHECK:
                 self._check_results(direct)
@@ -273,7 +284,51 @@ class _Relay:
         finally:
             for member in self.members.values():
                 member.session.close()
+            for name in list(self.locks):
+                self._unlock(name)
         return [self.results[h.name] for h in self.batch]
+
+    def _lock_hosts(self) -> dict[str, HostResult]:
+        """Take the host lock of every host (issue 19), each on a session of its own that
+        lives until the end (the tree hosts' sessions may be replaced on a lost link). One
+        host after another in one global order (address, port, remote_tmp): two relay runs
+        over the same hosts never wait for each other in a circle. Returns the final result
+        of each host that could not be reached or locked."""
+        def connect(host: HostPlan) -> Session | DistribError:
+            try:
+                return self.connect(host.target)
+            except DistribError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(self.batch)) or 1) as pool:
+            opened = dict(zip([h.name for h in self.batch], pool.map(connect, self.batch)))
+        failed: dict[str, HostResult] = {}
+        order = sorted(self.batch, key=lambda h: (h.target.address, h.target.port, h.remote_tmp))
+        for host in order:
+            session = opened[host.name]
+            if isinstance(session, DistribError):
+                failed[host.name] = self._fail(HostResult(host.name), session)
+                continue
+            self.progress.phase(host.name, "lock")
+            try:
+                if self.cancel.is_set():
+                    raise Cancelled("interrupted")
+                unlock, waited = lock_host(session, host, relay=True)
+            except DistribError as exc:
+                session.close()
+                failed[host.name] = self._fail(HostResult(host.name), exc)
+                continue
+            self.locks[host.name] = (session, unlock, waited)
+        return failed
+
+    def _unlock(self, name: str) -> None:
+        held = self.locks.pop(name, None)
+        if held is None:
+            return
+        session, unlock, _ = held
+        if unlock is not None:
+            unlock()
+        session.close()
 
     def _probe(self, host: HostPlan) -> _Member | HostResult | None:
         """The engine's check on one host; a member of the tree, a final result (ok, failed,
@@ -390,7 +445,40 @@ class _Relay:
             member.result.message += f" (check mode; fed by {via}{kids})"
             self._final(member.result)
 
+    def _revoke_when_cancelled(self, over: threading.Event) -> None:
+        """On SIGINT/SIGTERM, before anything else: every tree host drops the run's
+        authorized_keys entries at once, over the session holding its host lock (no connect
+        to wait for), while the hosts' own steps still wind down; the final sweep does it
+        again. The 30 s grace of an interrupted run is then spent on the rest (issue 19)."""
+        while not over.is_set():
+            if self.cancel.wait(0.2):
+                break
+        if over.is_set() or not self.members:
+            return
+
+        def revoke(m: _Member) -> None:
+            held = self.locks.get(m.name)
+            session = held[0] if held is not None else m.session
+            with contextlib.suppress(DistribError):
+                session.run(commands.relay_unauthorize(self.run_id), timeout=CLEANUP_TIMEOUT)
+
+        with ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="revoke") as pool:
+            list(pool.map(revoke, list(self.members.values())))
+
     def _deploy(self, direct: list[HostPlan]) -> None:
+        assert self.tree is not None
+        over = threading.Event()
+        watcher = threading.Thread(
+            target=self._revoke_when_cancelled, args=(over,), name="relay-revoke", daemon=True
+        )
+        watcher.start()
+        try:
+            self._deploy_tree(direct)
+        finally:
+            over.set()
+            watcher.join(CLEANUP_TIMEOUT)
+
+    def _deploy_tree(self, direct: list[HostPlan]) -> None:
         assert self.tree is not None
         members = list(self.members.values())
         with ThreadPoolExecutor(
@@ -777,7 +865,9 @@ class _Relay:
             # an engine that refuses a partial archive (DESIGN.md): direct mode's own delta
             # path falls back to the full archive for this host
             m.notes.append("delta refused by the engine: sent directly")
-            direct = deploy(m.host, self.job, self.connect, Progress(), self.cancel)
+            direct = deploy(
+                m.host, self.job, self.connect, Progress(), self.cancel, host_locked=True
+            )
             for name in ("status", "message", "images", "states", "error"):
                 setattr(result, name, getattr(direct, name))
             result.bytes_sent += direct.bytes_sent
@@ -809,35 +899,53 @@ class _Relay:
     # -- the final sweep -----------------------------------------------------------------------
 
     def _sweep(self, m: _Member) -> None:
-        """Stop any pipeline left, drop every authorized_keys entry of the run, remove the
-        staging dir (archive, key, known_hosts): on a fresh connection, whatever happened."""
+        """Drop every authorized_keys entry of the run first (issue 19: what matters most if
+        the grace of an interrupted run runs out), stop any pipeline left, remove the staging
+        dir (archive, key, known_hosts), whatever happened: over the session holding the
+        host lock (no connect to wait for), else (or when that link is gone) a fresh one."""
+        held = self.locks.get(m.name)
+        if held is not None:
+            try:
+                self._sweep_over(m, held[0])
+                return
+            except ConnectError:
+                pass  # that link is gone: a fresh one
+            except DistribError as exc:
+                m.result.message += f" (relay cleanup failed: {exc.message})"
+                return
         try:
             session = self.connect(m.host.target)
         except DistribError as exc:
             m.result.message += f" (relay cleanup impossible: {exc.message})"
             return
         try:
-            for command in (
-                commands.relay_stop(m.directory),
-                commands.relay_unauthorize(self.run_id),
-                commands.cleanup(m.directory),
-            ):
-                out = session.run(command, timeout=CLEANUP_TIMEOUT)
-                if not out.ok:
-                    m.result.message += f" (relay cleanup: {out.stderr.strip()[-200:]})"
+            self._sweep_over(m, session)
         except DistribError as exc:
             m.result.message += f" (relay cleanup failed: {exc.message})"
         finally:
             session.close()
 
+    def _sweep_over(self, m: _Member, session: Session) -> None:
+        for command in (
+            commands.relay_unauthorize(self.run_id),
+            commands.relay_stop(m.directory),
+            commands.cleanup(m.directory),
+        ):
+            out = session.run(command, timeout=CLEANUP_TIMEOUT)
+            if not out.ok:
+                m.result.message += f" (relay cleanup: {out.stderr.strip()[-200:]})"
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _chunks(self, offset: int) -> Iterator[bytes]:
         assert self.payload is not None
-        for chunk in self.payload.chunks(offset):
-            if self.cancel.is_set():
-                raise Cancelled("interrupted during upload")
-            yield chunk
+        try:
+            for chunk in self.payload.chunks(offset):
+                if self.cancel.is_set():
+                    raise Cancelled("interrupted during upload")
+                yield chunk
+        except OSError as exc:  # the workstation's file, not the link (transport: lost)
+            raise LocalError(f"reading the relayed archive failed: {exc}") from None
 
     def _count(self, m: _Member, nbytes: int) -> None:
         m.result.bytes_sent += nbytes
@@ -861,6 +969,9 @@ class _Relay:
         return result
 
     def _final(self, result: HostResult) -> None:
+        held = self.locks.get(result.host)
+        if held is not None:
+            note_wait(result, held[2])
         self.results[result.host] = result
         self.progress.finished(result)
 

@@ -39,7 +39,10 @@ from distrib.engine import (
     Progress,
     QuietProgress,
     deploy,
+    holding_host_lock,
     image_state,
+    lock_host,
+    note_wait,
 )
 from distrib.errors import (
     CommandError,
@@ -242,9 +245,11 @@ def _step(
     cancel: threading.Event,
     body: Callable[[_Remote], None],
     finish: bool = True,
+    lock: bool = True,
 ) -> HostResult:
-    """Connect, run `body`, close; every error becomes this host's outcome (reported to
-    `progress` as the host's end unless `finish` is false: more of the step follows)."""
+    """Connect, take the host lock (unless the caller holds it: `lock` false), run `body`,
+    close; every error becomes this host's outcome (reported to `progress` as the host's end
+    unless `finish` is false: more of the step follows)."""
     result = HostResult(host.name)
     started = time.monotonic()
     try:
@@ -255,9 +260,16 @@ def _step(
         t = time.monotonic()
         session = connect(host.target)
         result.timings["connect"] = round(time.monotonic() - t, 3)
+        unlock: Callable[[], None] | None = None
         try:
+            waited = 0.0
+            if lock:  # one distrib run at a time on a host (issue 19)
+                unlock, waited = lock_host(session, host)
             body(_Remote(host, session, progress, cancel, result))
+            note_wait(result, waited)
         finally:
+            if unlock is not None:
+                unlock()
             session.close()
     except ConnectError as exc:
         result.status, result.error, result.message = "unreachable", exc, exc.message
@@ -689,21 +701,46 @@ class PushTask:
     def run_on(
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
     ) -> HostResult:
+        # one lock for the three steps (issue 19): no other run between shipping and pushing
+        try:
+            if self.check:  # read-only
+                result = self._steps(host, connect, progress, cancel)
+            else:
+                with holding_host_lock(host, connect) as waited:
+                    result = self._steps(host, connect, progress, cancel)
+                    note_wait(result, waited())
+        except DistribError as exc:
+            result = HostResult(host.name, "unreachable" if isinstance(exc, ConnectError)
+                                else "failed", exc.message, error=exc)  # fmt: skip
+            self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
+        progress.finished(result)
+        return result
+
+    def _steps(
+        self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
+    ) -> HostResult:
         # the registry policy first: a host whose engine would refuse (or silently downgrade)
         # the registry is told so before a byte of the archive is sent
-        checked = _step(host, connect, progress, cancel, self._preflight, finish=False)
+        checked = _step(host, connect, progress, cancel, self._preflight, finish=False, lock=False)
         if checked.failed:
             self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
             checked.message = f"{checked.message}; nothing was sent"
-            progress.finished(checked)
             return checked
-        shipped = deploy(host, self.deploy_job, connect, QuietProgress(progress), cancel)
+        quiet = QuietProgress(progress)
+        shipped = deploy(host, self.deploy_job, connect, quiet, cancel, host_locked=True)
         if shipped.failed:
             self.outcome.ok, self.outcome.reason = False, self._failed_on(host)
             shipped.message = f"not pushed: {shipped.message}"
-            progress.finished(shipped)
             return shipped
-        result = _step(host, connect, progress, cancel, lambda remote: self._push(remote, shipped))
+        result = _step(
+            host,
+            connect,
+            progress,
+            cancel,
+            lambda remote: self._push(remote, shipped),
+            finish=False,
+            lock=False,
+        )
         result.bytes_sent = shipped.bytes_sent
         result.resumed_from = shipped.resumed_from
         for earlier in (checked, shipped):
@@ -762,7 +799,7 @@ class PullTask:
             result = HostResult(host.name, SKIPPED, f"not pulled: {self.outcome.reason}")
             progress.finished(result)
             return result
-        return _step(host, connect, progress, cancel, self._pull)
+        return _step(host, connect, progress, cancel, self._pull, lock=not self.check)
 
     def _pull(self, remote: _Remote) -> None:
         remote.phase("probe")
