@@ -180,12 +180,22 @@ def load_inventory(
         loader.set_basedir(os.path.abspath(playbook_dir))
     loader.set_vault_secrets(_vault_secrets(loader, vault or VaultOptions()))
     paths = [os.path.expanduser(s) for s in sources if s]
-    with _ansible_errors("inventory"):
-        manager = InventoryManager(loader=loader, sources=paths)
+    for path in paths:  # Ansible warns and goes on without it: fewer hosts than meant
+        if "," not in path and not os.path.exists(path):
+            raise ConfigError("inventory source not found", file=path)
+    # Likewise a source no plugin can parse is an error here (as with the built-in reader),
+    # not a warning: INVENTORY_ANY_UNPARSED_IS_FAILED, set for this parse only.
+    import ansible.constants as C  # noqa: N812
+
+    any_unparsed = C.INVENTORY_ANY_UNPARSED_IS_FAILED
+    C.INVENTORY_ANY_UNPARSED_IS_FAILED = True
+    try:
+        with _ansible_errors("inventory"):
+            manager = InventoryManager(loader=loader, sources=paths)
+    finally:
+        C.INVENTORY_ANY_UNPARSED_IS_FAILED = any_unparsed
     if not manager.hosts and paths:
-        raise ConfigError(
-            f"ansible-core read no host from inventory {', '.join(paths)} (see its warnings)"
-        )
+        raise ConfigError(f"ansible-core read no host from inventory {', '.join(paths)}")
     variables = VariableManager(loader=loader, inventory=manager)
     variables.safe_basedir = playbook_dir is not None  # ansible-playbook's; never the cwd
 
@@ -209,8 +219,6 @@ def load_inventory(
         with _ansible_errors(f"host {host.name!r}"):
             shown = variables.get_vars(host=host, include_hostvars=False, stage="all")
             context = variables.get_vars(host=host, include_hostvars=True)
-        import ansible.constants as C  # noqa: N812
-
         for internal in C.INTERNAL_STATIC_VARS:
             shown.pop(internal, None)
         templar = Templar(loader=loader, variables=context)

@@ -480,3 +480,21 @@ def test_reader_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_ansible
 def test_corpus_needs_no_network() -> None:
     assert shutil.which("ansible-inventory", path=str(BIN))
+
+
+@needs_ansible
+def test_ansible_reader_refuses_a_source_it_cannot_read(tmp_path: Path) -> None:
+    """Ansible warns and goes on with fewer hosts; distrib stops, naming the source."""
+    good = BY_NAME["docs_ini"].paths[0]
+    with pytest.raises(ConfigError, match="inventory source not found"):
+        Inventory.load([good, str(tmp_path / "nope.yml")], reader="ansible")
+    (tmp_path / "broken.ini").write_text("[g\nbroken\n")
+    with pytest.raises(ConfigError, match="failed to parse inventory source"):
+        Inventory.load([good, str(tmp_path / "broken.ini")], reader="ansible")
+
+
+@needs_ansible
+def test_vault_id_with_a_label() -> None:
+    vault = VaultOptions(vault_ids=(f"dev@{VAULT_PASS}",))
+    inv = Inventory.load(BY_NAME["vault"].paths, vault=vault, reader="ansible")
+    assert inv.hosts["v1"].user == "vault_user"
