@@ -147,6 +147,8 @@ def fill(store: Any, images: Sequence[LocalImage], out: IO[str] | None = None) -
         if image.origin and not store.has(image):
             by_file.setdefault(image.origin, []).append(image)
     for path, wanted_images in by_file.items():
+        if all(store.has(i) for i in wanted_images):  # another archive held them too
+            continue
         configs = {i.id for i in wanted_images}
         variants = [v for a in imagearchive.read(path) for v in a.variants if v.config in configs]
         wanted = imagearchive.wanted_members(

@@ -349,8 +349,7 @@ def _from_index(path: str, scanned: Scanned, kind: str) -> list[ArchivedImage]:
             continue
         key = str(entry.get("digest"))
         if key in images:  # one image listed under several names
-            earlier = images[key]
-            names = earlier.names + tuple(n for n in names if n not in earlier.names)
+            names = _merged(images[key].names, names)
         images[key] = ArchivedImage(path, kind, names, variants)
     return list(images.values())
 
@@ -375,10 +374,19 @@ def _names(path: str, annotations: Any) -> tuple[str, ...]:
         if key != NAME_ANNOTATION and ":" not in value and "/" not in value:
             continue
         try:
-            return (str(ImageRef.parse(value)),)
+            return (_familiar(value),)
         except InvalidReference as exc:
             raise ConfigError(f"annotation {key}: {exc}", file=path) from None
     return ()
+
+
+def _familiar(text: str) -> str:
+    """A name as docker shows it (`docker.io/library/x:1` is `x:1`): one name, one form."""
+    return str(ImageRef.parse(ImageRef.parse(text).familiar))
+
+
+def _merged(names: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:
+    return tuple(names) + tuple(n for n in more if n not in names)
 
 
 def _variants(
@@ -481,7 +489,7 @@ def _repo_tags(path: str, entry: Mapping[str, Any]) -> tuple[str, ...]:
     out = []
     for tag in tags:
         try:
-            out.append(str(ImageRef.parse(str(tag))))
+            out.append(_familiar(str(tag)))
         except InvalidReference as exc:
             raise ConfigError(f"manifest.json: RepoTags: {exc}", file=path) from None
     return tuple(out)
@@ -505,7 +513,7 @@ def _named_from_manifest(
     out = []
     for image in images:
         extra = tags.get(image.variants[0].config, ()) if len(image.variants) == 1 else ()
-        names = image.names + tuple(t for t in extra if t not in image.names)
+        names = _merged(image.names, extra)
         out.append(ArchivedImage(image.file, image.kind, names, image.variants))
     return tuple(out)
 

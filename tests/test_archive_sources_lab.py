@@ -283,3 +283,35 @@ def test_a_registry_index_pulls_each_platform_under_a_private_tag(
         assert manifest[0]["RepoTags"] == [ref]  # never the private tag
     finally:
         distrib("lab", "registry", "down", "--instance", str(_instance()))
+
+
+def test_a_real_docker_28_containerd_store_save_is_a_source(
+    archive_lab: Path, tmp_path: Path
+) -> None:
+    """What docker 28 on the containerd image store writes (`docker save`: an OCI layout with
+    its compressed blobs, a docker manifest, containerd's name annotation) ships to docker
+    20.10 and podman as it is read: the engine's real output, not one built here."""
+    env = {**os.environ, "DISTRIB_CACHE_DIR": str(tmp_path / "cache")}
+    app = Image([BASE, layer_tar({"app/v": b"6\n"})], cmd=["/bin/busybox", "echo", "v6"])
+    app.names = [f"{REPO}:6"]
+    data = docker_archive(tmp_path / "v6.tar", [app]).read_bytes()
+    assert STATE is not None
+    loaded = subprocess.run(
+        core.ssh_argv(STATE, "node2", ["docker load"]), input=data, capture_output=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    saved = subprocess.run(
+        core.ssh_argv(STATE, "node2", [shlex.join(["docker", "save", f"{REPO}:6"])]),
+        capture_output=True,
+        check=True,
+    ).stdout
+    path = tmp_path / "saved-by-docker-28.tar"
+    path.write_bytes(saved)
+    proc = _run(
+        "push", "--images-from", str(path), "-i", str(archive_lab), "-l", "node1:node3", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{REPO}:6: from {path} (OCI archive (tar), linux/amd64;" in proc.stdout
+    for host in ("node1", "node3"):
+        shown, layers, cmd = _landed(host, "6")
+        assert (shown, layers, cmd) == (app.id, app.diff_ids, "/bin/busybox echo v6"), host

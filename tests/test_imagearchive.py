@@ -507,11 +507,11 @@ def test_local_load_is_asked_for_in_the_play(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("annotations", "expected"),
     [
-        ({"io.containerd.image.name": "docker.io/demo/web:1.0"}, ("docker.io/demo/web:1.0",)),
+        ({"io.containerd.image.name": "docker.io/demo/web:1.0"}, ("demo/web:1.0",)),
         ({"org.opencontainers.image.ref.name": "reg.lab:5000/web:2"}, ("reg.lab:5000/web:2",)),
         ({"org.opencontainers.image.ref.name": "2"}, ()),  # a tag only
         ({"org.opencontainers.image.base.name": "docker.io/library/nginx:1.25"},  # zarf
-         ("docker.io/library/nginx:1.25",)),
+         ("nginx:1.25",)),
         ({"io.containerd.image.name": "a/b:1", "org.opencontainers.image.ref.name": "c/d:2"},
          ("a/b:1",)),
         ({}, ()),
