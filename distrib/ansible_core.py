@@ -159,8 +159,13 @@ def load_inventory(
     playbook_dir: str | None = None,
     *,
     vault: VaultOptions | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
 ) -> Any:
     """Read `sources` with ansible-core; return a `distrib.inventory.Inventory`.
+
+    `extra_vars` (-e) take part in templating, as in Ansible (`ansible_user: "{{ deploy_user
+    }}"` with `-e deploy_user=ops`); they are not added to the hosts' vars (the plan puts them
+    over everything itself).
 
     `playbook_dir`: the playbook's directory (its group_vars/ and host_vars/ count, and
     `playbook_dir` is defined for templates), as with ansible-playbook. Errors (a source
@@ -217,7 +222,9 @@ def load_inventory(
     order = {name: i for i, name in enumerate(groups)}
     for host in manager.hosts.values():
         with _ansible_errors(f"host {host.name!r}"):
+            variables._extra_vars = {}  # the inventory's view, as ansible-inventory shows it
             shown = variables.get_vars(host=host, include_hostvars=False, stage="all")
+            variables._extra_vars = dict(extra_vars or {})  # templates see -e, as in Ansible
             context = variables.get_vars(host=host, include_hostvars=True)
         for internal in C.INTERNAL_STATIC_VARS:
             shown.pop(internal, None)

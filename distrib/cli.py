@@ -408,7 +408,9 @@ def _inventory(args: argparse.Namespace) -> Any:
     # ansible-playbook reads group_vars/ and host_vars/ beside the playbook too (issue 17)
     playbook = getattr(args, "playbook", None)
     playbook_dir = os.path.dirname(os.path.abspath(playbook)) if playbook else None
-    return Inventory.load(sources, playbook_dir, vault=_vault_options(args))
+    return Inventory.load(
+        sources, playbook_dir, vault=_vault_options(args), extra_vars=_extra_vars(args)
+    )
 
 
 def _vault_options(args: argparse.Namespace) -> Any:

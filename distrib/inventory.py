@@ -217,6 +217,7 @@ class Inventory:
         *,
         vault: VaultOptions | None = None,
         reader: str | None = None,
+        extra_vars: Mapping[str, Any] | None = None,
     ) -> Inventory:
         """Parse and merge inventory sources, in order, as `ansible -i A -i B` does.
 
@@ -229,13 +230,17 @@ class Inventory:
         `reader` is "ansible" (ansible-core, see `distrib.ansible_core`), "builtin" or None
         for `choose_reader()`: ansible-core when installed unless $DISTRIB_INVENTORY_PARSER
         says builtin. `vault`: vault secrets for ansible-core (the built-in reader has none).
+        `extra_vars` (-e): seen by ansible-core's templating (the built-in reader refuses
+        templates, so it has no use for them).
         """
         if isinstance(sources, str):
             sources = [sources]
         if (reader or choose_reader()) == "ansible":
             from distrib import ansible_core
 
-            loaded: Inventory = ansible_core.load_inventory(sources, playbook_dir, vault=vault)
+            loaded: Inventory = ansible_core.load_inventory(
+                sources, playbook_dir, vault=vault, extra_vars=extra_vars
+            )
             return loaded
         if vault is not None and vault.given:
             raise ConfigError(f"vault options need ansible-core: {EXTRA_HINT}")

@@ -498,3 +498,12 @@ def test_vault_id_with_a_label() -> None:
     vault = VaultOptions(vault_ids=(f"dev@{VAULT_PASS}",))
     inv = Inventory.load(BY_NAME["vault"].paths, vault=vault, reader="ansible")
     assert inv.hosts["v1"].user == "vault_user"
+
+
+@needs_ansible
+def test_extra_vars_take_part_in_templating_not_in_host_vars() -> None:
+    """`ansible_user: "{{ deploy_user }}"` with -e deploy_user=ops: ops, as in Ansible."""
+    paths = BY_NAME["jinja"].paths
+    inv = Inventory.load(paths, reader="ansible", extra_vars={"deploy_user": "ops"})
+    assert inv.hosts["web1"].user == "ops" and inv.hosts["db1"].user == "ops_db"
+    assert inv.hosts["web1"].vars["deploy_user"] == "deployer"  # the inventory's own value
