@@ -338,8 +338,16 @@ def _play_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compression", choices=CODECS, help="default gzip")
     group.add_argument("--level", type=int, help="compression level")
     group.add_argument("--delta", choices=("auto", "off"), help="default auto")
-    group.add_argument("--fanout", choices=("direct", "relay"), help="default direct")
+    group.add_argument(
+        "--fanout",
+        choices=("direct", "relay", "auto"),
+        help="default direct; auto: relay only when the tree pays (see --uplink)",
+    )
     group.add_argument("--relay-width", type=int, help="relay: children per host (default 3)")
+    group.add_argument(
+        "--relay-roots", type=int, help="relay: hosts the workstation feeds itself (default 1)"
+    )
+    group.add_argument("--uplink", help="fanout auto: the workstation's uplink, e.g. 200mbit")
     group.add_argument("--transfer", choices=("auto", "staged", "stream"), help="default auto")
     group.add_argument(
         "--verify", action=argparse.BooleanOptionalAction, default=None, help="default on"
@@ -643,6 +651,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         "delta": args.delta,
         "fanout": args.fanout,
         "relay_width": args.relay_width,
+        "relay_roots": args.relay_roots,
+        "uplink": args.uplink,
         "transfer": args.transfer,
         "verify": args.verify,
         "serial": _serial_flag(args.serial),
@@ -806,9 +816,18 @@ def _auto_codecs(play: Any, facts: dict[str, Any]) -> dict[str, str]:
     """`compression: auto`: each host's codec (a relay tree gets one stream: the play's)."""
     from distrib.engine import choose_codec, host_codecs
 
-    if getattr(play, "fanout", "direct") == "relay":
+    if getattr(play, "fanout", "direct") in ("relay", "auto"):  # auto may relay: one stream
         return dict.fromkeys(facts, choose_codec(facts.values()))
     return host_codecs(facts) or {"": choose_codec(())}
+
+
+def _fanout_line(play_plan: Any, job: Any) -> str:
+    """`fanout: auto`: which one the rule chose for the play's hosts, and why (issue 16)."""
+    from distrib.relay import fanout
+
+    hosts = len(play_plan.hosts)
+    choice = fanout.for_play(play_plan.play, hosts, fanout.payload_bytes(job))
+    return f"FANOUT [{play_plan.play.name}]: auto → {choice.fanout}: {choice.reason}"
 
 
 def _main_codec(per_host: dict[str, str]) -> str:
@@ -977,6 +996,8 @@ def _execute(
             line = _archive_line(play_result.name, getattr(job, "archive", None))
         if line:
             print(line, file=out)
+        if job is not None and getattr(plan.plays[index].play, "fanout", None) == "auto":
+            print(_fanout_line(plan.plays[index], job), file=out)
         if any(getattr(h, "fed_by", None) for h in play_result.hosts):
             print(f"RELAY TREE [{play_result.name}] (who fed whom)", file=out)
             print(relay_run.tree_text(play_result.hosts), file=out)

@@ -57,8 +57,10 @@ class Play:
     remote_tmp: str | None = None
     verify: bool = True
     transfer: str | None = None  # auto | staged | stream (None: host var, else auto)
-    fanout: str = "direct"  # issue 9: direct | relay (hosts pass the archive on)
-    relay_width: int = 3  # relay: children per host (and first hosts the workstation feeds)
+    fanout: str = "direct"  # issue 9: direct | relay (hosts pass the archive on) | auto (16)
+    relay_width: int = 3  # relay: children per host
+    relay_roots: int = 1  # relay: ungrouped hosts the workstation feeds itself (issue 16)
+    uplink: str | None = None  # fanout auto: the workstation's uplink rate, e.g. 200mbit
     delta: str = "auto"  # auto: send each docker host only the layers it lacks | off
     vars: Mapping[str, Any] = field(default_factory=dict)
     # issue 6: run engine commands through sudo (None: the host's ansible_become* vars)
@@ -147,6 +149,16 @@ def _int_range(low: int, high: int) -> Callable[[Any, Located, str], int]:
         return value
 
     return check
+
+
+def _rate(value: Any, where: Located, key: str) -> str:
+    from distrib.relay.fanout import parse_rate
+
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise _err(where, key, str(exc)) from None
+    return str(value)
 
 
 def _percentage(value: Any, where: Located, key: str) -> float:
@@ -367,8 +379,10 @@ _FIELDS: dict[str, Callable[[Any, Located, str], Any]] = {
     "remote_tmp": _remote_tmp,
     "verify": _bool,
     "transfer": _choice("auto", "staged", "stream"),
-    "fanout": _choice("direct", "relay"),
+    "fanout": _choice("direct", "relay", "auto"),
     "relay_width": _int_range(1, 64),
+    "relay_roots": _int_range(1, 64),
+    "uplink": _rate,
     "delta": _choice("auto", "off"),
     "vars": _vars,
     "become": _bool,
@@ -393,8 +407,10 @@ def _check_keep(values: Mapping[str, Any], where: Located) -> None:
         return
     if values.get("verify") is False:
         raise _err(where, "keep", "needs verify: tags are only removed after a verified rollout")
-    if values.get("fanout") == "relay" or values.get("registry"):
-        raise _err(where, "keep", "is not supported with fanout: relay or a registry target yet")
+    if values.get("fanout") in ("relay", "auto") or values.get("registry"):
+        raise _err(
+            where, "keep", "is not supported with fanout: relay/auto or a registry target yet"
+        )
 
 
 @dataclass(frozen=True)

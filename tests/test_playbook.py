@@ -103,7 +103,7 @@ def test_documented_enum_spellings_yaml_reads_as_bools(line: str, expected: str)
         ("delta: 0", r"p.yaml:3: delta: must be one of auto, off, not 0"),
         ("delta: [off]", r"p.yaml:3: delta: must be one of"),
         ("transfer: no", r"p.yaml:3: transfer: must be one of auto, staged, stream, not False"),
-        ("fanout: yes", r"p.yaml:3: fanout: must be one of direct, relay, not True"),
+        ("fanout: yes", r"p.yaml:3: fanout: must be one of direct, relay, auto, not True"),
     ],
 )
 def test_other_bools_and_types_stay_errors(line: str, message: str) -> None:

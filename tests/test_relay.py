@@ -31,42 +31,58 @@ def nodes(spec: str) -> list[Node]:
 
 
 @pytest.mark.parametrize(
-    ("spec", "width", "expected"),
+    ("spec", "width", "roots", "expected"),
     [
-        # no group: the workstation feeds up to `width` first hosts, breadth-first below
-        ("a", 3, {"a": None}),
-        ("a b c", 3, {"a": None, "b": None, "c": None}),
-        ("a b c d e", 2, {"a": None, "b": None, "c": "a", "d": "a", "e": "b"}),
-        ("a b c d", 1, {"a": None, "b": "a", "c": "b", "d": "c"}),
-        # one group: entered once, whatever the width
-        ("a:s b:s c:s d:s", 3, {"a": None, "b": "a", "c": "a", "d": "a"}),
+        # no group: the workstation feeds ONE host (issue 16), breadth-first below
+        ("a", 3, 1, {"a": None}),
+        ("a b c", 3, 1, {"a": None, "b": "a", "c": "a"}),
+        ("a b c d e", 2, 1, {"a": None, "b": "a", "c": "a", "d": "b", "e": "b"}),
+        ("a b c d", 1, 1, {"a": None, "b": "a", "c": "b", "d": "c"}),
+        # ... unless the play asks for more roots (relay_roots)
+        ("a b c", 3, 3, {"a": None, "b": None, "c": None}),
+        ("a b c d e", 2, 2, {"a": None, "b": None, "c": "a", "d": "a", "e": "b"}),
+        # one group: entered once, whatever the width or roots
+        ("a:s b:s c:s d:s", 3, 1, {"a": None, "b": "a", "c": "a", "d": "a"}),
+        ("a:s b:s c:s d:s", 3, 3, {"a": None, "b": "a", "c": "a", "d": "a"}),
         (
             "a:s b:s c:s d:s e:s f:s",
             2,
+            1,
             {"a": None, "b": "a", "c": "a", "d": "b", "e": "b", "f": "c"},
         ),
         # two sites: each entered once, relays stay within their site
         (
             "a:x b:y c:x d:y e:x",
             3,
+            1,
             {"a": None, "b": None, "c": "a", "e": "a", "d": "b"},
         ),
         # hosts that cannot relay become leaves; relay-capable ones go up the tree
-        ("a:s! b:s c:s!", 1, {"b": None, "a": "b", "c": None}),
-        ("a:s! b:s c:s d:s!", 1, {"b": None, "c": "b", "a": "c", "d": None}),
+        ("a:s! b:s c:s!", 1, 1, {"b": None, "a": "b", "c": None}),
+        ("a:s! b:s c:s d:s!", 1, 1, {"b": None, "c": "b", "a": "c", "d": None}),
+        ("a! b c!", 3, 1, {"b": None, "a": "b", "c": "b"}),
         # nobody can relay: the workstation feeds everyone
-        ("a:s! b:s!", 3, {"a": None, "b": None}),
+        ("a:s! b:s!", 3, 1, {"a": None, "b": None}),
+        ("a! b! c!", 3, 1, {"a": None, "b": None, "c": None}),
         # grouped and ungrouped hosts mixed
-        ("a b:s c d:s", 1, {"a": None, "c": "a", "b": None, "d": "b"}),
+        ("a b:s c d:s", 1, 1, {"a": None, "c": "a", "b": None, "d": "b"}),
+        ("a:s b c d", 3, 2, {"a": None, "b": None, "c": None, "d": "b"}),
     ],
 )
-def test_plan_tree(spec: str, width: int, expected: dict[str, str | None]) -> None:
-    tree = plan_tree(nodes(spec), width)
+def test_plan_tree(spec: str, width: int, roots: int, expected: dict[str, str | None]) -> None:
+    tree = plan_tree(nodes(spec), width, roots)
     assert dict(tree.parent) == expected
     for name, up in expected.items():  # within a group, and never more than width children
         if up is not None:
             assert tree.parent[name] is None or nodes_group(spec, name) == nodes_group(spec, up)
         assert len(tree.children(name)) <= width
+
+
+@pytest.mark.parametrize("hosts", [4, 16, 32, 64])
+def test_ungrouped_inventory_is_entered_once(hosts: int) -> None:
+    """Issue 16: without relay_group the workstation sends the payload once (one root)."""
+    tree = plan_tree([Node(f"n{i}") for i in range(1, hosts + 1)], 3)
+    assert tree.roots == ["n1"]
 
 
 def nodes_group(spec: str, name: str) -> str | None:
@@ -80,10 +96,10 @@ def test_sixteen_hosts_one_site_is_shallow_and_single_entry() -> None:
     assert tree.relays() == ["n1", "n2", "n3", "n4", "n5"]
 
 
-@pytest.mark.parametrize("width", [0, -1])
-def test_plan_tree_rejects_bad_width(width: int) -> None:
+@pytest.mark.parametrize(("width", "roots"), [(0, 1), (-1, 1), (3, 0)])
+def test_plan_tree_rejects_bad_width(width: int, roots: int) -> None:
     with pytest.raises(ValueError):
-        plan_tree(nodes("a"), width)
+        plan_tree(nodes("a"), width, roots)
 
 
 def test_draw() -> None:

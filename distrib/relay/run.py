@@ -64,6 +64,7 @@ from distrib.errors import (
     TransferError,
 )
 from distrib.plan import HostPlan, PlayPlan
+from distrib.relay import fanout
 from distrib.relay.tree import WORKSTATION, Node, Tree, draw, plan_tree
 from distrib.transport import Result, Session
 from distrib.units import human_bytes
@@ -141,12 +142,17 @@ def batch_step(
     """The executor's whole-batch hook: run a `fanout: relay` batch; None for other plays
     (and read-only modes other than check), which then run host by host."""
     play = play_plan.play
-    if getattr(play, "fanout", DIRECT) != RELAY or not isinstance(job, Job):
+    if not isinstance(job, Job):
         return None
+    if fanout.for_play(play, len(batch), fanout.payload_bytes(job)).fanout != RELAY:
+        return None  # direct, or `fanout: auto` found a tree would not pay (issue 16)
     if job.mode not in (DEPLOY, CHECK) or (job.mode == DEPLOY and job.archive is None):
         return None
     width = int(getattr(play, "relay_width", DEFAULT_WIDTH) or DEFAULT_WIDTH)
-    return _Relay(batch, job, connect, progress or Progress(), cancel, play_plan.forks, width).run()
+    roots = int(getattr(play, "relay_roots", 1) or 1)
+    return _Relay(
+        batch, job, connect, progress or Progress(), cancel, play_plan.forks, width, roots
+    ).run()
 
 
 def tree_text(results: Sequence[HostResult]) -> str:
@@ -237,6 +243,7 @@ class _Relay:
         cancel: threading.Event,
         forks: int,
         width: int,
+        roots: int = 1,
     ) -> None:
         self.batch = batch
         self.job = job
@@ -245,6 +252,7 @@ class _Relay:
         self.cancel = cancel
         self.forks = max(1, forks)
         self.width = width
+        self.roots = roots  # ungrouped hosts the workstation feeds (issue 16: one by default)
         self.run_id = secrets.token_hex(8)
         self.members: dict[str, _Member] = {}
         self.results: dict[str, HostResult] = {}
@@ -430,7 +438,7 @@ class _Relay:
             Node(m.name, m.host_group, m.relay.can_relay and bool(m.relay.address))
             for m in self.members.values()
         ]
-        self.tree = plan_tree(nodes, self.width)
+        self.tree = plan_tree(nodes, self.width, self.roots)
         for member in self.members.values():
             member.parent = self.tree.parent[member.name]
             member.children = self.tree.children(member.name)

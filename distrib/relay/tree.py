@@ -3,8 +3,9 @@
 The workstation feeds a few first hosts; each host, while it is still receiving, forwards the
 stream to up to `width` children. Hosts with a `relay_group` relay only within their group and
 each group is entered ONCE from the workstation, so the slow cross-site link carries one copy
-per group. Hosts without a group form one implicit group entered up to `width` times (the
-workstation's own link is then assumed not to be the bottleneck).
+per group. Hosts without a group form one implicit group, entered `roots` times (default
+ONCE, issue 16: the workstation's uplink carries one copy; a play may ask for more roots when
+its uplink is not the bottleneck).
 
 Only hosts that need the archive are planned (the caller probes first: up-to-date hosts are
 `ok` and receive nothing, which is what saves the bytes).
@@ -58,8 +59,10 @@ class Tree:
         return [h for h in self.order if h in fed]
 
 
-def plan_tree(nodes: Sequence[Node], width: int) -> Tree:
+def plan_tree(nodes: Sequence[Node], width: int, roots: int = 1) -> Tree:
     """Breadth-first fan-out per group, in inventory order.
+
+    The workstation feeds one host per `relay_group` and `roots` hosts of the ungrouped ones.
 
     Within a group, hosts that can relay are placed first (breadth-first keeps the tree
     shallow: a failure cuts off fewer hosts, and every level adds a little latency); hosts
@@ -68,6 +71,8 @@ def plan_tree(nodes: Sequence[Node], width: int) -> Tree:
     """
     if width < 1:
         raise ValueError(f"relay width must be at least 1, not {width}")
+    if roots < 1:
+        raise ValueError(f"relay roots must be at least 1, not {roots}")
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ValueError("a host is listed twice")
@@ -76,11 +81,11 @@ def plan_tree(nodes: Sequence[Node], width: int) -> Tree:
         groups.setdefault(node.group, []).append(node)
     parent: dict[str, str | None] = {}
     for group, members in groups.items():
-        entries = width if group is None else 1
+        entries = roots if group is None else 1
         ordered = [n for n in members if n.can_relay] + [n for n in members if not n.can_relay]
-        roots, rest = ordered[:entries], deque(ordered[entries:])
+        first, rest = ordered[:entries], deque(ordered[entries:])
         feeders: deque[Node] = deque()
-        for root in roots:
+        for root in first:
             parent[root.name] = None
             if root.can_relay:
                 feeders.append(root)
