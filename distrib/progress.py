@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, Connector, HostResult
 from distrib.engine import Progress as _EngineProgress
-from distrib.report import PHASE_ORDER, host_line, paint, use_colour
+from distrib.report import host_line, paint, use_colour
 from distrib.transport import Result, Session, Target
 from distrib.units import human_bytes
 
@@ -34,6 +34,12 @@ BAR_FORMAT = (
 IDLE_FORMAT = "{desc}"  # before a transfer there are no bytes: no bar, no rate, no ETA
 TERMINAL_MARGIN = 4  # lines kept free for the banner, the prompt and a line of output
 STATUSES = (OK, CHANGED, FAILED, UNREACHABLE, SKIPPED)
+# The phase summary's order: the report's phases with the engine's and the relay's others
+# where they happen (issue 16: `layers` came after `load` at 64 hosts)
+SUMMARY_ORDER = (
+    "lock", "connect", "probe", "layers", "relay setup", "relay", "re-parent",
+    "upload", "stream", "rebuild", "checksum", "load", "verify",
+)  # fmt: skip
 
 # The -vv log hook: (host, command). It receives exactly the command string sent over the SSH
 # channel. Secrets must never be part of a command: a become password (a later issue) travels on
@@ -118,8 +124,9 @@ def phase_summary(phases: Iterable[str]) -> str:
     in pipeline order, zero counts left out (the one-line view for too many hosts)."""
     counts: dict[str, int] = {}
     for phase in phases:
+        phase = phase.split(" from ")[0]  # `relay from node3`: one count for every source
         counts[phase] = counts.get(phase, 0) + 1
-    order = ["waiting", *PHASE_ORDER, *STATUSES]
+    order = ["waiting", *SUMMARY_ORDER, *STATUSES]
     order += sorted(p for p in counts if p not in order)
     return " · ".join(f"{p} {counts[p]}" for p in order if counts.get(p))
 

@@ -12,9 +12,10 @@ fi
 packages=(docker.io openssh-server openssh-client iproute2 iptables busybox-static zstd pigz
           xz-utils util-linux procps psmisc python3 python3-venv python3-pip
           podman containerd sudo docker-registry apache2-utils patchelf
-          chromium zsh fish)
+          chromium zsh fish tmux)
 # chromium: the --html report is rendered headless by tests/test_report_files.py;
 # zsh and fish: tests/test_completion.py checks the generated completion scripts' syntax
+# tmux: the display tests run distrib in a real terminal (tests/test_scale_lab.py)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

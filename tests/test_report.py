@@ -330,10 +330,22 @@ def test_retry_file_lists_failed_and_unreachable_once(tmp_path: Any) -> None:
         (["waiting", "waiting"], "waiting 2"),
         (["ok", "upload", "load", "upload", "changed"], "upload 2 · load 1 · ok 1 · changed 1"),
         (["verify", "connect", "failed", "odd"], "connect 1 · verify 1 · failed 1 · odd 1"),
+        (["load", "layers", "probe", "lock"], "lock 1 · probe 1 · layers 1 · load 1"),
+        (
+            ["relay from node2", "relay", "relay setup", "relay from node7", "re-parent"],
+            "relay setup 1 · relay 3 · re-parent 1",
+        ),
     ],
 )
 def test_phase_summary(phases: list[str], expected: str) -> None:
     assert phase_summary(phases) == expected
+
+
+def test_phase_summary_orders_every_reported_phase() -> None:
+    from distrib.progress import SUMMARY_ORDER
+    from distrib.report import PHASE_ORDER
+
+    assert [p for p in SUMMARY_ORDER if p in PHASE_ORDER] == list(PHASE_ORDER)
 
 
 @pytest.mark.parametrize(
