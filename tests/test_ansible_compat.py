@@ -260,19 +260,16 @@ def _ask(case: Case, work: Path) -> Answer:
     env = {**env, "ANSIBLE_SSH_EXECUTABLE": str(fake), "FAKE_SSH_LOG": str(log)}
     # the inventory name rides along in the ssh argv (extra vars are templated per host)
     tag = json.dumps({"ansible_ssh_extra_args": f"-o {TAG}={{{{ inventory_hostname }}}}"})
-    playbook = work / "play.yml"  # a playbook in the playbook dir: its group_vars count
+    playbook = work / "play.yml"  # in a copy of the playbook dir: its group_vars/ count
     if case.playbook_path:
-        playbook = Path(case.playbook_path) / f".distrib-test-{os.getpid()}-{case.name}.yml"
+        shutil.copytree(case.playbook_path, work / "playbook")
+        playbook = work / "playbook" / "play.yml"
     playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks: [{raw: 'true'}]\n")
-    try:
-        _run(
-            [str(BIN / "ansible-playbook"), *sources, *_vault_args(case), "-f", "10",
-             "-e", tag, str(playbook)],
-            env,
-        )  # fmt: skip
-    finally:
-        if case.playbook_path:
-            playbook.unlink()
+    _run(
+        [str(BIN / "ansible-playbook"), *sources, *_vault_args(case), "-f", "10",
+         "-e", tag, str(playbook)],
+        env,
+    )  # fmt: skip
     connections: dict[str, Any] = {h: "local" for h in listing["_meta"]["hostvars"]}
     connections.update({h: "local" for h in hosts["all"]})
     for call in log.iterdir():
