@@ -26,6 +26,7 @@ image with several `Variant`s: each host gets its own platform's (platforms.best
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import lzma
@@ -164,7 +165,9 @@ def members(
         try:
             with _open_tar(source, codec) as tar:
                 yield _tar_members(tar, wanted, {} if links is None else links)
-            if proc is not None:
+            if proc is not None:  # the tar's end may leave padding unread: drain, then wait
+                while source.read(READ_SIZE):
+                    pass
                 source.close()
                 if proc.wait() != 0:
                     errors.seek(0)
@@ -179,10 +182,13 @@ def members(
 
 
 def _open_tar(source: IO[bytes], codec: str) -> tarfile.TarFile:
+    # gzip and xz through their modules, not tarfile's r|gz (a truncated gzip header made
+    # that raise TypeError: found by test_any_bytes_give_images_or_a_config_error)
     if codec == "gzip":
-        return tarfile.open(fileobj=source, mode="r|gz")
+        return tarfile.open(fileobj=gzip.GzipFile(fileobj=source, mode="rb"), mode="r|")
     if codec == "xz":
-        return tarfile.open(fileobj=source, mode="r|xz")
+        unpacked = lzma.LZMAFile(source, mode="rb")  # noqa: SIM115 - closed with the file
+        return tarfile.open(fileobj=unpacked, mode="r|")
     return tarfile.open(fileobj=source, mode="r|")
 
 

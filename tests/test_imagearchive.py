@@ -596,3 +596,14 @@ def test_an_archive_given_as_an_image_word_gets_a_hint(
         "app.tar is an image archive: ship it with --images-from app.tar"
     )
     assert archived.missing_hint(ImageRef.parse("demo/web:1.0")) is None
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x1f\x8b\x08", b"\x1f\x8b", b"\xfd7zXZ\x00\x00", b"\x28\xb5\x2f\xfd\x00"]
+)
+def test_a_cut_compressed_header_is_a_config_error(tmp_path: Path, data: bytes) -> None:
+    # found by the property test: tarfile's own r|gz raised TypeError on a cut gzip header
+    path = tmp_path / "cut.tar.gz"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match="cut.tar.gz: truncated or corrupt image archive"):
+        imagearchive.read(str(path))
