@@ -402,9 +402,12 @@ ANSIBLE_PLAYBOOK = """\
 
 
 def ansible_available() -> str | None:
-    """Path of ansible-playbook in bench/.venv, or None when ansible-core is not installed."""
-    path = VENV / "bin" / "ansible-playbook"
-    return str(path) if path.exists() else None
+    """Path of ansible-playbook in bench/.venv (else the venv running the bench), or None when
+    ansible-core is not installed."""
+    for path in (VENV / "bin" / "ansible-playbook", Path(sys.executable).parent / "ansible-playbook"):
+        if path.exists():
+            return str(path)
+    return None
 
 
 def ansible(ctx: Ctx) -> dict[str, Any]:
@@ -476,16 +479,24 @@ def cache_dir(ctx: Ctx) -> Path:
     return ctx.work / "distrib-cache"
 
 
-def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
-    """`distrib run --json` as a child; its peak RSS, stderr timeline and per-host results."""
+def run_distrib(
+    ctx: Ctx,
+    codec: str,
+    *,
+    clear_cache: bool,
+    playbook: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """`distrib run --json` as a child; its peak RSS, stderr timeline and per-host results.
+    `playbook`: another play than the codec's; `extra`: more flags (with -vv the remote
+    commands sent to each host are counted: phases["remote_commands"])."""
     cache = cache_dir(ctx)
     if clear_cache:
         shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     env = {**ctx.env, "DISTRIB_CACHE_DIR": str(cache)}
-    cmd = distrib_cmd(
-        "run", str(distrib_playbook(ctx, codec)), "-i", ctx.lab.state.inventory, "--json"
-    )
+    book = playbook or distrib_playbook(ctx, codec)
+    cmd = distrib_cmd("run", str(book), "-i", ctx.lab.state.inventory, "--json", *extra)
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -497,6 +508,7 @@ def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
     )
     out = bytearray()
     timeline: list[tuple[float, str]] = []
+    commands: dict[str, int] = {}  # -vv: `[host] $ command` lines per host
     hwm = [0]
     done = threading.Event()
 
@@ -510,6 +522,10 @@ def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
         for raw in proc.stderr:
             for part in raw.decode("utf-8", "replace").split("\r"):
                 text = part.strip()
+                sent = re.match(r"\[(\S+)\] \$ ", text)
+                if sent:
+                    commands[sent.group(1)] = commands.get(sent.group(1), 0) + 1
+                    continue
                 if text and ("%" not in text or "archive" in text):
                     timeline.append((round(time.monotonic() - t0, 2), text[:200]))
 
@@ -542,6 +558,7 @@ def run_distrib(ctx: Ctx, codec: str, *, clear_cache: bool) -> dict[str, Any]:
         "cpu_sys_s": round(usage.ru_stime, 2),
         "process_s": round(seconds, 2),
         "timeline": timeline[-40:],
+        "remote_commands": commands,
     }
     try:
         doc = json.loads(out.decode())

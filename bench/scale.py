@@ -1,0 +1,250 @@
+"""Fifty hosts (issue 16): distrib against the parallel one-liner and Ansible as hosts grow.
+
+    python bench/scale.py [--hosts 8,16,32,64] [--medium] [--runs 3] [--uplink 200mbit]
+                          [--only oneliner,cold,...]
+
+For each N (default 8: about 5 minutes on a quiet 2-core machine) it brings up N lab hosts
+(instance $DISTRIB_LAB_INSTANCE, default 1) behind a shaped workstation uplink and measures,
+`--runs` times with the rows interleaved round-robin, medians:
+
+- oneliner: `docker save | gzip | ssh host 'gunzip | docker load'`, N at once (the baseline:
+  every ratio is against it, same invocation);
+- cold: `distrib run` (forks N, compression auto), its layer store emptied first;
+- noop: the same play again, nothing changed;
+- verify: `distrib verify` of that play;
+- warm: `distrib run` with the layer store warm, hosts fresh;
+- relay: the same with `fanout: relay` (no relay_group: one root), store warm;
+- ansible: `docker save | gzip > f` once, then ansible-playbook (copy + command: docker load,
+  forks N).
+
+Each row starts from hosts without the image (except noop and verify, which follow a run) and
+counts only when every host then holds the workstation's image ID. Per row: seconds, bytes on
+the uplink (the lab bridge's tx counter, checked against a raw TCP transfer first), for distrib
+the remote commands per host (from -vv: each `[host] $ command` line is one command sent). The
+image is small (`demo/web:1.0`, a few MB); `--medium` adds `demo/medium:1.0` (~100 MB of real
+files, built here). Helpers (lab, methods, counters, run_distrib) are bench/bench.py's.
+
+Writes bench/results/<stamp>-scale.json and scale-latest.json, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench as b  # noqa: E402  (bench/bench.py: the shared helpers)
+
+ROWS = ("oneliner", "cold", "noop", "verify", "warm", "relay", "ansible")
+SMALL = "demo/web:1.0"
+MEDIUM = "demo/medium:1.0"
+LABELS = {
+    "oneliner": "one-liner (save \\| gzip \\| ssh gunzip \\| load), N at once",
+    "cold": "distrib, layer store cold",
+    "noop": "distrib re-run, nothing changed",
+    "verify": "distrib verify",
+    "warm": "distrib, layer store warm",
+    "relay": "distrib fanout: relay (one root), store warm",
+    "ansible": "Ansible (copy + docker load, forks N)",
+}
+
+PLAY = """\
+- name: scale {fanout}
+  hosts: all
+  images: [{image}]
+  compression: auto
+  forks: {forks}
+  fanout: {fanout}
+"""
+
+
+def playbook(ctx: b.Ctx, fanout: str) -> Path:
+    path = ctx.work / f"scale-{fanout}.yaml"
+    path.write_text(PLAY.format(image=ctx.image, forks=ctx.hosts, fanout=fanout))
+    return path
+
+
+def build_medium() -> None:
+    """demo/medium:1.0: ~100 MB of the machine's own libraries (real, compressible bytes) on the
+    lab's busybox base, two layers."""
+    if b.run(["docker", "image", "inspect", MEDIUM], check=False).returncode == 0:
+        return
+    with tempfile.TemporaryDirectory(dir=b.WORK) as tmp:
+        ctx = Path(tmp)
+        for part, size in (("a", 70), ("b", 30)):
+            target = ctx / part
+            target.mkdir()
+            total = 0
+            for f in sorted(Path("/usr/lib/x86_64-linux-gnu").rglob("*")):
+                if total >= size * b.MB:
+                    break
+                if f.is_file() and not f.is_symlink() and f.stat().st_size < 20 * b.MB:
+                    dest = target / f"{total}-{f.name}"
+                    dest.write_bytes(f.read_bytes())
+                    total += dest.stat().st_size
+        (ctx / "Dockerfile").write_text("FROM distrib/busybox:latest\nCOPY a /a\nCOPY b /b\n")
+        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+        b.run(["docker", "build", "-q", "-t", MEDIUM, str(ctx)], env=env)
+
+
+def distrib_row(ctx: b.Ctx, fanout: str, clear: bool) -> dict[str, Any]:
+    phases = b.run_distrib(
+        ctx, "auto", clear_cache=clear, playbook=playbook(ctx, fanout), extra=("-vv",)
+    )
+    sent = [int(h.get("bytes_sent") or 0) for h in phases["hosts"].values()]
+    phases["bytes_sent_median"] = int(statistics.median(sent)) if sent else 0
+    return phases
+
+
+def verify_row(ctx: b.Ctx) -> dict[str, Any]:
+    inventory = ctx.lab.state.inventory
+    cmd = b.distrib_cmd("verify", "-i", inventory, "-f", str(ctx.hosts), "-vv", ctx.image)
+    proc = b.run(cmd, env={**ctx.env, "DISTRIB_CACHE_DIR": str(b.cache_dir(ctx))})
+    counts: dict[str, int] = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("[") and "] $ " in line:
+            host = line[1 : line.index("]")]
+            counts[host] = counts.get(host, 0) + 1
+    return {"remote_commands": counts}
+
+
+def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=b.WORK))
+    env = {**os.environ}
+    ctx = b.Ctx(lab, image, b.local_image_id(image), n, work, env)
+    methods = {
+        "oneliner": (lambda: b.oneliner(ctx), True),
+        "cold": (lambda: distrib_row(ctx, "direct", clear=True), True),
+        "noop": (lambda: distrib_row(ctx, "direct", clear=False), False),
+        "verify": (lambda: verify_row(ctx), False),
+        "warm": (lambda: distrib_row(ctx, "direct", clear=False), True),
+        "relay": (lambda: distrib_row(ctx, "relay", clear=False), True),
+        "ansible": (lambda: b.ansible(ctx), True),
+    }
+    samples: dict[str, list[b.Sample]] = {r: [] for r in rows}
+    for index in range(1, runs + 1):
+        for row in rows:
+            fn, clean = methods[row]
+            if row in ("noop", "verify", "warm", "relay") and not samples.get("cold"):
+                # these need the layer store (and noop/verify a landed image): one cold run first
+                b.measure(ctx, "cold (setup)", index, methods["cold"][0])
+            sample = b.measure(ctx, row if row != "noop" else b.RERUN, index, fn, clean=clean)
+            sample.method = row
+            samples[row].append(sample)
+    out: dict[str, Any] = {"hosts": n, "image": image, "rows": {}}
+    for row, got in samples.items():
+        summary = b.summarise(got)
+        ok = [s for s in got if s.ok]
+        per_host = [c for s in ok for c in (s.phases.get("remote_commands") or {}).values()]
+        if per_host:
+            summary["remote_commands_per_host"] = {
+                "median": statistics.median(per_host),
+                "max": max(per_host),
+            }
+        payload = [s.phases["bytes_sent_median"] for s in ok if s.phases.get("bytes_sent_median")]
+        if payload:
+            summary["payload_bytes"] = int(statistics.median(payload))
+        summary["samples"] = [
+            {"run": s.run, "ok": s.ok, "s": s.seconds, "wire_tx": s.wire_tx, "error": s.error}
+            for s in got
+        ]
+        out["rows"][row] = summary
+    direct = out["rows"].get("warm", out["rows"].get("cold", {})).get("payload_bytes")
+    relay = out["rows"].get("relay", {})
+    if direct and relay.get("wire_tx_bytes"):
+        relay["uplink_over_payload"] = round(relay["wire_tx_bytes"] / direct, 3)
+    return out
+
+
+def table(doc: dict[str, Any]) -> str:
+    lines = [
+        "| hosts | image | row | median s (min–max) | × one-liner | uplink MB | "
+        "uplink ÷ payload | remote commands per host (median/max) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in doc["cases"]:
+        base = case["rows"].get("oneliner", {}).get("median_s")
+        payload = (case["rows"].get("warm") or case["rows"].get("cold") or {}).get("payload_bytes")
+        for row, r in case["rows"].items():
+            if not r.get("median_s"):
+                lines.append(
+                    f"| {case['hosts']} | {case['image']} | {LABELS[row]} | failed "
+                    f"({r['runs_ok']}/{r['runs']}) | | | | |"
+                )
+                continue
+            ratio = f"{r['median_s'] / base:.2f}×" if base else ""
+            tx = r.get("wire_tx_bytes", 0)
+            over = f"{tx / payload:.2f}×" if payload and row not in ("noop", "verify") else ""
+            cmds = r.get("remote_commands_per_host")
+            cmd_text = f"{cmds['median']:g} / {cmds['max']}" if cmds else ""
+            lines.append(
+                f"| {case['hosts']} | {case['image']} | {LABELS[row]} | {r['median_s']:.1f} "
+                f"({r['min_s']:.1f}–{r['max_s']:.1f}) | {ratio} | {tx / b.MB:.1f} | {over} | "
+                f"{cmd_text} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="distrib at 8-64 hosts (issue 16)")
+    parser.add_argument("--hosts", default="8", help="comma list of N from 8,16,32,64 (default 8)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--uplink", default="200mbit", help="tc rate of the workstation uplink")
+    parser.add_argument("--medium", action="store_true", help=f"also {MEDIUM} (~100 MB)")
+    parser.add_argument("--only", metavar="R1,R2", help=f"rows: {','.join(ROWS)}")
+    parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.hosts.split(",")]
+    if any(n not in (8, 16, 32, 64) for n in sizes):
+        parser.error("--hosts takes N from 8, 16, 32, 64")
+    rows = [r for r in ROWS if not args.only or r in args.only.split(",")]
+    if "ansible" in rows and b.ansible_available() is None:
+        b.log("ansible-playbook not found: no Ansible row")
+        rows.remove("ansible")
+    instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "1")
+    b.WORK.mkdir(parents=True, exist_ok=True)
+    lab = b.Lab(instance)
+    images = [SMALL, *([MEDIUM] if args.medium else [])]
+    doc: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "uplink": args.uplink,
+        "runs": args.runs,
+        "distrib": b.run(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip(),
+        "load_average_start": os.getloadavg(),
+        "cases": [],
+    }
+    try:
+        b.run(b.distrib_cmd("lab", "images"), timeout=1800)
+        if args.medium:
+            build_medium()
+        for n in sizes:
+            lab.up(n, args.uplink)
+            doc.setdefault("counter_checks", []).append(b.check_counter(lab))
+            for image in images:
+                b.log(f"{n} hosts, {image}: rows {', '.join(rows)}, {args.runs} runs")
+                doc["cases"].append(measure_case(lab, n, image, args.runs, rows))
+                b.save_results(doc, "scale")
+    except (b.BenchError, OSError) as exc:
+        b.log(f"benchmark failed: {exc}")
+        b.save_results(doc, "scale")
+        return 1
+    finally:
+        if not args.keep_lab:
+            lab.down()
+    doc["load_average_end"] = os.getloadavg()
+    b.save_results(doc, "scale")
+    print(table(doc))
+    print(f"\nuplink {args.uplink}; {shlex.join(sys.argv)}; load average "
+          f"{doc['load_average_start'][0]:.1f} → {doc['load_average_end'][0]:.1f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
