@@ -76,6 +76,11 @@ def _ansible_errors(what: str) -> Iterator[None]:
         yield
     except AnsibleError as exc:
         text = " ".join(str(getattr(exc, "message", None) or exc).split())
+        if "no vault secrets" in text:
+            text += (
+                " (give the vault secret: --vault-password-file, --vault-id, --ask-vault-pass,"
+                " ansible.cfg's vault_password_file or $ANSIBLE_VAULT_PASSWORD_FILE)"
+            )
         raise ConfigError(f"{what}: {text}") from None
 
 
@@ -231,7 +236,7 @@ def load_inventory(
         templar = Templar(loader=loader, variables=context)
         values: dict[str, Any] = {}
         for key, value in shown.items():
-            if _used_var(key):
+            if _used_var(key) and key not in (extra_vars or {}):  # -e replaces it anyway
                 with _ansible_errors(f"host {host.name!r}: {key}"):
                     values[key] = _native(templar.template(value))
             else:
