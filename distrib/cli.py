@@ -825,9 +825,15 @@ def _fanout_line(play_plan: Any, job: Any) -> str:
     """`fanout: auto`: which one the rule chose for the play's hosts, and why (issue 16)."""
     from distrib.relay import fanout
 
-    hosts = len(play_plan.hosts)
-    choice = fanout.for_play(play_plan.play, hosts, fanout.payload_bytes(job))
-    return f"FANOUT [{play_plan.play.name}]: auto → {choice.fanout}: {choice.reason}"
+    payload = fanout.payload_bytes(job)
+    sizes = sorted({len(b) for b in play_plan.batches} or {0}, reverse=True)
+    choices = [fanout.for_play(play_plan.play, n, payload) for n in sizes]
+    head = f"FANOUT [{play_plan.play.name}]: auto → "
+    if len(sizes) == 1:
+        return f"{head}{choices[0].fanout}: {choices[0].reason}"
+    return head + "; ".join(  # serial: the rule is applied per batch
+        f"batches of {n}: {c.fanout}: {c.reason}" for n, c in zip(sizes, choices)
+    )
 
 
 def _main_codec(per_host: dict[str, str]) -> str:

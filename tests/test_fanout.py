@@ -71,11 +71,12 @@ def test_for_play_keeps_explicit_fanouts_and_names_an_assumed_uplink() -> None:
     assert shaped.fanout == "relay" and "assumed" not in shaped.reason
 
 
-def test_payload_bytes_from_archive_or_images() -> None:
+def test_payload_bytes_from_images_else_archive() -> None:
     archive = SimpleNamespace(size_hint=1234)
-    assert fanout.payload_bytes(SimpleNamespace(archive=archive, images=())) == 1234
     images = [SimpleNamespace(size=10), SimpleNamespace(size=5)]
     assert fanout.payload_bytes(SimpleNamespace(archive=None, images=images)) == 15
+    assert fanout.payload_bytes(SimpleNamespace(archive=archive, images=images)) == 15
+    assert fanout.payload_bytes(SimpleNamespace(archive=archive, images=())) == 1234
 
 
 def test_playbook_keys() -> None:

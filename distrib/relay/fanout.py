@@ -76,12 +76,15 @@ def _rate_text(bytes_per_s: float) -> str:
 
 
 def payload_bytes(job: object) -> int:
-    """What a job would put on the uplink per host: its archive's size (known or expected),
-    else its images' sizes (check mode builds no archive)."""
+    """What a job would put on the uplink per host, as the rule counts it: its images' size as
+    the engine reports it (uncompressed: an upper bound of the archive). Not the archive's own
+    size: that is known only once built, and `--check`, the run and its report must all reach
+    the same choice."""
+    size = sum(int(getattr(i, "size", 0) or 0) for i in getattr(job, "images", ()))
     archive = getattr(job, "archive", None)
-    if archive is not None:
+    if not size and archive is not None:
         return int(archive.size_hint)
-    return sum(int(getattr(i, "size", 0) or 0) for i in getattr(job, "images", ()))
+    return size
 
 
 def for_play(play: object, hosts: int, payload: int) -> Choice:
