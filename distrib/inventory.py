@@ -934,18 +934,34 @@ def _loads_yaml(text: str, path: str) -> Any:
 
 
 def _vars_files(folder: str, name: str) -> list[str]:
+    """DataLoader.find_vars_files: NAME, NAME.yml, NAME.yaml, NAME.json, or a directory NAME."""
     found: list[str] = []
     for candidate in [name, *(name + ext for ext in YAML_EXTENSIONS)]:
         path = os.path.join(folder, candidate)
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for f in sorted(files):
-                    ext = os.path.splitext(f)[1]
-                    if not f.startswith(".") and ext in ("", *YAML_EXTENSIONS):
-                        found.append(os.path.join(root, f))
+            found.extend(_dir_vars_files(path))
         elif os.path.isfile(path):
             found.append(path)
+    return found
+
+
+def _dir_vars_files(path: str) -> list[str]:
+    """DataLoader._get_dir_vars_files: entries sorted by name, a subdirectory read where it
+    sorts (only one without an extension), hidden and `~` backup files skipped."""
+    found: list[str] = []
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read vars directory: {exc.strerror or exc}", file=path) from None
+    for entry in entries:
+        if entry.startswith(".") or entry.endswith("~"):
+            continue
+        ext = os.path.splitext(entry)[1]
+        full = os.path.join(path, entry)
+        if os.path.isdir(full) and not ext:
+            found.extend(_dir_vars_files(full))
+        elif os.path.isfile(full) and ext in ("", *YAML_EXTENSIONS):
+            found.append(full)
     return found
 
 
