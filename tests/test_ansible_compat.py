@@ -189,6 +189,11 @@ CASES = [
     Case("dir_source", ("dir_source/inventory",), ("app:&cache", "app:!a1", "a[1:2]")),
     Case("vars_dirs", ("vars_dirs/hosts.yml",)),
     Case("ini_quirks", ("ini_quirks/hosts",), ("web[1:2]", "q[1-3]")),
+    Case(
+        "yaml_quirks",
+        ("yaml_quirks/inventory.yml",),
+        ("front:!edge", "front[-1]", "web*.example.com:&edge", "~edge-", "empty:db"),
+    ),
     Case("host_list", ("h1.example.com,h2.example.com:2222,10.0.0.5,",), ("h*", "10.*")),
 ]
 BY_NAME = {c.name: c for c in CASES}
