@@ -279,3 +279,27 @@ def test_a_corrupt_cached_archive_is_rebuilt_within_the_run(
     notes = " ".join(h["message"] for h in hosts.values())
     assert "does not match its record" in notes and "rebuilt on the workstation" in notes
     assert archive.read_bytes() != bytes(data)
+
+
+def test_a_corrupt_entry_read_for_a_relay_tree_is_sent_directly_rebuilt(
+    lab8: Path, tmp_path: Path, cache: Path
+) -> None:
+    """The relayed stream is read from the layer store: a corrupt blob stops the tree (no
+    host loads it); after the sweep its hosts are sent directly, the blob stored again."""
+    _clean(*SMALL)
+    distrib("run", str(_book(tmp_path, SMALL, fanout="direct")), "-i", str(lab8), "-l", "node1",
+            check=True)  # fmt: skip
+    stored = (cache / "layers" / "blobs").iterdir()
+    bad = max((p for p in stored if p.suffix in (".gz", ".zst")), key=lambda p: p.stat().st_size)
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    proc = distrib("run", str(_book(tmp_path, SMALL)), "-i", str(lab8), "-l", "node2,node3",
+                   "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hosts = json.loads(proc.stdout)["plays"][0]["hosts"]
+    assert all(h["status"] == "changed" for h in hosts.values()), hosts
+    notes = " ".join(h["message"] for h in hosts.values())
+    assert "relay stopped: the layer store's blob of" in notes and "sent directly" in notes
+    assert [_relay_entries(h) for h in HOSTS] == [0, 0, 0]
+    assert [_staging(h) for h in HOSTS] == [[], [], []]

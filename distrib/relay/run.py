@@ -51,6 +51,7 @@ from distrib.engine import (
     HostResult,
     Job,
     Progress,
+    QuietProgress,
     deploy,
     lock_host,
     note_wait,
@@ -58,6 +59,7 @@ from distrib.engine import (
 from distrib.errors import (
     CommandError,
     ConnectError,
+    CorruptEntry,
     DistribError,
     HostError,
     LocalError,
@@ -263,6 +265,8 @@ class _Relay:
         self.payload: Payload | None = None
         self.tree: Tree | None = None
         self.started = time.monotonic()
+        self.corrupt = ""  # a corrupt cache entry the payload was read from (issue 19)
+        self.retry: list[_Member] = []  # tree hosts it failed: sent directly afterwards
         # host locks (issue 19): name -> (the session holding it, its release, seconds waited)
         self.locks: dict[str, tuple[Session, Callable[[], None] | None, float]] = {}
 
@@ -485,6 +489,29 @@ class _Relay:
         finally:
             over.set()
             watcher.join(CLEANUP_TIMEOUT)
+            self._send_directly_after_corrupt_entry()  # (every tree host gets its outcome)
+
+    def _send_directly_after_corrupt_entry(self) -> None:
+        """The relayed payload was a corrupt cache entry (issue 19: found as it was read, and
+        removed): the tree hosts it failed are sent directly, after the sweep, each as a
+        direct deploy, which rebuilds the entry and retries once; their line says why."""
+        retry, self.retry = self.retry, []
+        if not retry or self.cancel.is_set():
+            for m in retry:
+                self._final(m.result)
+            return
+
+        def direct(m: _Member) -> None:
+            result = deploy(
+                m.host, self.job, self.connect, QuietProgress(self.progress), self.cancel,
+                host_locked=True,
+            )  # fmt: skip
+            result.fed_by = WORKSTATION
+            result.message += f" (relay stopped: {self.corrupt}; sent directly)"
+            self._final(result)
+
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(retry)) or 1) as pool:
+            list(pool.map(direct, retry))
 
     def _deploy_tree(self, direct: list[HostPlan]) -> None:
         assert self.tree is not None
@@ -635,12 +662,19 @@ class _Relay:
             result.timings["relay"] = round(time.monotonic() - t0, 3)
             self._load_and_verify(m, self._complete_copy(m))
         except DistribError as exc:
+            if isinstance(exc, CorruptEntry):
+                with self.cond:
+                    self.corrupt = self.corrupt or exc.message
             self._fail(result, exc)
             self._set_state(m, BROKEN if m.state != COMPLETE else COMPLETE)
         except Exception as exc:  # a bug: still only this host
             self._fail(result, HostError(m.name, f"unexpected error: {type(exc).__name__}: {exc}"))
             self._set_state(m, BROKEN if m.state != COMPLETE else COMPLETE)
         result.timings["total"] = round(time.monotonic() - self.started, 3)  # from the probe
+        with self.cond:
+            if result.failed and self.corrupt and result.status != UNREACHABLE:
+                self.retry.append(m)  # sent directly once the tree is swept
+                return
         self._final(result)
 
     def _stream_from_workstation(self, m: _Member) -> None:
