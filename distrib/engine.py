@@ -872,17 +872,16 @@ class _Deployment:
                     out.stderr,
                     what="sha256sum before loading",
                 )
+            self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
             verify = getattr(archive, "verify", None)
-            if verify is not None:  # the workstation's copy, if it was read unchecked
-                self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
-                verify()  # a CorruptEntry: rebuilt, and this host retries (_rebuild)
+            if verify is not None:  # the workstation's copy, if it was read unchecked: a
+                verify()  # CorruptEntry then (rebuilt, and this host retries: _rebuild)
             if attempt == UPLOAD_ATTEMPTS:
                 raise TransferError(
                     self.host.name,
                     f"checksum mismatch after {attempt} attempts "
                     f"(expected {archive.sha256[:12]}, host has {remote[:12]}); not loaded",
                 )
-            self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
             if not quiet:
                 self._phase("upload")
             self._upload(archive, part, 0, announce=True)
