@@ -531,8 +531,9 @@ def host_lock(remote_tmp: str, wait: float, relay: bool = False) -> str:
     held = f"echo {LOCKED}; read -r _ || :"  # a builtin: no process to mistake for ours
     ssh = '"$HOME/.ssh"'
     sweep = f"if [ -d {ssh} ]; then flock -n -x {ssh} sh -c {q(relay_sweep())} || :; fi"
-    if relay:
-        hold = f"{sweep}; mkdir -p -- {ssh} && exec flock -s -w 60 {ssh} sh -c {q(held)}"
+    if relay:  # (without a ~/.ssh it can make, or the shared lock, it holds as before)
+        shared = f"flock -s -w 60 {ssh} sh -c {q(held)} || {{ {held}; }}"
+        hold = f"{sweep}; if mkdir -p -- {ssh} 2>/dev/null; then {shared}; else {held}; fi"
     else:
         hold = f"{sweep}; {held}"
     return (

@@ -552,9 +552,9 @@ def test_host_lock_command(relay: bool) -> None:
         f'{shlex.quote(commands.relay_sweep())} || :; fi'
     )
     held = "echo distrib-locked; read -r _ || :"
+    shared = f'flock -s -w 60 "$HOME/.ssh" sh -c {shlex.quote(held)} || {{ {held}; }}'
     hold = (
-        f'{sweep}; mkdir -p -- "$HOME/.ssh" && exec flock -s -w 60 "$HOME/.ssh" sh -c '
-        f"{shlex.quote(held)}"
+        f'{sweep}; if mkdir -p -- "$HOME/.ssh" 2>/dev/null; then {shared}; else {held}; fi'
         if relay
         else f"{sweep}; {held}"
     )
