@@ -1,7 +1,7 @@
 """Fifty hosts (issue 16): distrib against the parallel one-liner and Ansible as hosts grow.
 
-    python bench/scale.py [--hosts 8,16,32,64] [--medium] [--runs 3] [--uplink 200mbit]
-                          [--only oneliner,cold,...]
+    python bench/scale.py [--hosts 8,16,32,64] [--medium|--medium-only] [--runs 3]
+                          [--uplink 200mbit] [--only oneliner,cold,...]
 
 For each N (default 8: about 5 minutes on a quiet 2-core machine) it brings up N lab hosts
 (instance $DISTRIB_LAB_INSTANCE, default 1) behind a shaped workstation uplink and measures,
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--uplink", default="200mbit", help="tc rate of the workstation uplink")
     parser.add_argument("--medium", action="store_true", help=f"also {MEDIUM} (~100 MB)")
+    parser.add_argument("--medium-only", action="store_true", help=f"only {MEDIUM}")
     parser.add_argument("--only", metavar="R1,R2", help=f"rows: {','.join(ROWS)}")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
     args = parser.parse_args(argv)
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "1")
     b.WORK.mkdir(parents=True, exist_ok=True)
     lab = b.Lab(instance)
-    images = [SMALL, *([MEDIUM] if args.medium else [])]
+    args.medium = args.medium or args.medium_only
+    images = [*([] if args.medium_only else [SMALL]), *([MEDIUM] if args.medium else [])]
     doc: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "uplink": args.uplink,

@@ -196,3 +196,20 @@ def test_display_in_a_short_terminal_is_total_and_phase_counts(
         out = core.exec_in(host.name, ["docker", "image", "inspect", "-f", "{{.Id}}", image],
                            instance=_instance(), check=True)  # fmt: skip
         assert out.stdout.strip() == local_id(image)
+
+
+def test_fanout_auto_says_which_and_why_and_relay_has_one_root(small_lab: LabState) -> None:
+    """`--check` of `fanout: auto`: a slow uplink makes the tree pay (relay, one root: the
+    workstation sends once), a fast one does not (direct); the output says which and why."""
+    image = "demo/worker:1.0"
+    for host in small_lab.hosts:
+        core.exec_in(host.name, ["docker", "rmi", "-f", image], instance=_instance(), check=False)
+    base = ["push", "--check", "-i", small_lab.inventory, "--fanout", "auto", image]
+    slow = distrib(*base, "--uplink", "1mbit", check=True).stdout
+    assert re.search(r"FANOUT \[push\]: auto → relay: .* > 5s relay setup", slow), slow
+    tree = slow[slow.index("RELAY TREE") :].splitlines()
+    assert tree[1] == "workstation" and tree[2].startswith("└── node1"), slow  # one root
+    assert sum(1 for ln in tree if re.match(r"[└├]── ", ln)) == 1, slow
+    fast = distrib(*base, "--uplink", "10gbit", check=True).stdout
+    assert re.search(r"auto → direct: .* ≤ 5s relay setup: the tree cannot pay", fast), fast
+    assert "RELAY TREE" not in fast
