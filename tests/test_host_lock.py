@@ -14,10 +14,10 @@ import pytest
 
 from distrib import commands, engines
 from distrib.archive import Archive, LocalImage
-from distrib.engine import CHANGED, CHECK, VERIFY, Job, Progress, deploy
+from distrib.engine import CHANGED, CHECK, VERIFY, HostResult, Job, Progress, deploy
 from distrib.refs import ImageRef
 from distrib.tidy_tasks import KeepTask, PruneTask, RollbackTask
-from distrib.transport import Target
+from distrib.transport import Result, Target
 from distrib.workflows import steps
 from tests.fakes import FakeFleet, FakeHost, FakeSession
 from tests.test_engine import WEB, WORKER, host
@@ -31,6 +31,12 @@ class LockingSession(FakeSession):
     def hold(self, command: str, *, timeout: float) -> tuple[str, Callable[[], None]]:
         self.host.log.append(command)
         return commands.LOCKED, lambda: self.host.log.append("released")
+
+    def run(self, command: str, *, timeout: float | None = None) -> Result:
+        if command.startswith(f"run={commands.RELAY_MARK}"):  # relay_unauthorize
+            self.host.log.append(command)
+            return Result(command, 0, "", "")
+        return super().run(command, timeout=timeout)
 
 
 class LockingFleet(FakeFleet):
@@ -203,3 +209,43 @@ def test_become_hosts_lock_as_the_ssh_user(archive: Archive) -> None:
     plan = replace(plan, become=engines.Become())
     deploy(plan, Job.deploy(archive), LockingFleet(h))
     assert h.log[0].startswith(LOCK) and "sudo" not in h.log[0]
+
+
+def test_a_cancelled_relay_run_revokes_its_keys_at_once_over_the_lock_sessions() -> None:
+    """Ctrl-C's grace may run out while a tree host is stuck in a long command (a re-feed, a
+    load): the run's authorized_keys entries must not wait for it. The moment the run is
+    cancelled every tree host drops them, over the session holding its host lock."""
+    from distrib.relay.run import _Member, _Relay
+
+    hosts = tuple(host(n) for n in ("a", "b"))
+    fleet = LockingFleet(fake("a"), fake("b"))
+    cancel = threading.Event()
+    relay = _Relay(hosts, Job((), None), fleet, Progress(), cancel, 5, 2)
+    assert relay._lock_hosts() == {}
+    busy = FakeSession(FakeHost("busy"), ["docker"])  # the member sessions: not used
+    for h in hosts:
+        relay.members[h.name] = _Member(h, HostResult(h.name), commands.parse_probe(""),
+                                        commands.parse_relay_probe(""), [], busy)  # fmt: skip
+    over = threading.Event()
+    watcher = threading.Thread(target=relay._revoke_when_cancelled, args=(over,))
+    watcher.start()
+    cancel.set()
+    watcher.join(5)
+    assert not watcher.is_alive()
+    revoke = commands.relay_unauthorize(relay.run_id)
+    for name in ("a", "b"):
+        log = fleet.hosts[name].log
+        assert log[0].startswith(LOCK) and log[1:2] == [revoke], (name, log)
+    assert busy.host.log == []
+    for name in list(relay.locks):
+        relay._unlock(name)
+
+
+def test_a_relay_run_that_ends_normally_revokes_nothing_more() -> None:
+    from distrib.relay.run import _Relay
+
+    relay = _Relay((host("a"),), Job((), None), LockingFleet(fake("a")), Progress(),
+                   threading.Event(), 5, 2)  # fmt: skip
+    over = threading.Event()
+    over.set()
+    relay._revoke_when_cancelled(over)  # returns at once: the sweep did it

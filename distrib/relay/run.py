@@ -471,7 +471,7 @@ class _Relay:
         def revoke(m: _Member) -> None:
             held = self.locks.get(m.name)
             session = held[0] if held is not None else m.session
-            with contextlib.suppress(DistribError):
+            with contextlib.suppress(Exception):  # every host is tried; the sweep follows
                 session.run(commands.relay_unauthorize(self.run_id), timeout=CLEANUP_TIMEOUT)
 
         with ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="revoke") as pool:
