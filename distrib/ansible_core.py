@@ -28,7 +28,7 @@ from typing import Any
 
 from distrib.errors import ConfigError
 
-__all__ = ["VaultOptions", "available", "load_inventory"]
+__all__ = ["VaultOptions", "available", "decrypt", "load_inventory"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,21 @@ def _vault_secrets(loader: Any, vault: VaultOptions) -> list[Any]:
 
     VaultSecretsContext._current = VaultSecretsContext(secrets)
     return secrets
+
+
+def decrypt(text: str, path: str, vault: VaultOptions) -> str:
+    """A vault-encrypted file's plain text (an `-e @FILE` of ansible-playbook), with the
+    secrets `vault` names; ConfigError naming `path` when none of them opens it."""
+    from ansible.parsing.dataloader import DataLoader
+
+    loader = DataLoader()
+    loader.set_vault_secrets(_vault_secrets(loader, vault))
+    with _ansible_errors(path):
+        plain = loader._vault.decrypt(text.encode())
+    try:
+        return bytes(plain).decode()
+    except UnicodeDecodeError:
+        raise ConfigError("the decrypted vault file is not UTF-8 text", file=path) from None
 
 
 _plugins_ready = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     inv = sub.add_parser("inventory", help="show the parsed inventory (like ansible-inventory)")
     _inventory_args(inv)
+    inv.add_argument(
+        "--playbook-dir",
+        metavar="DIR",
+        help="read group_vars/ and host_vars/ in DIR too, as a playbook there would",
+    )
+    _vault_args(inv.add_argument_group("vault"))
     mode = inv.add_mutually_exclusive_group(required=True)
     mode.add_argument("--list", action="store_true", help="all hosts and groups as JSON")
     mode.add_argument("--graph", action="store_true", help="the group tree")
@@ -196,6 +203,30 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--become-user", metavar="USER", help="sudo to this user (default root)")
 
 
+def _vault_args(group: Any) -> None:
+    """ansible-playbook's vault flags, for the ansible-core reader and -e @FILE (issue 17)."""
+    group.add_argument(
+        "--vault-password-file",
+        "--vault-pass-file",
+        action="append",
+        metavar="FILE",
+        help="vault password file or script (repeatable; needs the ansible extra)",
+    )
+    group.add_argument(
+        "--vault-id",
+        action="append",
+        metavar="[LABEL@]SOURCE",
+        help="vault identity: a password file, a script or 'prompt' (repeatable)",
+    )
+    group.add_argument(
+        "-J",
+        "--ask-vault-pass",
+        "--ask-vault-password",
+        action="store_true",
+        help="prompt for the vault password (inventory, group_vars, -e @FILE)",
+    )
+
+
 def _secret_args(parser: argparse.ArgumentParser) -> None:
     """Secrets come from a prompt or a file, never from argv (issue 6)."""
     group = parser.add_argument_group("credentials (never taken from the command line)")
@@ -224,6 +255,7 @@ def _secret_args(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="read the SSH login password from the first line of FILE",
     )
+    _vault_args(group)
     key = group.add_mutually_exclusive_group()
     key.add_argument(
         "--ask-key-passphrase",
@@ -415,7 +447,9 @@ def _inventory(args: argparse.Namespace) -> Any:
         raise ConfigError("no inventory given", hint="pass -i INVENTORY (or set DISTRIB_INVENTORY)")
     # ansible-playbook reads group_vars/ and host_vars/ beside the playbook too (issue 17)
     playbook = getattr(args, "playbook", None)
-    playbook_dir = os.path.dirname(os.path.abspath(playbook)) if playbook else None
+    playbook_dir = getattr(args, "playbook_dir", None)
+    if playbook and not playbook_dir:
+        playbook_dir = os.path.dirname(os.path.abspath(playbook))
     return Inventory.load(
         sources, playbook_dir, vault=_vault_options(args), extra_vars=_extra_vars(args)
     )
@@ -566,9 +600,31 @@ def _warn(message: str) -> None:
 
 
 def _extra_vars(args: argparse.Namespace) -> dict[str, Any]:
+    """-e, read once per run (a vault prompt is asked once); vault-encrypted @FILEs are opened
+    with the vault flags through ansible-core, as ansible-playbook does."""
     from distrib.extravars import parse_all
 
-    return parse_all(getattr(args, "extra_vars", None) or [])
+    cached: dict[str, Any] | None = getattr(args, "_extra_vars_read", None)
+    if cached is None:
+        vault = _vault_options(args)
+        decrypt = None
+        if vault is not None:
+            from distrib import ansible_core
+
+            if not ansible_core.available():
+                from distrib.inventory import EXTRA_HINT
+
+                raise ConfigError(f"vault options need ansible-core: {EXTRA_HINT}")
+            decrypt = functools.partial(_decrypt, vault=vault)
+        cached = parse_all(getattr(args, "extra_vars", None) or [], decrypt)
+        args._extra_vars_read = cached
+    return cached
+
+
+def _decrypt(text: str, path: str, vault: Any) -> str:
+    from distrib import ansible_core
+
+    return ansible_core.decrypt(text, path, vault)
 
 
 def _forks(args: argparse.Namespace, playbook: Any) -> int | None:

@@ -10,7 +10,7 @@ the command line itself (argv is visible to every user of the machine, and in sh
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from distrib import yamlio
@@ -26,12 +26,16 @@ SECRET_VARS = (
 VAULT_HEADER = "$ANSIBLE_VAULT;"
 
 
-def parse(text: str) -> dict[str, Any]:
-    """One `-e` value as a mapping; ConfigError naming the value (or the file and line)."""
+Decrypt = Callable[[str, str], str]  # (vault text, file) -> plain text
+
+
+def parse(text: str, decrypt: Decrypt | None = None) -> dict[str, Any]:
+    """One `-e` value as a mapping; ConfigError naming the value (or the file and line).
+    `decrypt`: how a vault-encrypted `@FILE` is opened (the vault flags); None refuses it."""
     if not text:
         return {}
     if text.startswith("@"):
-        return _from_file(text[1:])
+        return _from_file(text[1:], decrypt)
     if text[0] in "/.":
         raise ConfigError(f"-e {text!r}: a file name needs a leading @", hint=f"write -e @{text}")
     if text[0] in "[{":
@@ -43,11 +47,11 @@ def parse(text: str) -> dict[str, Any]:
     return _key_values(text)
 
 
-def parse_all(values: Sequence[str]) -> dict[str, Any]:
+def parse_all(values: Sequence[str], decrypt: Decrypt | None = None) -> dict[str, Any]:
     """Every `-e` in order, merged (the later wins for a var given twice, as in Ansible)."""
     merged: dict[str, Any] = {}
     for value in values:
-        merged.update(parse(value))
+        merged.update(parse(value, decrypt))
     return merged
 
 
@@ -79,17 +83,19 @@ def _refuse_secrets(data: Mapping[str, Any], text: str) -> None:
         )
 
 
-def _from_file(path: str) -> dict[str, Any]:
+def _from_file(path: str, decrypt: Decrypt | None = None) -> dict[str, Any]:
     if not path:
         raise ConfigError("-e @: no file name after the @")
     text = yamlio.read_text(path, "extra vars file")
     if text.lstrip().startswith(VAULT_HEADER):
-        raise ConfigError(
-            "the extra vars file is vault-encrypted",
-            file=path,
-            hint="decrypt it with ansible-vault, or read it through the ansible extra "
-            "(pip install distrib[ansible]) when it supports vault for -e",
-        )
+        if decrypt is None:
+            raise ConfigError(
+                "the extra vars file is vault-encrypted and no vault secret was given",
+                file=path,
+                hint="pass --vault-password-file FILE, --vault-id or --ask-vault-pass "
+                "(they need the ansible extra: pip install distrib[ansible])",
+            )
+        text = decrypt(text.lstrip(), path)
     data = yamlio.loads(text, path)
     if data is None:
         return {}
