@@ -71,12 +71,26 @@ def test_for_play_keeps_explicit_fanouts_and_names_an_assumed_uplink() -> None:
     assert shaped.fanout == "relay" and "assumed" not in shaped.reason
 
 
-def test_payload_bytes_from_images_else_archive() -> None:
+def test_payload_bytes_estimated_from_images_else_archive() -> None:
     archive = SimpleNamespace(size_hint=1234)
-    images = [SimpleNamespace(size=10), SimpleNamespace(size=5)]
-    assert fanout.payload_bytes(SimpleNamespace(archive=None, images=images)) == 15
-    assert fanout.payload_bytes(SimpleNamespace(archive=archive, images=images)) == 15
+    images = [SimpleNamespace(size=6_000), SimpleNamespace(size=4_000)]
+    job = SimpleNamespace(archive=None, images=images, codec="gzip")
+    assert fanout.payload_bytes(job) == 3_500  # compressed: 0.35 of the images
+    assert fanout.payload_bytes(SimpleNamespace(archive=archive, images=images)) == 3_500
+    assert fanout.payload_bytes(SimpleNamespace(images=images, codec="none")) == 10_000
     assert fanout.payload_bytes(SimpleNamespace(archive=archive, images=())) == 1234
+
+
+@pytest.mark.parametrize(
+    ("image_mb", "hosts", "expected"),
+    # bench/scale.py's cases at 200 mbit/s: demo/web (6.2 MB, 2.16 MB sent), where direct was
+    # faster at 8, 16 and 32 hosts; demo/medium (103 MB, 33.9 MB sent) where relay was faster
+    [(6.2, 8, "direct"), (6.2, 16, "direct"), (6.2, 32, "direct"), (103, 16, "relay")],
+)
+def test_bench_cases(image_mb: float, hosts: int, expected: str) -> None:
+    job = SimpleNamespace(images=[SimpleNamespace(size=int(image_mb * MB))], codec="gzip")
+    play = SimpleNamespace(fanout="auto", uplink="200mbit")
+    assert fanout.for_play(play, hosts, fanout.payload_bytes(job)).fanout == expected
 
 
 def test_playbook_keys() -> None:

@@ -8,7 +8,8 @@ tree pays when the uplink time it saves is larger than that setup:
     payload × (hosts − 1) ÷ uplink  >  RELAY_SETUP_SECONDS (5 s)  →  relay, else direct
 
 `hosts` counts the batch's hosts (before probing: hosts found up to date receive nothing either
-way). The uplink is the play's `uplink` (e.g. `200mbit`); without one, DEFAULT_UPLINK is
+way), `payload` the images' size × COMPRESSED_RATIO (unless sent plain). The uplink is the
+play's `uplink` (e.g. `200mbit`); without one, DEFAULT_UPLINK is
 assumed (a LAN-class link: small payloads then go direct).
 """
 
@@ -29,6 +30,9 @@ AUTO = "auto"
 # the same 2 cores): 5 s, about their median, is the rule's threshold.
 RELAY_SETUP_SECONDS = 5.0
 DEFAULT_UPLINK = "1gbit"
+# gzip and zstd of real files here (DESIGN.md: 0.344 / 0.338; demo/web 6.2 MB -> 2.16 MB sent,
+# demo/medium 103 MB -> 33.9 MB): the rule's estimate of an archive from its images' size
+COMPRESSED_RATIO = 0.35
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
@@ -77,15 +81,17 @@ def _rate_text(bytes_per_s: float) -> str:
 
 
 def payload_bytes(job: object) -> int:
-    """What a job would put on the uplink per host, as the rule counts it: its images' size as
-    the engine reports it (uncompressed: an upper bound of the archive). Not the archive's own
-    size: that is known only once built, and `--check`, the run and its report must all reach
-    the same choice."""
+    """What a job would put on the uplink per host, as the rule estimates it: its images' size
+    as the engine reports it (uncompressed), times COMPRESSED_RATIO unless the play sends them
+    plain. Not the archive's own size: that is known only once built, and `--check`, the run
+    and its report must all reach the same choice."""
     size = sum(int(getattr(i, "size", 0) or 0) for i in getattr(job, "images", ()))
     archive = getattr(job, "archive", None)
     if not size and archive is not None:
         return int(archive.size_hint)
-    return size
+    if getattr(job, "codec", "gzip") == "none":
+        return size
+    return int(size * COMPRESSED_RATIO)
 
 
 def for_play(play: object, hosts: int, payload: int) -> Choice:
