@@ -351,6 +351,8 @@ def test_hostile_vars_are_quoted_and_no_canary_appears(lab: Lab, tmp_path: Path)
     [
         ("- hosts: lab\n  images: [demo/web:1.0\n", ":3: invalid YAML"),
         ("- hosts: lab\n  images: [demo/web:1.0]\n  forkz: 2\n", ":3: forkz: unknown key"),
+        # --strict: a pattern that matches nothing is an error (without it, Ansible's warning
+        # and exit 0: tests/test_ansible_flags.py)
         ("- hosts: nosuchgroup\n  images: [demo/web:1.0]\n", ":1: "),
     ],
 )
@@ -362,7 +364,7 @@ def test_bad_input_names_file_and_line_and_connects_nowhere(lab: Lab, tmp_path: 
     )
     book = write(tmp_path, "play.yaml", playbook)
     started = time.monotonic()
-    proc = distrib("run", str(book), "-i", str(inv))
+    proc = distrib("run", str(book), "-i", str(inv), "--strict")
     assert proc.returncode == 5, proc.stderr
     assert f"{book}{where}" in proc.stderr
     assert time.monotonic() - started < 300
