@@ -15,11 +15,11 @@ from ansible_collections.distrib.images.plugins.plugin_utils import rollout
 CHOICES = {
     "compression": ("gzip", "zstd", "xz", "none", "auto"),
     "delta": ("auto", "off"),
-    "fanout": ("direct", "relay"),
+    "fanout": ("direct", "relay", "auto"),
     "transfer": ("auto", "staged", "stream"),
     "local_pull": ("missing", "always", "never"),
 }
-OPTIONS = ("level", "relay_width", "remote_tmp", "keep", "platform")
+OPTIONS = ("level", "relay_width", "relay_roots", "uplink", "remote_tmp", "keep", "platform")
 
 
 class ActionModule(ActionBase):  # type: ignore[misc]

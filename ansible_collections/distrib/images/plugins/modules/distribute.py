@@ -42,12 +42,19 @@ options:
     type: str
     choices: [auto, "off"]
   fanout:
-    description: Workstation to every host (direct), or hosts feeding each other (relay).
+    description: Workstation to every host (direct), hosts feeding each other (relay), or relay
+      only when the tree pays for its setup (auto, see uplink).
     type: str
-    choices: [direct, relay]
+    choices: [direct, relay, auto]
   relay_width:
     description: Relay fan-out, children per host.
     type: int
+  relay_roots:
+    description: Relay fan-out, hosts without relay_group the workstation feeds itself (default 1).
+    type: int
+  uplink:
+    description: fanout auto, the workstation's uplink rate (e.g. 200mbit; default 1gbit assumed).
+    type: str
   transfer:
     description: Staged on disk, streamed into the engine, or chosen per host.
     type: str
