@@ -6,6 +6,7 @@ Timings are printed (`-s`), never asserted: bench/scale.py measures them."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -213,3 +214,15 @@ def test_fanout_auto_says_which_and_why_and_relay_has_one_root(small_lab: LabSta
     fast = distrib(*base, "--uplink", "10gbit", check=True).stdout
     assert re.search(r"auto → direct: .* ≤ 5s relay setup: the tree cannot pay", fast), fast
     assert "RELAY TREE" not in fast
+    # for real: the tree the rule chose, entered once (the workstation feeds node1 only)
+    real = ["push", "-i", small_lab.inventory, "--fanout", "auto", "--uplink", "1mbit", "--json"]
+    doc = json.loads(distrib(*real, image, check=True).stdout)
+    hosts = doc["plays"][0]["hosts"]
+    assert {h["status"] for h in hosts.values()} == {"changed"}, hosts
+    fed_by_workstation = [n for n, h in hosts.items() if h["fed_by"] == "workstation"]
+    assert fed_by_workstation == ["node1"], hosts
+    assert all(h["bytes_sent"] == 0 for n, h in hosts.items() if n != "node1"), hosts
+    for host in small_lab.hosts:
+        out = core.exec_in(host.name, ["docker", "image", "inspect", "-f", "{{.Id}}", image],
+                           instance=_instance(), check=True)  # fmt: skip
+        assert out.stdout.strip() == local_id(image)
