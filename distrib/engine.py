@@ -31,7 +31,7 @@ from distrib.errors import (
 )
 from distrib.layerstore import LayerStore, PendingDelta
 from distrib.plan import HostPlan
-from distrib.transport import Result, Session, Target
+from distrib.target import Result, Session, Target
 from distrib.units import human_bytes as _human
 
 OK = "ok"

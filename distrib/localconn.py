@@ -82,7 +82,7 @@ class LocalSession:
         timeout: float | None = None,
     ) -> Any:
         """Stream `chunks` into the stdin of `command`; its result after EOF."""
-        from distrib.transport import Result
+        from distrib.target import Result
 
         proc = self._spawn(command, stdin=True)
         out, err = bytearray(), bytearray()
@@ -130,7 +130,7 @@ class LocalSession:
     ) -> Any:
         """Run `command`, handing its stdout to `write` chunk by chunk (stdout empty in the
         Result)."""
-        from distrib.transport import Result
+        from distrib.target import Result
 
         proc = self._spawn(command, stdin=False)
         err = bytearray()

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from distrib import engines, sshargs, units
 from distrib.errors import ConfigError
 from distrib.playbook import DEFAULT_REMOTE_TMP, Play, Playbook
-from distrib.transport import CONNECTIONS, DEFAULT_MAX_OUTPUT, HOST_KEY_MODES, Target
+from distrib.target import CONNECTIONS, DEFAULT_MAX_OUTPUT, HOST_KEY_MODES, Target
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from distrib.engine import CHANGED, FAILED, OK, SKIPPED, UNREACHABLE, Connector, HostResult
 from distrib.engine import Progress as _EngineProgress
 from distrib.report import host_line, paint, use_colour
-from distrib.transport import Result, Session, Target
+from distrib.target import Result, Session, Target
 from distrib.units import human_bytes
 
 BAR_FORMAT = (

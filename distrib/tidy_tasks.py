@@ -42,7 +42,7 @@ from distrib.engine import (
 from distrib.errors import CommandError, ConfigError, ConnectError, DistribError, HostError
 from distrib.plan import HostPlan
 from distrib.refs import ImageRef, InvalidReference
-from distrib.transport import Session
+from distrib.target import Session
 
 TIMEOUT = 120.0
 

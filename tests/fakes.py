@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from distrib import commands
 from distrib.errors import ConnectError
-from distrib.transport import Result, Target
+from distrib.target import Result, Target
 
 
 @dataclass

@@ -30,7 +30,7 @@ from distrib.executor import run_plan
 from distrib.plan import HostPlan, Plan, PlayPlan, batches
 from distrib.playbook import Playbook
 from distrib.refs import ImageRef
-from distrib.transport import Result, Target
+from distrib.target import Result, Target
 from tests.fakes import FakeFleet, FakeHost, FakeSession, loads
 
 WEB = "sha256:" + "1" * 64

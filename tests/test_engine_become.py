@@ -14,7 +14,7 @@ from distrib.archive import Archive, LocalImage
 from distrib.engine import CHANGED, FAILED, Job, deploy
 from distrib.plan import HostPlan
 from distrib.refs import ImageRef
-from distrib.transport import Result, Target
+from distrib.target import Result, Target
 from tests.fakes import FakeHost, FakeSession
 
 PASSWORD = "hunter2 with spaces"

@@ -19,7 +19,7 @@ from distrib.errors import ConfigError
 from distrib.plan import host_plan
 from distrib.playbook import Playbook
 from distrib.refs import ImageRef
-from distrib.transport import Target
+from distrib.target import Target
 
 WEB_ID = "sha256:c9f873339caf60de14bf86600854ca71169db4e38006214431159dc2db4527eb"
 WEB_MANIFEST = "sha256:322ee3ce25c8c1e3a86f5b2b993bac71f8450d8f84c4496d68d8f9f52ccb35a0"

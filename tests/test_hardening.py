@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib import cli, commands, patterns, report, transport, yamlio
+from distrib import cli, commands, patterns, report, target, transport, yamlio
 from distrib.archive import Archive
 from distrib.diskspace import DiskGuard
 from distrib.engine import FAILED, OK, HostResult
@@ -481,7 +481,7 @@ def test_proxy_command_that_cannot_be_honoured_is_refused(
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(None, transport.DEFAULT_MAX_OUTPUT), ("8M", 8_000_000), (2_000_000, 2_000_000)],
+    [(None, target.DEFAULT_MAX_OUTPUT), ("8M", 8_000_000), (2_000_000, 2_000_000)],
 )
 def test_max_command_output_setting(value: object, expected: int) -> None:
     from distrib.plan import make_plan

@@ -16,8 +16,8 @@ from distrib import commands, engines
 from distrib.archive import Archive, LocalImage
 from distrib.engine import CHANGED, CHECK, VERIFY, HostResult, Job, Progress, deploy
 from distrib.refs import ImageRef
+from distrib.target import Result, Target
 from distrib.tidy_tasks import KeepTask, PruneTask, RollbackTask
-from distrib.transport import Result, Target
 from distrib.workflows import steps
 from tests.fakes import FakeFleet, FakeHost, FakeSession
 from tests.test_engine import WEB, WORKER, host

@@ -376,7 +376,7 @@ def test_each_fake_host_is_shipped_its_own_platforms_image(tmp_path: Path) -> No
     from distrib.archive import Archive
     from distrib.engine import FAILED, Job, deploy
     from distrib.plan import HostPlan
-    from distrib.transport import Target
+    from distrib.target import Target
     from tests.fakes import FakeFleet, FakeHost
 
     layout = oci_layout(tmp_path / "multi", pair(), multi="demo/web:2.0")
@@ -418,7 +418,7 @@ def test_a_registry_play_host_of_another_platform_is_refused_before_pulling() ->
 
     from distrib.archive import LocalImage
     from distrib.plan import HostPlan
-    from distrib.transport import Target
+    from distrib.target import Target
     from distrib.workflows import steps
     from tests.fakes import FakeFleet, FakeHost
 

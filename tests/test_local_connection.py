@@ -12,7 +12,7 @@ import pytest
 
 from distrib import transport
 from distrib.errors import CommandError, HostError
-from distrib.transport import Target
+from distrib.target import Target
 
 LOCAL = Target(name="me", address="localhost", connection="local", max_output=10_000)
 

@@ -14,7 +14,7 @@ from distrib.engine import FAILED, Job, deploy
 from distrib.plan import HostPlan
 from distrib.platforms import Platform, normalise_arch, refusals
 from distrib.refs import ImageRef
-from distrib.transport import Target
+from distrib.target import Target
 from tests.fakes import FakeFleet, FakeHost
 
 AMD64 = Platform("linux", "amd64")

@@ -31,7 +31,7 @@ from distrib.report import (
     use_colour,
     write_retry_file,
 )
-from distrib.transport import Result, Target
+from distrib.target import Result, Target
 
 ESC = re.compile(r"\x1b\[[0-9;]*m")
 WEB = "sha256:" + "1" * 64

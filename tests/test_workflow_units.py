@@ -25,7 +25,7 @@ from distrib.lab.registry import config_data
 from distrib.plan import HostPlan, Plan, PlayPlan
 from distrib.playbook import Playbook
 from distrib.refs import ImageRef
-from distrib.transport import Target
+from distrib.target import Target
 from distrib.workflows import archives, flow, spec, steps
 
 # --- names -------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ from distrib.errors import (
 from distrib.plan import HostPlan, PlayPlan
 from distrib.relay import fanout
 from distrib.relay.tree import WORKSTATION, Node, Tree, draw, plan_tree
-from distrib.transport import Result, Session
+from distrib.target import Result, Session
 from distrib.units import human_bytes
 
 DIRECT = "direct"

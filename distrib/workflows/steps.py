@@ -55,7 +55,7 @@ from distrib.errors import (
 )
 from distrib.plan import HostPlan
 from distrib.refs import ImageRef
-from distrib.transport import Result, Session
+from distrib.target import Result, Session
 from distrib.units import human_bytes
 from distrib.workflows import archives, spec
 
