@@ -4,8 +4,10 @@ stand-ins for `ssh child` (integration against real hosts: test_relay_lab.py).""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -280,9 +282,10 @@ def test_relay_stop_kills_a_running_pipeline_and_waits(tmp_path: Path) -> None:
             subprocess.run(["sleep", "0.05"], check=True)
         assert sh(commands.relay_stop(str(d))).returncode == 0
         assert proc.wait(timeout=10) != 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    finally:  # the whole group: a child blocked opening the fifo outlives its shell
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def test_relay_watch_and_send_and_append(tmp_path: Path) -> None:
