@@ -390,6 +390,28 @@ def test_bar_progress_summarises_when_hosts_do_not_fit() -> None:
     assert "upload 1" in text and "changed 1" in text and "TOTAL" in text
 
 
+def test_summary_total_estimates_the_runs_not_started_yet() -> None:
+    """Issue 16: with 40 hosts and 2 transfers started, TOTAL is not 2 transfers' worth."""
+    progress = BarProgress([f"node{i}" for i in range(40)], Tty(), rows=24)
+    progress.transfer_started("node1", 1000)
+    assert progress.total.total == 40_000  # 1 run started, 39 more like it
+    progress.transfer_started("node2", 3000)
+    assert progress.total.total == 4000 + 2000 * 38
+    progress.finished(HostResult("node3", OK, "all images already present"))
+    assert progress.total.total == 4000 + 2000 * 37  # a run that sent nothing
+    progress.transfer_more("node2", 1000)
+    assert progress.total.total == 5000 + 2500 * 37
+    progress.advance("node1", 1000)
+    progress.finished(changed("node1"))
+    assert progress.total.total == 5000 + 2500 * 37 and progress.total.n == 1000
+    for i in [0, *range(4, 40)]:
+        progress.finished(HostResult(f"node{i}", OK, "all images already present"))
+    progress.advance("node2", 4000)
+    progress.finished(changed("node2"))
+    assert progress.total.total == progress.total.n == 5000  # all done: exact
+    progress.close()
+
+
 def test_bar_progress_per_host_when_they_fit() -> None:
     out = Tty()
     progress = BarProgress(["node1", "node2"], out, rows=24, colour=True)
