@@ -8,6 +8,7 @@ export DISTRIB_REQUIRE_LAB=1 # the lab tests must run here, never be skipped
 status=0
 .venv/bin/ruff check distrib tests || status=1
 .venv/bin/mypy || status=1
+.venv/bin/lint-imports || status=1  # the layering contracts in pyproject.toml
 # The pure core (planner, playbook, inventory, patterns, decisions) needs only pyyaml (issue 15):
 # its tests run first in a venv without fabric, paramiko and tqdm, so an I/O import there fails.
 PURE_TESTS=(tests/test_plan.py tests/test_playbook.py tests/test_inventory.py tests/test_patterns.py
