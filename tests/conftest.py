@@ -176,6 +176,9 @@ def daemon_log_evidence(since: float, roots: Path = LAB_ROOTS, per_file: int = 8
         # grpc's "[core]" lines are connectivity chatter
         hits = [t for t in text if any(e in t.lower() for e in DAEMON_EVENTS) and "[core]" not in t]
         lines += [f"{log}: {t[:300]}" for t in hits[-per_file:]]
+        panic = next((i for i, t in enumerate(text) if t.startswith(("panic:", "fatal error:"))), None)
+        if panic is not None:  # a Go daemon's crash: its message and the crashing goroutine
+            lines += [f"{log}: {t[:300]}" for t in text[panic : panic + 40]]
     return "\n".join(lines)
 
 
