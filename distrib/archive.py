@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -624,6 +624,25 @@ def _load_cached(path: str, meta_path: str) -> tuple[int, str] | None:
     return None
 
 
+def _write_hashed(
+    blocks: Iterable[bytes], fd: int, grew: Callable[[int], None], abort: threading.Event
+) -> tuple[int, str]:
+    """Write `blocks` to `fd` (closed after), hashed on the way; `grew(total)` after each
+    block; LocalError as soon as `abort` is set. (size, sha256 hex)."""
+    digest = hashlib.sha256()
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        for block in blocks:
+            if abort.is_set():
+                raise LocalError("archive build interrupted")
+            digest.update(block)
+            out.write(block)
+            out.flush()
+            size += len(block)
+            grew(size)
+    return size, digest.hexdigest()
+
+
 def _save_compressed(
     images: Sequence[LocalImage],
     codec: str,
@@ -634,8 +653,6 @@ def _save_compressed(
     abort: threading.Event,
 ) -> tuple[int, str]:
     """docker save | compressor > tmp, hashed on the way; `grew(total)` after each block."""
-    digest = hashlib.sha256()
-    size = 0
     save_cmd = [*docker_command(), "save", *[str(i.ref) for i in images]]
     with tempfile.TemporaryFile() as save_err, tempfile.TemporaryFile() as comp_err:
         save = local.spawn(save_cmd, stdout=local.PIPE, stderr=save_err)
@@ -649,18 +666,8 @@ def _save_compressed(
                 save.stdout.close()  # the compressor owns the pipe now
                 assert comp.stdout is not None
                 source = comp.stdout
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    if abort.is_set():
-                        raise LocalError("archive build interrupted")
-                    block = source.read1(READ_SIZE)  # type: ignore[attr-defined]
-                    if not block:
-                        break
-                    digest.update(block)
-                    out.write(block)
-                    out.flush()
-                    size += len(block)
-                    grew(size)
+            read = source.read1  # type: ignore[attr-defined]
+            size, sha256 = _write_hashed(iter(lambda: read(READ_SIZE), b""), fd, grew, abort)
             source.close()
             comp_rc = comp.wait() if comp else 0
             save_rc = save.wait()
@@ -679,7 +686,7 @@ def _save_compressed(
             failed = save_cmd if save_rc else (comp_cmd or [])
             stderr = (save_err.read() if save_rc else comp_err.read()).decode("utf-8", "replace")
             raise LocalError(f"{' '.join(failed[:2])} failed", cmd=failed, stderr=stderr)
-    return size, digest.hexdigest()
+    return size, sha256
 
 
 def _produce_compressed(
@@ -693,8 +700,6 @@ def _produce_compressed(
 ) -> tuple[int, str]:
     """producer() | compressor > tmp, hashed on the way (as `_save_compressed`, for images
     that no engine holds: their docker-archive is made from the layer store)."""
-    digest = hashlib.sha256()
-    size = 0
     failed: list[BaseException] = []
     comp_cmd = compressor(codec, level)
     with tempfile.TemporaryFile() as comp_err:
@@ -720,22 +725,14 @@ def _produce_compressed(
 
         feeder = threading.Thread(target=feed, name="archive-feed", daemon=True)
         try:
-            with os.fdopen(fd, "wb") as out:
-                if comp is None:
-                    blocks: Iterator[bytes] = producer()
-                else:
-                    assert comp.stdout is not None
-                    feeder.start()
-                    stdout = comp.stdout
-                    blocks = iter(lambda: stdout.read1(READ_SIZE), b"")  # type: ignore[attr-defined]
-                for block in blocks:
-                    if abort.is_set():
-                        raise LocalError("archive build interrupted")
-                    digest.update(block)
-                    out.write(block)
-                    out.flush()
-                    size += len(block)
-                    grew(size)
+            if comp is None:
+                blocks: Iterator[bytes] = producer()
+            else:
+                assert comp.stdout is not None
+                feeder.start()
+                stdout = comp.stdout
+                blocks = iter(lambda: stdout.read1(READ_SIZE), b"")  # type: ignore[attr-defined]
+            size, sha256 = _write_hashed(blocks, fd, grew, abort)
             if comp is not None:
                 feeder.join()
                 rc = comp.wait()
@@ -755,4 +752,4 @@ def _produce_compressed(
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-    return size, digest.hexdigest()
+    return size, sha256
