@@ -12,7 +12,8 @@ sees the play's tag, never the private one. A platform the registry does not hav
 hosts of that platform refused, naming what there is.
 
 Only docker's classic image store is handled as a workstation engine (its tag moves with a
-pull); `platform:` in the play still pulls one platform for every host.
+pull); on the containerd store this is said in one line and those hosts are refused (see
+NOT_ON_CONTAINERD_STORE). `platform:` in the play still pulls one platform for every host.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import IO
 
-from distrib import archive, local
+from distrib import archive, commands, local
 from distrib.archive import LocalImage
 from distrib.errors import LocalError
 from distrib.platforms import Platform
@@ -78,7 +79,12 @@ def with_platforms(
     """`images` with the platform images their hosts need as alternates (pulled now, or
     found under their private tags when not `refresh`: local_pull missing)."""
     extra: dict[ImageRef, list[LocalImage]] = {}
-    for image, platform in wanted(images, hosts):
+    needed = wanted(images, hosts)
+    if needed and workstation_store() == commands.CONTAINERD_STORE:
+        if out is not None:  # said once; those hosts are then refused by the platform check
+            print(NOT_ON_CONTAINERD_STORE, file=out)
+        return images
+    for image, platform in needed:
         if out is not None:
             print(f"pulling {image.ref} ({platform}) on this workstation", file=out, flush=True)
         pulled = pull(image, platform, refresh)
@@ -89,6 +95,27 @@ def with_platforms(
     return tuple(
         replace(i, alternates=tuple(extra[i.ref])) if i.ref in extra else i for i in images
     )
+
+
+# On docker's containerd image store a tag names the registry's whole index (multi-platform
+# images are kept as such): a pull with --platform adds that platform's content under the same
+# tag rather than moving it, and inspect shows the workstation's own platform, so the
+# private-tag scheme above (a tag that moves with each pull) has nothing to hold on to. Not
+# tried there (the lab tests use a classic-store workstation): refused with this line instead.
+NOT_ON_CONTAINERD_STORE = (
+    "local_pull: one image per host platform needs docker's classic image store on this "
+    "workstation (on the containerd image store a tag names the whole index and shows one "
+    "platform); hosts of another platform than this workstation's image are refused. Use an "
+    "OCI archive of the index as the source (images_from), or one play per platform with "
+    "platform:"
+)
+
+
+def workstation_store() -> str:
+    """The workstation docker's image store (classic or containerd; "" if it does not say)."""
+    argv = [*archive.docker_command(), "info", "--format", "{{.Driver}} {{json .DriverStatus}}"]
+    result = local.run(argv, check=False, timeout=60)
+    return commands.docker_store(result.stdout) if result.ok else ""
 
 
 def pull(image: LocalImage, platform: Platform, refresh: bool) -> LocalImage | None:

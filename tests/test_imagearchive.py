@@ -474,6 +474,39 @@ def test_platform_pulls_wanted(
     assert platformpull.wanted([archive_image], [ARM64]) == []  # type: ignore[list-item]
 
 
+def test_platform_pulls_refused_on_a_containerd_store_workstation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docker's containerd store keeps a tag on the whole index: no per-platform pulls there,
+    said in one line; the images are left as they are (other hosts then refused)."""
+    import io
+
+    from distrib import commands, platformpull
+
+    monkeypatch.setattr(platformpull, "workstation_store", lambda: commands.CONTAINERD_STORE)
+    monkeypatch.setattr(platformpull, "pull", lambda *a: pytest.fail("pulled"))
+    image = _local("reg.lab:5000/demo/web:1.0", AMD64)
+    out = io.StringIO()
+    assert platformpull.with_platforms((image,), [AMD64, ARM64], True, out) == (image,)
+    assert "classic image store" in out.getvalue()
+    monkeypatch.setattr(platformpull, "workstation_store", lambda: pytest.fail("asked"))
+    assert platformpull.with_platforms((image,), [AMD64], True, out) == (image,)  # none needed
+
+
+@pytest.mark.parametrize(
+    ("output", "store"),
+    [
+        ('overlayfs [["driver-type","io.containerd.snapshotter.v1"]]', "containerd"),
+        ('overlay2 [["Backing Filesystem","extfs"],["Supports d_type","true"]]', "classic"),
+        ("", ""),
+    ],
+)
+def test_workstation_store_from_docker_info(output: str, store: str) -> None:
+    from distrib import commands
+
+    assert commands.docker_store(output) == store
+
+
 def test_private_tags_are_valid_and_distinct() -> None:
     from distrib import platformpull
 
