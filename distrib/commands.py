@@ -798,26 +798,63 @@ def parse_push(stdout: str) -> list[str]:
     return out
 
 
+# --- several read-only queries in one round trip (issue 16 item 2, issue 15 item 7) ---------
+#
+# Each remote command costs a shell, an engine CLI start and, on a WAN, a round trip: the probe,
+# the identity of the wanted images and (for a delta) the host's layer listing go as ONE
+# command, their outputs separated by a marker line and each parsed by its own parser.
+
+PART_MARK = "distrib-part-8d1f"  # a line no probe, inspect or listing prints
+
+
+def in_parts(scripts: Sequence[str]) -> str:
+    """`scripts` run one after the other in one shell, each in a brace group (a single one
+    as it is), a line PART_MARK between their outputs. Exit status: the last one's (a script
+    that exits on a failure ends the command: its caller reports it, nothing is parsed)."""
+    if not scripts:
+        raise ValueError("no scripts")
+    if len(scripts) == 1:
+        return scripts[0]
+    # the marker on a line of its own even after a part whose output ends without a newline
+    return f"; printf '\\n%s\\n' {PART_MARK}; ".join(f"{{ {s}\n}}" for s in scripts)
+
+
+def split_parts(stdout: str, count: int) -> list[str]:
+    """The outputs of `in_parts`' `count` scripts (ValueError when the marker lines are not
+    all there: the command was cut short)."""
+    parts = stdout.split(f"\n{PART_MARK}\n")
+    if len(parts) != count:
+        raise ValueError(f"expected {count} parts, got {len(parts)}: {stdout[-300:]!r}")
+    return parts
+
+
 # --- layers a host holds (delta) ---------------------------------------------------------------
 
 
-def host_layers(docker: Sequence[str], containerd_store: bool = False) -> str:
+def host_layers(docker: Sequence[str], containerd_store: bool | None = False) -> str:
     """The diffID list of every image on the host, one JSON list per line; on docker's
     containerd image store (the probe's Facts.store) also `store=containerd` and a
     `blob=DIGEST` line per blob of its content store (`ctr`, at the address docker names;
     docker 26 names none: the default), which an OCI-layout delta may name instead of sending
     (layerstore; issue 14). Without ctr, or the right to use its socket, no blob lines: every
-    layer is then sent."""
+    layer is then sent. `containerd_store=None`: the store is not known yet (the listing goes
+    with the probe, in one command): the host decides, by docker_store's rule."""
     listing = join([*docker, "images", "-q", "--no-trunc"])
     inspect = join([*docker, "image", "inspect", "--format", "{{json .RootFS.Layers}}"])
     script = f"{listing} | sort -u | xargs -r {inspect}"
-    if not containerd_store:
+    if containerd_store is False:
         return script
     address = join([*docker, "info", "--format", "{{.Containerd.Address}}"])
-    return (
-        f"{script}; echo store=containerd; "
+    blobs = (
+        "echo store=containerd; "
         f'a=$({address} 2>/dev/null); [ -S "$a" ] || a=/run/containerd/containerd.sock; '
         "ctr -a \"$a\" -n moby content ls -q 2>/dev/null | sed 's/^/blob=/'; true"
+    )
+    if containerd_store:
+        return f"{script}; {blobs}"
+    driver = join([*docker, "info", "--format", "{{json .DriverStatus}}"])
+    return (
+        f'{script} && case "$({driver} 2>/dev/null)" in *io.containerd.snapshotter*) {blobs};; esac'
     )
 
 

@@ -356,6 +356,11 @@ class _Deployment:
         self.locked = False  # the caller holds the host lock (deploy's host_locked)
         self.tools: frozenset[str] = frozenset()
         self.rebuilt = ""  # a corrupt cache entry rebuilt for a retry (issue 19)
+        # fewer round trips (issue 16 item 2): the layer listing read with the probe, and the
+        # verify read with the cleanup after a load (None: not read that way)
+        self.listed: str | None = None
+        self.verify_after_load = False
+        self.verified: dict[str, commands.Inspected] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -407,7 +412,8 @@ class _Deployment:
         t = time.monotonic()
         if self.host.become is not None:
             self._become(self.host.become)
-        facts = self.job.facts.get(self.host.name) or self._probe()
+        images = self.job.images
+        facts, found = self._look(images, self.job.facts.get(self.host.name))
         self.tools = facts.tools
         self.result.facts = facts
         if not facts.engine_ok:
@@ -421,8 +427,7 @@ class _Deployment:
                 what="the container engine does not answer",
                 hint="is the engine running, and may this user use it (docker group, become)?",
             )
-        images = self.job.images
-        before, states = self._identity(images)
+        before, states = self._identity(images, found)
         self._timed("probe", t)
         self.result.images, self.result.states = before, states
         missing = [str(i.ref) for i in images if states[str(i.ref)] != PRESENT]
@@ -480,6 +485,7 @@ class _Deployment:
                 f"({mode} transfer, check mode)"
             )
             return
+        self.verify_after_load = self.job.verify
         try:
             self._ship_or_full(mode, delta)
         except CorruptEntry as exc:  # checked as it was read for this host: rebuilt, once
@@ -489,8 +495,10 @@ class _Deployment:
         if self.job.verify:
             self._phase("verify")
             t = time.monotonic()
-            after, states = self._identity(images)
-            self._timed("verify", t)
+            # read with the cleanup after the load when there was one (else one more command)
+            after, states = self._identity(images, self.verified)
+            if self.verified is None:
+                self._timed("verify", t)
             self.result.images, self.result.states = after, states
             wrong = [f"{ref} {DRIFT_WORDS[s]}" for ref, s in states.items() if s != PRESENT]
             if wrong:
@@ -606,9 +614,13 @@ class _Deployment:
         # as the engine user (become), like every engine command (issue 6)
         facts = self.result.facts
         containerd_store = facts is not None and facts.store == commands.CONTAINERD_STORE
-        listing = self.engine.wrap(commands.host_layers(self.docker, containerd_store))
-        out = self._run(listing, "listing the host's layers", PROBE_TIMEOUT, self.secret_line)
-        return commands.parse_host_layers(out.stdout), commands.parse_host_blobs(out.stdout)
+        text, self.listed = self.listed, None  # read with the probe: once (a rebuild re-lists)
+        if text is None:
+            listing = self.engine.wrap(commands.host_layers(self.docker, containerd_store))
+            text = self._run(
+                listing, "listing the host's layers", PROBE_TIMEOUT, self.secret_line
+            ).stdout
+        return commands.parse_host_layers(text), commands.parse_host_blobs(text)
 
     def _refuse_other_platforms(self, wanted: list[LocalImage], facts: commands.Facts) -> None:
         """An image built for another platform fails only when run (issue 18, item 3): refuse
@@ -622,12 +634,6 @@ class _Deployment:
                 hint=f"build or pull the images for {host} (play key platform: with "
                 "local_pull), or leave this host out of the play",
             )
-
-    def _probe(self) -> commands.Facts:
-        out = self._run(
-            self.engine.probe(self.host.remote_tmp), "probe", PROBE_TIMEOUT, self.secret_line
-        )
-        return commands.parse_probe(out.stdout)
 
     def _run_engine(self, command: str, timeout: float) -> Result:
         """An engine command whose failure the caller reports (password on stdin if needed)."""
@@ -728,6 +734,7 @@ class _Deployment:
         self._phase("upload")
         present = self._make_staging(archive.key, part)
         keep_partial = False
+        loaded = False
         try:
             t = time.monotonic()
             offset = self._resume_offset(archive, part, present)
@@ -737,12 +744,13 @@ class _Deployment:
             t = time.monotonic()
             self._checked_load(archive, part, final)
             self._timed("load", t)
+            loaded = True
         except ConnectError:
             keep_partial = True  # the link is gone: what arrived stays for the next run to resume
             raise
         finally:
             if not keep_partial:
-                self._cleanup(tempdir)
+                self._cleanup(tempdir, verify=loaded)
 
     def _make_staging(self, key: str, part: str) -> int:
         """The private staging dir (after checking remote_tmp: issue 19); the bytes of an
@@ -777,6 +785,7 @@ class _Deployment:
         self._make_staging(whole.key, f"{tempdir}/-")
         loader = _StepLoader(self)
         keep = False
+        loaded = False
         started = time.monotonic()
         sent: list[Any] = []
         try:
@@ -795,29 +804,19 @@ class _Deployment:
             loader.finish()
             self.loaded_steps = len(sent)
             self._timed("load", waited)  # what loading added after the last byte
+            loaded = True
         except ConnectError:
             keep = True  # the link is gone: loaded steps and the partial upload stay
             raise
         finally:
             loader.stop()
             if not keep:
-                self._remove_stand_ins([s.stand_in for s in sent if s.stand_in])
-                self._cleanup(tempdir)
+                stand_ins = [s.stand_in for s in sent if s.stand_in]
+                self._cleanup(tempdir, verify=loaded, stand_ins=stand_ins)
 
     def _load_step(self, step: Any, part: str, final: str) -> None:
         """Check, load and drop one uploaded step (called by the step loader's thread)."""
         self._checked_load(step, part, final, remove_after=True, quiet=True)
-
-    def _remove_stand_ins(self, image_ids: list[str]) -> None:
-        """`docker rmi` the steps' stand-ins (untagged; the real image keeps its layers).
-        Those never loaded are `No such image`: not an error."""
-        if not image_ids:
-            return
-        assert self.session is not None
-        try:
-            self._run_engine(self.engine.remove_images(image_ids), CLEANUP_TIMEOUT)
-        except DistribError as exc:
-            self.result.message += f" (removing the loading steps' images failed: {exc.message})"
 
     def _upload(self, archive: Any, part: str, offset: int, announce: bool) -> None:
         """Write `archive` from `offset` into `part` on the host (`announce`: tell the
@@ -962,19 +961,62 @@ class _Deployment:
         self.result.bytes_sent += nbytes
         self.progress.advance(self.host.name, nbytes)
 
-    def _cleanup(self, tempdir: str) -> None:
-        """Remove our temp dir whatever happened; a failure here is reported, not raised."""
+    def _cleanup(
+        self, tempdir: str, verify: bool = False, stand_ins: list[str] | None = None
+    ) -> None:
+        """Remove the loading steps' stand-ins (`docker rmi`: untagged, the real image keeps
+        its layers; those never loaded are `No such image`: not an error) and our temp dir,
+        whatever happened, in one command; a failure here is reported, not raised. After a
+        load (`verify`, when the play verifies) the same command reads what the host holds
+        now (issue 16 item 2: one round trip less), kept for the verify step."""
         assert self.session is not None
+        verify = verify and self.verify_after_load
+        steps = [commands.cleanup(tempdir)]
+        # the engine's commands under ONE sudo (which reads the one password line there is)
+        as_engine_user = (
+            [commands.join([*self.engine.argv, "rmi", *stand_ins])] if stand_ins else []
+        )
+        if verify:
+            as_engine_user.append(self.engine.identity_script(self._refs()))
+        if as_engine_user:
+            steps.append(self.engine.wrap(commands.in_parts(as_engine_user)))
+        command = commands.in_parts(steps)
+        count = len(steps) - 1 + len(as_engine_user)  # the parts of the output
+        t = time.monotonic()
         try:
-            self.session.run(commands.cleanup(tempdir), timeout=CLEANUP_TIMEOUT)
+            # stdin: sudo's password line for the engine commands (read by the first sudo)
+            out = self._run_engine(command, CLEANUP_TIMEOUT if not verify else PROBE_TIMEOUT)
         except DistribError as exc:
+            if stand_ins:
+                self.result.message += (
+                    f" (removing the loading steps' images failed: {exc.message})"
+                )
             self.result.message += f" (cleanup of {tempdir} failed: {exc.message})"
-
-    def _listing(self, images: tuple[LocalImage, ...]) -> dict[str, commands.Inspected]:
-        """`familiar ref -> what this host holds under it`, one round trip (engines.py)."""
-        run = self._engine_out("inspecting images")
+            return
+        if not verify:
+            return
+        if not out.ok:
+            raise CommandError(
+                self.host.name, command, out.exit_status, out.stdout, out.stderr,
+                what="inspecting images",
+            )  # fmt: skip
         try:
-            return self.engine.identity(run, [i.ref for i in images])
+            text = commands.split_parts(out.stdout, count)[-1]
+        except ValueError:
+            raise CommandError(
+                self.host.name, command, out.exit_status, out.stdout, out.stderr,
+                what="inspecting images (the output was cut short)",
+            ) from None  # fmt: skip
+        self.verified = self._parse_found(text)
+        self._timed("verify", t)
+
+    def _refs(self) -> list[Any]:
+        return [i.ref for i in self.job.images]
+
+    def _parse_found(self, text: str) -> dict[str, commands.Inspected]:
+        """`familiar ref -> what this host holds under it` from the identity script's output."""
+        try:
+            return self.engine.parse_identity(text, self._refs())
         except commands.InspectError as exc:
             raise HostError(
                 self.host.name,
@@ -982,16 +1024,51 @@ class _Deployment:
                 hint="is the engine running, and may this user use it?",
             ) from None
 
-    def _engine_out(self, what: str) -> Callable[[str], str]:
-        def run(command: str) -> str:
-            return self._run(command, what, PROBE_TIMEOUT, self.secret_line).stdout
+    def _look(
+        self, images: tuple[LocalImage, ...], known: commands.Facts | None
+    ) -> tuple[commands.Facts, dict[str, commands.Inspected] | None]:
+        """The probe (unless `known` from a run's probing pass), the identity of `images`
+        and, when a delta may follow (a layer store, a docker host, deploy mode), the host's
+        layer listing: ONE remote command, as the engine user (issue 16 item 2: a host that
+        holds everything costs one command after connecting). The identity is parsed only
+        when the engine answers (None otherwise: the caller reports why)."""
+        scripts = [] if known is not None else [self.engine.probe_script(self.host.remote_tmp)]
+        scripts.append(self.engine.identity_script([i.ref for i in images]) if images else "true")
+        listing = (
+            self.job.mode == DEPLOY and self.job.store is not None
+            and self.engine.kind == engines.DOCKER
+        )  # fmt: skip
+        if listing:
+            store = None if known is None else known.store == commands.CONTAINERD_STORE
+            scripts.append(commands.host_layers(self.docker, store))
+        command = self.engine.wrap(commands.in_parts(scripts))
+        result = self._run(command, "probe", PROBE_TIMEOUT, self.secret_line)
+        try:
+            parts = commands.split_parts(result.stdout, len(scripts))
+        except ValueError:
+            raise CommandError(
+                self.host.name, command, result.exit_status, result.stdout, result.stderr,
+                what="probe (its output was cut short)",
+            ) from None  # fmt: skip
+        facts = known if known is not None else commands.parse_probe(parts[0])
+        if not facts.engine_ok:
+            return facts, None
+        if listing:
+            self.listed = parts[-1]
+        return facts, self._parse_found(parts[1 if known is None else 0])
 
-        return run
-
-    def _identity(self, images: tuple[LocalImage, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    def _identity(
+        self,
+        images: tuple[LocalImage, ...],
+        found: dict[str, commands.Inspected] | None = None,
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """What the host holds under each tag: (ref -> the engine's id, ref -> present |
-        missing | different), decided by `image_state` (the config, never the layers)."""
-        found = self._listing(images)
+        missing | different), decided by `image_state` (the config, never the layers).
+        `found`: already read (with the probe, or with the cleanup after a load)."""
+        if found is None:
+            command = self.engine.wrap(self.engine.identity_script([i.ref for i in images]))
+            out = self._run(command, "inspecting images", PROBE_TIMEOUT, self.secret_line)
+            found = self._parse_found(out.stdout)
         states = {str(i.ref): image_state(i, found.get(i.ref.familiar)) for i in images}
         ids = {str(i.ref): found[i.ref.familiar].id for i in images if i.ref.familiar in found}
         return ids, states

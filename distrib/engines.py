@@ -232,8 +232,12 @@ class Engine:
 
     def probe(self, remote_tmp: str) -> str:
         """One read-only round trip (output as commands.probe, plus `engine=KIND`)."""
+        return self.wrap(self.probe_script(remote_tmp))
+
+    def probe_script(self, remote_tmp: str) -> str:
+        """`probe`, unwrapped (to go in one command with other queries: commands.in_parts)."""
         if self.kind == DOCKER:
-            return self.wrap(commands.probe(list(self.argv), remote_tmp))
+            return commands.probe(list(self.argv), remote_tmp)
         if self.kind == PODMAN:
             version = join([*self.argv, "version", "--format", "{{.Client.Version}}"])
             root = join([*self.argv, "info", "--format", "{{.Store.GraphRoot}}"])
@@ -255,7 +259,7 @@ class Engine:
             f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
             f"{commands.ARCH_LINE}; true"
         )
-        return self.wrap(script)
+        return script
 
     def version_command(self) -> str:
         """The engine's own version command (its error output says why it does not answer)."""
@@ -265,41 +269,37 @@ class Engine:
 
     def identity(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, commands.Inspected]:
         """`familiar ref -> what the host holds under it`, for the refs it holds, in one round
-        trip. docker: INSPECT_FORMAT (the config digest as `.Id` on the classic store; on the
-        containerd store a manifest digest, a descriptor and the fingerprint); podman: `.Id`
-        is the config digest; containerd: the config digest its manifest names."""
+        trip (`identity_script`, as the engine user)."""
+        if not refs:
+            return {}
+        return self.parse_identity(run(self.wrap(self.identity_script(refs))), refs)
+
+    def identity_script(self, refs: Sequence[ImageRef]) -> str:
+        """What the host holds under `refs`, read-only, unwrapped (so that it can go in one
+        command with the probe: commands.in_parts). docker: INSPECT_FORMAT (the config digest
+        as `.Id` on the classic store; on the containerd store a manifest digest, a descriptor
+        and the fingerprint); podman: `.Id` is the config digest; containerd: `ctr images ls`,
+        then the blob of each wanted image's target and, for an index, of its manifests (the
+        manifest names the config digest): `ctr_identity`."""
+        if self.kind in (DOCKER, PODMAN):
+            names = [stored_name(self.kind, r) for r in refs]
+            fmt = commands.INSPECT_FORMAT if self.kind == DOCKER else PODMAN_INSPECT_FORMAT
+            return commands.inspect_images(list(self.argv), names, fmt) if names else "true"
+        return ctr_identity(self.ctr, [stored_name(CONTAINERD, r) for r in refs])
+
+    def parse_identity(
+        self, stdout: str, refs: Sequence[ImageRef]
+    ) -> dict[str, commands.Inspected]:
+        """`identity_script`'s output -> `familiar ref -> Inspected` (commands.InspectError
+        when the engine could not say)."""
         if not refs:
             return {}
         if self.kind in (DOCKER, PODMAN):
             names = [stored_name(self.kind, r) for r in refs]
-            fmt = commands.INSPECT_FORMAT if self.kind == DOCKER else PODMAN_INSPECT_FORMAT
-            text = run(self.wrap(commands.inspect_images(list(self.argv), names, fmt)))
-            by_name = commands.parse_inspect_images(text)
+            by_name = commands.parse_inspect_images(stdout)
             return {r.familiar: by_name[n] for r, n in zip(refs, names) if n in by_name}
-        configs = self._containerd_configs(run, refs)
+        configs = parse_ctr_identity(stdout, {stored_name(CONTAINERD, r): r.familiar for r in refs})
         return {ref: commands.Inspected(digest, (), 0) for ref, digest in configs.items()}
-
-    def _blobs(self, run: Runner, digests: Sequence[str]) -> dict[str, bytes]:
-        return parse_blobs(run(self.wrap(ctr_blobs(self.ctr, digests)))) if digests else {}
-
-    def _containerd_configs(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, str]:
-        names = {stored_name(CONTAINERD, r): r.familiar for r in refs}
-        targets = parse_ctr_images(run(self.wrap(ctr_images(self.ctr))))
-        wanted = {n: targets[n] for n in names if n in targets}
-        blobs = self._blobs(run, sorted({d for d, _ in wanted.values()}))
-        # An index (manifest list) points at per-platform manifests: one more round trip.
-        children = {
-            d: index_manifest(blobs.get(d)) for d, t in wanted.values() if t in _INDEX_TYPES
-        }
-        more = self._blobs(run, sorted({c for c in children.values() if c and c not in blobs}))
-        blobs.update(more)
-        out: dict[str, str] = {}
-        for name, (digest, media_type) in wanted.items():
-            manifest = children.get(digest) if media_type in _INDEX_TYPES else digest
-            config = manifest_config(blobs.get(manifest or ""))
-            if config:
-                out[names[name]] = config
-        return out
 
     # -- load -------------------------------------------------------------------------------
 
@@ -422,6 +422,56 @@ def ctr_blobs(ctr: Sequence[str], digests: Sequence[str]) -> str:
     return "; ".join(
         f"printf '%s\\t' {q(d)}; {get} {q(d)} 2>/dev/null | base64 -w0; echo" for d in digests
     )
+
+
+BLOBS_MARK = "distrib-blobs"
+
+
+def ctr_identity(ctr: Sequence[str], names: Sequence[str]) -> str:
+    """One read-only script: `ctr images ls` (`error=WORDS` when it fails), a line
+    BLOBS_MARK, then `digest<TAB>base64` of each wanted image's target (its manifest) and,
+    when that is an index, of every manifest it names (ctr_blobs' format). Layers and
+    configs are never read."""
+    get = join([*ctr, "content", "get"])
+    blob = f'printf \'%s\\t\' "$d"; {get} "$d" 2>/dev/null | base64 -w0; echo'
+    wanted = " ".join(q(n) for n in names) or "''"
+    return (
+        f"if ! l=$({ctr_images(ctr)} 2>&1); then "
+        "printf 'error=%s\\n' \"$(printf '%s' \"$l\" | tr '\\t\\n\\r' '   ')\"; else "
+        "printf '%s\\n' \"$l\"; "
+        f"echo {BLOBS_MARK}; "
+        f"for n in {wanted}; do "
+        "set -- $(printf '%s\\n' \"$l\" | awk -v n=\"$n\" 'NR>1 && $1==n {print $3, $2; exit}'); "
+        '[ -n "$1" ] || continue; d=$1; t=$2; '
+        f"{blob}; "
+        'case "$t" in *manifest.list*|*image.index*) '
+        f"for d in $({get} \"$1\" 2>/dev/null | grep -o 'sha256:[0-9a-f]\\{{64\\}}' | sort -u); "
+        f"do {blob}; done;; esac; "
+        "done; fi; true"
+    )
+
+
+def parse_ctr_identity(stdout: str, names: dict[str, str]) -> dict[str, str]:
+    """`ctr_identity` output -> `familiar ref -> config digest` for the wanted stored `names`
+    (stored name -> familiar ref) the host holds; InspectError when ctr could not list."""
+    for line in stdout.splitlines():
+        if line.startswith("error="):
+            raise commands.InspectError("the image list", line[len("error=") :].strip())
+    listing, _, blob_lines = stdout.partition(f"\n{BLOBS_MARK}\n")
+    if not blob_lines and stdout.startswith(f"{BLOBS_MARK}\n"):
+        listing, blob_lines = "", stdout[len(BLOBS_MARK) + 1 :]
+    targets = parse_ctr_images(listing)
+    blobs = parse_blobs(blob_lines)
+    out: dict[str, str] = {}
+    for name, familiar in names.items():
+        if name not in targets:
+            continue
+        digest, media_type = targets[name]
+        manifest = index_manifest(blobs.get(digest)) if media_type in _INDEX_TYPES else digest
+        config = manifest_config(blobs.get(manifest or ""))
+        if config:
+            out[familiar] = config
+    return out
 
 
 def parse_blobs(stdout: str) -> dict[str, bytes]:

@@ -43,7 +43,8 @@ class FakeHost:
     tmp_owner: int = 0  # remote_tmp's owner uid and mode (the SSH user is uid 0)
     tmp_mode: int = 0o1777
     machine: str = ""  # `uname -m` in the probe ("": an older probe that did not say)
-    log: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # every command and part of one that ran
+    remote: list[str] = field(default_factory=list)  # the remote commands (runs, uploads)
 
     def inspect_line(self, ref: str) -> str:
         """`ref` as docker 28 shows it in commands.INSPECT_FORMAT (real lines: test_commands)."""
@@ -57,6 +58,36 @@ class FakeHost:
         )  # fmt: skip
 
 
+def split_parts(command: str) -> list[str] | None:
+    """The scripts of a commands.in_parts command (None: not one), split at its top level
+    (a separator inside a quoted `sudo ... sh -c SCRIPT` belongs to that script)."""
+    sep = f"\n}}; printf '\\n%s\\n' {commands.PART_MARK}; {{ "
+    if not command.startswith("{ ") or sep not in command:
+        return None
+    parts, start, single, double, i = [], 0, False, False, 0
+    while i < len(command):
+        c = command[i]
+        if c == "'" and not double:
+            single = not single
+        elif c == '"' and not single:
+            double = not double
+        elif not single and not double and command.startswith(sep, i):
+            parts.append(command[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(command[start:])
+    if len(parts) < 2 or not parts[-1].endswith("\n}"):
+        return None
+    return [p.removeprefix("{ ").removesuffix("\n}") for p in parts]
+
+
+def remote_commands(host: FakeHost) -> list[str]:
+    """The remote commands a host ran (the count issue 16 item 2 bounds), host lock aside."""
+    return host.remote
+
+
 def loads(log: list[str]) -> list[str]:
     """The engine loads a fake host ran (not the checksum script around each)."""
     return [c for c in log if " load" in c and not c.startswith("s=$(sha256sum -- ")]
@@ -67,10 +98,27 @@ class FakeSession:
         self.host = host
         self.docker = docker
         self.closed = False
+        self.nested = 0  # >0 while running the parts of one command
+
+    def run_part(self, part: str) -> Result:
+        """One script of a commands.in_parts command (a subclass passes its stdin on)."""
+        return self.run(part)
 
     def run(self, command: str, *, timeout: float | None = None) -> Result:
         h = self.host
+        if not self.nested:
+            h.remote.append(command)
         h.log.append(command)
+        parts = split_parts(command)
+        if parts is not None:
+            self.nested += 1
+            try:
+                results = [self.run_part(p) for p in parts]
+            finally:
+                self.nested -= 1
+            out = f"\n{commands.PART_MARK}\n".join(r.stdout for r in results)
+            err = "".join(r.stderr for r in results)
+            return Result(command, results[-1].exit_status, out, err)
         if command.startswith("printf 'engine_version="):
             lines = [f"engine_version={'20.10.24' if h.engine_up else ''}", "docker_root=/d"]
             lines.append(
@@ -134,7 +182,11 @@ class FakeSession:
             if digest != expected:
                 return Result(command, 0, out, "")
             h.files[final] = h.files.pop(part)
-            loaded = FakeSession.run(self, load)  # (a subclass logs the outer command)
+            self.nested += 1  # (a part of this command: a subclass logs the outer one)
+            try:
+                loaded = FakeSession.run(self, load)
+            finally:
+                self.nested -= 1
             if loaded.ok and remove:
                 h.files.pop(final, None)
             return Result(command, loaded.exit_status, out + loaded.stdout, loaded.stderr)
@@ -148,7 +200,7 @@ class FakeSession:
             src, dst = command[len("mv -f -- ") :].split(" ")
             h.files[dst] = h.files.pop(src)
             return Result(command, 0, "", "")
-        if " load" in command:
+        if " load" in command or " images import " in command:  # docker, podman, ctr
             if h.load_fails:
                 return Result(command, 1, "", "Error processing tar file: unexpected EOF")
             h.images.update(h.archive_images)
@@ -172,6 +224,7 @@ class FakeSession:
     ) -> Result:
         h = self.host
         h.log.append(command)
+        h.remote.append(command)
         data = bytearray()
         for chunk in chunks:
             if h.cut_after is not None and len(data) + len(chunk) > h.cut_after:
@@ -183,7 +236,11 @@ class FakeSession:
             if on_bytes:
                 on_bytes(len(chunk))
         if not command.startswith("umask"):  # streamed into docker load
-            return self.run(command)
+            self.nested += 1  # (one remote command: counted above)
+            try:
+                return self.run(command)
+            finally:
+                self.nested -= 1
         if h.corrupt_uploads > 0:
             h.corrupt_uploads -= 1
             data[0] ^= 0xFF

@@ -442,3 +442,47 @@ def test_every_argument_is_quoted() -> None:
         commands.promote(hostile, hostile),
     ):
         assert "'/tmp/$(touch /tmp/canary);`id`'" in cmd
+
+
+# --- several queries in one round trip (issue 16 item 2) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stdout", "count", "expected"),
+    [
+        (
+            f"engine_version=28.5.2\n\n{commands.PART_MARK}\nweb\t1\n",
+            2,
+            ["engine_version=28.5.2\n", "web\t1\n"],
+        ),
+        (f"a\n\n{commands.PART_MARK}\n\n{commands.PART_MARK}\n", 3, ["a\n", "", ""]),
+        (f"no newline\n{commands.PART_MARK}\nb", 2, ["no newline", "b"]),
+        ("only\n", 1, ["only\n"]),
+    ],
+)
+def test_split_parts(stdout: str, count: int, expected: list[str]) -> None:
+    assert commands.split_parts(stdout, count) == expected
+
+
+def test_split_parts_refuses_output_cut_short() -> None:
+    with pytest.raises(ValueError, match="expected 3 parts, got 2"):
+        commands.split_parts(f"a\n\n{commands.PART_MARK}\nb\n", 3)
+
+
+def test_in_parts_runs_each_script_and_marks_their_outputs() -> None:
+    assert commands.in_parts(["echo one"]) == "echo one"
+    script = commands.in_parts(["echo a", "printf b", "echo c; false"])
+    shlex.split(script)  # well-formed shell
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert ran.returncode == 1  # the last script's status
+    assert commands.split_parts(ran.stdout, 3) == ["a\n", "b", "c\n"]
+
+
+def test_host_layers_lets_the_host_decide_the_store_when_not_known() -> None:
+    classic = commands.host_layers(["docker"])
+    assert "store=containerd" not in classic
+    assert "store=containerd" in commands.host_layers(["docker"], containerd_store=True)
+    auto = commands.host_layers(["docker"], containerd_store=None)
+    assert auto.startswith(classic + " && case ")
+    assert "{{json .DriverStatus}}" in auto and "*io.containerd.snapshotter*)" in auto
+    shlex.split(auto)

@@ -30,9 +30,19 @@ class SudoSession(FakeSession):
         self.rule = rule
         self.stdin_log = log
         self.streamed = b""  # a streamed load's first chunk (the password line)
+        self.outer_stdin = b""  # the stdin of the command whose parts are running
+        self.in_sudo = False  # running a script sudo runs (commands.in_parts parts of it)
+
+    def run_part(self, part: str) -> Result:
+        # the command's stdin (the password line) is read by its sudo: a part inside that
+        # sudo or a part that is one ran with it, no other part
+        with_it = self.in_sudo or part.startswith("sudo ")
+        return self.run(part, stdin=self.outer_stdin if with_it else b"")
 
     def run(self, command: str, *, timeout: float | None = None, stdin: bytes = b"") -> Result:
         stdin, self.streamed = stdin or self.streamed, b""
+        if not self.nested:
+            self.outer_stdin = stdin
         self.stdin_log.append((command, stdin))
         if command.startswith("if ! command -v sudo"):
             answer = {"nopasswd": "become=nopasswd", "password": "become=sudo: a password is required",
@@ -51,7 +61,11 @@ class SudoSession(FakeSession):
             assert ("-S" in argv) == (self.rule == "password"), command
             if "-S" in argv:
                 assert stdin == (PASSWORD + "\n").encode(), "sudo -S without the password line"
-            return super().run(argv[-1])
+            self.in_sudo, was = True, self.in_sudo
+            try:
+                return super().run(argv[-1])
+            finally:
+                self.in_sudo = was
         return super().run(command)
 
     def upload(

@@ -258,22 +258,40 @@ def test_containerd_identity_through_a_runner() -> None:
     blobs = {WEB_MANIFEST: MANIFEST, WEB_ID: CONFIG}
     seen: list[str] = []
 
-    def run(command: str) -> str:
+    def run(command: str) -> str:  # ctr_identity's output: the listing, then the manifest
         seen.append(command)
-        if command.endswith("images ls"):
-            return CTR_LS
-        out = ""
-        for digest, blob in blobs.items():
-            if shlex.quote(digest) in command or digest in command:
-                out += f"{digest}\t{_b64(blob)}\n"
-        return out
+        return f"{CTR_LS}{engines.BLOBS_MARK}\n{WEB_MANIFEST}\t{_b64(blobs[WEB_MANIFEST])}\n"
 
     engine = engines.Engine("containerd", ("ctr",), "k8s.io")
     refs = [ImageRef.parse("demo/web:1.0"), ImageRef.parse("demo/gone:1")]
     found = engine.identity(run, refs)
     assert {r: i.id for r, i in found.items()} == {"demo/web:1.0": WEB_ID}  # the config digest
     assert not found["demo/web:1.0"].containerd_store
-    assert all("-n k8s.io" in c for c in seen)
+    assert len(seen) == 1 and "ctr -n k8s.io images ls" in seen[0]  # one round trip
+    assert "docker.io/library/demo" not in seen[0] and "docker.io/demo/gone:1" in seen[0]
+
+
+def test_containerd_identity_of_an_index_and_a_listing_failure() -> None:
+    child = "sha256:" + "c" * 64
+    index_digest = "sha256:" + "d" * 64
+    index = {"manifests": [{"digest": child, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    listing = (
+        "REF TYPE DIGEST SIZE PLATFORMS LABELS\n"
+        f"docker.io/demo/web:1.0 application/vnd.oci.image.index.v1+json {index_digest} 1 MiB"
+        " linux/amd64 -\n"
+    )
+    text = (
+        f"{listing}{engines.BLOBS_MARK}\n{index_digest}\t{_b64(index)}\n"
+        f"{child}\t{_b64(MANIFEST)}\n"
+    )
+    engine = engines.Engine("containerd", ("ctr",), "k8s.io")
+    refs = [ImageRef.parse("demo/web:1.0")]
+    assert engine.parse_identity(text, refs)["demo/web:1.0"].id == WEB_ID
+    with pytest.raises(commands.InspectError, match="connection refused"):
+        engine.parse_identity("error=ctr: failed to dial: connection refused\n", refs)
+    script = engine.identity_script(refs)
+    shlex.split(script)  # well-formed shell
+    assert "content get" in script and "grep -o 'sha256:[0-9a-f]\\{64\\}'" in script
 
 
 def test_containerd_index_picks_linux_amd64() -> None:
