@@ -747,6 +747,16 @@ def _serial_flag(text: str | None) -> list[int | str] | None:
 
 
 def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
+    from distrib.engine import KeptSessions
+
+    kept = KeptSessions()  # the probing pass's sessions, reused by the deploy (issue 16)
+    try:
+        return _run_plays(args, playbook, kept)
+    finally:
+        kept.close()  # those no step asked for (a host left out, a run cut short)
+
+
+def _run_plays(args: argparse.Namespace, playbook: Any, kept: Any) -> int:
     check = bool(getattr(args, "check", False))
     out = sys.stderr if args.json else sys.stdout
     # 1. everything that can be wrong in the input is found before any connection
@@ -773,7 +783,7 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
         pulls = play.local_pull != "never" and not play.platform
         multi = archived.is_multi_platform(images)
         probe = play.compression == "auto" or multi or pulls
-        facts = _probe_for_codec(play_plan) if probe else {}
+        facts = _probe_for_codec(play_plan, kept) if probe else {}
         if pulls:
             from distrib import platformpull
 
@@ -800,7 +810,7 @@ def _run_playbook(args: argparse.Namespace, playbook: Any) -> int:
         from distrib.workflows.steps import dispatch
 
         jobs, step = with_keep(plan.plays, jobs), step or dispatch
-    return _execute(args, plan, jobs, out, step=step, extra=lambda: flow.json)
+    return _execute(args, plan, jobs, out, step=step, extra=lambda: flow.json, kept=kept)
 
 
 def _play_job(
@@ -849,9 +859,10 @@ def _layer_store(play: Any, codec: str, images: tuple[Any, ...], out: Any, check
     return store
 
 
-def _probe_for_codec(play_plan: Any) -> dict[str, Any]:
+def _probe_for_codec(play_plan: Any, kept: Any = None) -> dict[str, Any]:
     """Probe every host of the play once (in parallel, bounded by forks) for what it can
-    decode; the facts are reused by the deploy step (probed once per run)."""
+    decode; the facts are reused by the deploy step (probed once per run), and so are the
+    sessions (`kept`: engine.KeptSessions; issue 16 item 3: one connection per host)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from distrib import transport
@@ -859,7 +870,7 @@ def _probe_for_codec(play_plan: Any) -> dict[str, Any]:
 
     hosts = play_plan.hosts
     with ThreadPoolExecutor(max_workers=max(1, min(play_plan.forks, len(hosts)))) as pool:
-        facts = list(pool.map(lambda h: probe_facts(h, transport.connect), hosts))
+        facts = list(pool.map(lambda h: probe_facts(h, transport.connect, kept), hosts))
     return {h.name: f for h, f in zip(hosts, facts) if f is not None}
 
 
@@ -947,9 +958,11 @@ def _execute(
     matrix: bool = False,
     step: Any = None,
     extra: Any = None,
+    kept: Any = None,
 ) -> int:
     """Run `plan` (per host: `step`, default the engine's deploy) and report it; `extra()`
-    adds keys to the --json document (backups, commits)."""
+    adds keys to the --json document (backups, commits); `kept` (engine.KeptSessions): the
+    sessions a probing pass left open, used before connecting again."""
     from dataclasses import replace
 
     from distrib import report, transport, units
@@ -983,7 +996,8 @@ def _execute(
         verbose=verbose,
         outcomes=out,
     )
-    connect = logged(transport.connect, progress.log) if verbose >= 2 else transport.connect
+    base = transport.connect if kept is None else kept.connector(transport.connect)
+    connect = logged(base, progress.log) if verbose >= 2 else base
     if verbose >= 3:
         _enable_ssh_debug_log()
     cancel = threading.Event()

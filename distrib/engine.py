@@ -282,21 +282,69 @@ def holding_host_lock(host: HostPlan, connect: Connector) -> Iterator[Callable[[
         session.close()
 
 
-def probe_facts(host: HostPlan, connect: Connector) -> commands.Facts | None:
+class KeptSessions:
+    """Sessions a run's probing pass leaves open for the steps that follow (issue 16 item 3:
+    one SSH connection per host per run). Each is handed out once, by `connector`, to the
+    first step that connects to its host (and is checked alive first: a link that died while
+    it waited is replaced by a new connection); `close` closes those never asked for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+
+    def keep(self, name: str, session: Session) -> None:
+        with self._lock:
+            old = self._sessions.pop(name, None)
+            self._sessions[name] = session
+        if old is not None:  # a host probed by two plays: the newer session is kept
+            old.close()
+
+    def connector(self, connect: Connector) -> Connector:
+        """`connect`, but a host's kept session first."""
+
+        def connect_kept(target: Target) -> Session:
+            with self._lock:
+                session = self._sessions.pop(target.name, None)
+            if session is not None:
+                alive = getattr(session, "alive", None)
+                if alive is None or alive():
+                    return session
+                session.close()
+            return connect(target)
+
+        return connect_kept
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            with contextlib.suppress(Exception):  # closing: nothing left to report
+                session.close()
+
+
+def probe_facts(
+    host: HostPlan, connect: Connector, kept: KeptSessions | None = None
+) -> commands.Facts | None:
     """Connect and probe one host (engine, tools, disk); None when it cannot be reached or
-    its engine does not answer (the deploy step reports that host properly)."""
+    its engine does not answer (the deploy step reports that host properly). With `kept`,
+    the session of a host that answered stays open there for the deploy."""
     try:
         session = connect(host.target)
     except DistribError:
         return None
+    keep = False
     try:
         out = session.run(engine_of(host).probe(host.remote_tmp), timeout=PROBE_TIMEOUT)
         facts = commands.parse_probe(out.stdout)
+        keep = kept is not None and facts.engine_ok
         return facts if facts.engine_ok else None
     except DistribError:
         return None
     finally:
-        session.close()
+        if keep and kept is not None:
+            kept.keep(host.name, session)
+        else:
+            session.close()
 
 
 def engine_of(host: HostPlan) -> engines.Engine:

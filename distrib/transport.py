@@ -679,6 +679,10 @@ class SSHSession:
     def _lost(self, what: str) -> ConnectError:
         return ConnectError(self.target.name, f"connection to {self.target.label} lost: {what}")
 
+    def alive(self) -> bool:
+        """Whether the server still answers (a session kept open between a run's steps)."""
+        return self._alive()
+
     def _alive(self) -> bool:
         """Whether the server still answers (paramiko closes the channels of a dead connection
         a moment before it marks the transport inactive: ask rather than trust is_active)."""

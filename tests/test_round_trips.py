@@ -14,7 +14,7 @@ import pytest
 
 from distrib import commands, engines
 from distrib.archive import Archive, LocalImage
-from distrib.engine import CHANGED, OK, VERIFY, Job, deploy
+from distrib.engine import CHANGED, OK, VERIFY, Job, KeptSessions, deploy, probe_facts
 from distrib.layerstore import LayerStore
 from distrib.plan import HostPlan
 from distrib.refs import ImageRef
@@ -184,3 +184,46 @@ def test_podman_and_containerd_cost_one_command_or_at_most_five(
     again = deploy(plan, Job.deploy(archive), connect)
     assert again.status == OK, again.message
     assert len(remote_commands(h)) == 1
+
+
+# --- one connection per host per run (issue 16 item 3) ----------------------------------------
+
+
+def test_the_probing_pass_session_is_reused_by_the_deploy(archive: Archive) -> None:
+    h = fake("a", images={REFS[0]: WEB, REFS[1]: WORKER})
+    fleet = FakeFleet(h)
+    kept = KeptSessions()
+    facts = probe_facts(host("a"), fleet, kept)
+    assert facts is not None and facts.engine_ok
+    assert len(fleet.sessions) == 1 and not fleet.sessions[0].closed, "kept open"
+    result = deploy(host("a"), Job.deploy(archive, facts={"a": facts}), kept.connector(fleet))
+    assert result.status == OK
+    assert len(fleet.sessions) == 1, "one connection for the probe and the deploy"
+    assert len(remote_commands(h)) == 2  # the probing pass's probe, then the identity
+    assert fleet.sessions[0].closed  # closed by the deploy, as any session
+    kept.close()  # nothing left: a no-op
+
+
+def test_a_kept_session_is_handed_out_once_and_a_dead_one_replaced(archive: Archive) -> None:
+    h = fake("a")
+    fleet = FakeFleet(h)
+    kept = KeptSessions()
+    assert probe_facts(host("a"), fleet, kept) is not None
+    first = fleet.sessions[0]
+    first.alive = lambda: False  # type: ignore[attr-defined]  # the link died while it waited
+    connect = kept.connector(fleet)
+    assert connect(host("a").target) is not first and first.closed
+    assert len(fleet.sessions) == 2
+    connect(host("a").target)
+    assert len(fleet.sessions) == 3, "handed out once: then a new connection"
+
+
+def test_unused_kept_sessions_are_closed_and_unreachable_hosts_not_kept() -> None:
+    up, down = fake("up"), fake("down", engine_up=False)
+    fleet = FakeFleet(up, down)
+    kept = KeptSessions()
+    assert probe_facts(host("up"), fleet, kept) is not None
+    assert probe_facts(host("down"), fleet, kept) is None  # its engine does not answer
+    assert [s.closed for s in fleet.sessions] == [False, True]
+    kept.close()
+    assert all(s.closed for s in fleet.sessions)
