@@ -38,6 +38,7 @@ WORKSTATION_PIDFILE = "workstation-dockerd.pid"
 CLIENT_KEY = "id_ed25519"
 DOCKERD_TIMEOUT = 60.0
 SSHD_TIMEOUT = 20.0
+DAEMON_WAVE = 16  # daemons started at once (see _up)
 # Machine-wide locks (in /run: gone after a reboot, like the labs). One per instance, held
 # through its whole up/down, whatever dir it uses; one for starting/stopping the workstation
 # dockerd, which every instance shares.
@@ -685,19 +686,18 @@ def _up(
             sockets = str(Path(remotes.containerd_socket(h.host_dir)).parent)
             extra_binds[h.name].append(config.Bind(sockets, remotes.CONTAINERD_SOCKET_DIR))
 
-    # Start every dockerd before waiting on any: they take seconds each to come up.
-    started: list[local.Process[bytes] | None] = []
-    for h in hosts:
+    # Start the daemons in waves, each wave's before waiting on any (they take seconds each to
+    # come up), and never more than DAEMON_WAVE at once: 64 dockerds and their containerds
+    # started together on 2 cores starve the containerds, which dockerd then kills (issue 16).
+    def start_daemon(h: LabHost) -> local.Process[bytes] | None:
         if h.kind == "podman":  # no daemon
-            started.append(None)
-            continue
+            return None
         res = by_name[h.name]
         if h.kind == "containerd":
             cmd = ["nsenter", f"--net=/run/netns/{h.netns}", fetch.daemon_binary(res),
                    "--config", str(Path(h.host_dir) / "containerd.toml")]  # fmt: skip
-            started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-containerd.log",
-                                         fetch.daemon_env(res)))  # fmt: skip
-            continue
+            return _spawn_logged(cmd, root / "logs" / f"{h.name}-containerd.log",
+                                 fetch.daemon_env(res))  # fmt: skip
         daemon_json = _daemon_json(Path(h.host_dir), res)
         argv = config.dockerd_argv(
             data_root=h.data_root,
@@ -712,11 +712,10 @@ def _up(
         # nsenter --net only: `ip netns exec` would remount /sys and dockerd then dies
         # with "Devices cgroup isn't mounted".
         cmd = ["nsenter", f"--net=/run/netns/{h.netns}", *argv]
-        started.append(_spawn_logged(cmd, root / "logs" / f"{h.name}-dockerd.log",
-                                     fetch.daemon_env(res)))  # fmt: skip
-    for h, proc in zip(hosts, started):
-        if proc is None:
-            continue
+        return _spawn_logged(cmd, root / "logs" / f"{h.name}-dockerd.log",
+                             fetch.daemon_env(res))  # fmt: skip
+
+    def wait_daemon(h: LabHost, proc: local.Process[bytes]) -> None:
         if h.kind == "containerd":
             procs.wait_until(
                 functools.partial(_containerd_ping, remotes.containerd_socket(h.host_dir)),
@@ -725,7 +724,7 @@ def _up(
                 log=root / "logs" / f"{h.name}-containerd.log",
                 proc=proc,
             )
-            continue
+            return
         procs.wait_until(
             functools.partial(procs.docker_ping, h.docker_socket),
             timeout=DOCKERD_TIMEOUT,
@@ -733,6 +732,15 @@ def _up(
             log=root / "logs" / f"{h.name}-dockerd.log",
             proc=proc,
         )
+
+    started: list[local.Process[bytes] | None] = []
+    for first in range(0, len(hosts), DAEMON_WAVE):
+        wave = hosts[first : first + DAEMON_WAVE]
+        procs_of_wave = [start_daemon(h) for h in wave]
+        started += procs_of_wave
+        for h, proc in zip(wave, procs_of_wave):
+            if proc is not None:
+                wait_daemon(h, proc)
     # sshd comes second: its namespace bind-mounts the dockerd socket, which must exist.
     sshds = [_spawn_logged(_sshd_command(h, root, extra_binds[h.name], h.kind == "docker"),
                            root / "logs" / f"{h.name}-sshd.log")
