@@ -165,6 +165,8 @@ class Archive:
         with self._cond:
             while not self._done:
                 self._cond.wait()
+            if isinstance(self._error, CorruptEntry):  # another reader found it: rebuild, retry
+                raise CorruptEntry(str(self._error))
             if self._error is not None:
                 raise LocalError(f"building the archive failed: {self._error}") from None
 

@@ -201,3 +201,24 @@ def test_hosts_sharing_a_corrupt_blob_all_succeed(
     results = run.plays[0].hosts
     assert [r.status for r in results] == [CHANGED] * 6, [r.message for r in results]
     assert store.has(image)
+
+
+def test_a_host_that_asks_after_another_found_the_archive_corrupt_rebuilds_too(
+    stored: tuple[LayerStore, archives.LocalImage], tmp_path: Path, docker_saving: Path  # noqa: F811
+) -> None:
+    """Seen in CI: host B asked the archive's size/sha256 after host A's read had found it
+    corrupt and before A restarted the build; B got "building the archive failed" and
+    failed. Whoever asks then is told it is a corrupt entry, rebuilds (or joins the rebuild)
+    and retries."""
+    from distrib.errors import CorruptEntry
+
+    _, image = stored
+    archive = cached_archive(stored, tmp_path)
+    with pytest.raises(CorruptEntry):
+        b"".join(archive.chunks())  # host A's read finds it
+    with pytest.raises(CorruptEntry):
+        archive.wait()  # host B, before anyone rebuilt it
+    h = FakeHost("b", archive_images={"demo/x:1": image.id})
+    result = deploy(host("b"), Job.deploy(archive), FakeFleet(h))
+    assert result.status == CHANGED, result.message
+    assert REBUILT in result.message
