@@ -427,10 +427,31 @@ class _Deployment:
         else:
             result = self.session.run(command, timeout=timeout)
         if not result.ok:
-            raise CommandError(
-                self.host.name, command, result.exit_status, result.stdout, result.stderr, what=what
-            )
+            raise self._failure(result, what, command=command)
         return result
+
+    def _failure(
+        self,
+        result: Result,
+        what: str,
+        *,
+        command: str | None = None,
+        hint: str | None = None,
+        nonzero: bool = False,
+    ) -> CommandError:
+        """This host's CommandError for `result` (`command`: the one to name, when `result`
+        holds another, e.g. with the become password line; `nonzero`: an exit 0 counts as 1,
+        for output that failed a check after the command succeeded)."""
+        status = (result.exit_status or 1) if nonzero else result.exit_status
+        return CommandError(
+            self.host.name,
+            result.command if command is None else command,
+            status,
+            result.stdout,
+            result.stderr,
+            what=what,
+            hint=hint,
+        )
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -466,14 +487,11 @@ class _Deployment:
         self.result.facts = facts
         if not facts.engine_ok:
             why = self._run_engine(self.engine.version_command(), PROBE_TIMEOUT)
-            raise CommandError(
-                self.host.name,
-                why.command,
-                why.exit_status or 1,
-                why.stdout,
-                why.stderr,
-                what="the container engine does not answer",
+            raise self._failure(
+                why,
+                "the container engine does not answer",
                 hint="is the engine running, and may this user use it (docker group, become)?",
+                nonzero=True,
             )
         before, states = self._identity(images, found)
         self._timed("probe", t)
@@ -879,14 +897,7 @@ class _Deployment:
             timeout=CHECKSUM_TIMEOUT,
         )
         if not sent.ok:
-            raise CommandError(
-                self.host.name,
-                sent.command,
-                sent.exit_status,
-                sent.stdout,
-                sent.stderr,
-                what="writing the archive on the host",
-            )
+            raise self._failure(sent, "writing the archive on the host")
 
     def _checked_load(
         self, archive: Any, part: str, final: str, remove_after: bool = False, quiet: bool = False
@@ -901,23 +912,11 @@ class _Deployment:
             remote, _ = commands.parse_checked_load(out.stdout)
             if remote == archive.sha256:
                 if not out.ok:
-                    raise CommandError(
-                        self.host.name,
-                        command,
-                        out.exit_status,
-                        out.stdout,
-                        out.stderr,
-                        what=f"{self.engine.kind} load",
-                    )
+                    raise self._failure(out, f"{self.engine.kind} load", command=command)
                 return
             if not remote:
-                raise CommandError(
-                    self.host.name,
-                    command,
-                    out.exit_status or 1,
-                    out.stdout,
-                    out.stderr,
-                    what="sha256sum before loading",
+                raise self._failure(
+                    out, "sha256sum before loading", command=command, nonzero=True
                 )
             self._run(commands.remove(part), "removing the bad copy", PROBE_TIMEOUT)
             verify = getattr(archive, "verify", None)
@@ -978,14 +977,7 @@ class _Deployment:
             timeout=LOAD_TIMEOUT,
         )
         if not loaded.ok:
-            raise CommandError(
-                self.host.name,
-                loaded.command,
-                loaded.exit_status,
-                loaded.stdout,
-                loaded.stderr,
-                what=f"{self.engine.kind} load (streamed)",
-            )
+            raise self._failure(loaded, f"{self.engine.kind} load (streamed)")
         self._timed("upload", t)
 
     def _after_secret(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -1044,17 +1036,13 @@ class _Deployment:
         if not verify:
             return
         if not out.ok:
-            raise CommandError(
-                self.host.name, command, out.exit_status, out.stdout, out.stderr,
-                what="inspecting images",
-            )  # fmt: skip
+            raise self._failure(out, "inspecting images", command=command)
         try:
             text = commands.split_parts(out.stdout, count)[-1]
         except ValueError:
-            raise CommandError(
-                self.host.name, command, out.exit_status, out.stdout, out.stderr,
-                what="inspecting images (the output was cut short)",
-            ) from None  # fmt: skip
+            raise self._failure(
+                out, "inspecting images (the output was cut short)", command=command
+            ) from None
         self.verified = self._parse_found(text)
         self._timed("verify", t)
 
@@ -1094,10 +1082,9 @@ class _Deployment:
         try:
             parts = commands.split_parts(result.stdout, len(scripts))
         except ValueError:
-            raise CommandError(
-                self.host.name, command, result.exit_status, result.stdout, result.stderr,
-                what="probe (its output was cut short)",
-            ) from None  # fmt: skip
+            raise self._failure(
+                result, "probe (its output was cut short)", command=command
+            ) from None
         facts = known if known is not None else commands.parse_probe(parts[0])
         if not facts.engine_ok:
             return facts, None
