@@ -232,6 +232,14 @@ class Lab:
 
         return self.each(one)
 
+    def host_cpu(self) -> dict[str, float]:
+        """Each host's CPU seconds so far (its sshd with the sessions it reaped, its dockerd
+        with containerd: distrib.lab's process accounting); {} on a lab without it."""
+        from distrib.lab import core
+
+        accounting = getattr(core, "cpu_seconds", None)
+        return accounting(self.state) if accounting else {}
+
     def ssh_options(self) -> list[str]:
         from transport import ssh_options
 
@@ -319,6 +327,8 @@ class Sample:
     wire_rx: int
     error: str | None = None
     phases: dict[str, Any] = field(default_factory=dict)
+    host_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each host spent
+    load_1m: float = 0.0  # the machine's 1-minute load average at the end (others' work too)
 
 
 @dataclass
@@ -404,7 +414,10 @@ ANSIBLE_PLAYBOOK = """\
 def ansible_available() -> str | None:
     """Path of ansible-playbook in bench/.venv (else the venv running the bench), or None when
     ansible-core is not installed."""
-    for path in (VENV / "bin" / "ansible-playbook", Path(sys.executable).parent / "ansible-playbook"):
+    for path in (
+        VENV / "bin" / "ansible-playbook",
+        Path(sys.executable).parent / "ansible-playbook",
+    ):
         if path.exists():
             return str(path)
     return None
@@ -621,6 +634,7 @@ def measure(
     lab = ctx.lab
     if clean:
         lab.clean(ctx.image)
+    cpu0 = lab.host_cpu()
     tx0, rx0 = lab.counters()
     t0 = time.monotonic()
     error = None
@@ -631,6 +645,8 @@ def measure(
         error = str(exc)
     seconds = time.monotonic() - t0
     tx1, rx1 = lab.counters()
+    cpu1 = lab.host_cpu()
+    host_cpu = {h: round(cpu1[h] - cpu0[h], 2) for h in cpu0 if h in cpu1}
     ids = lab.image_ids(ctx.image)
     wrong = [f"{h.name}={i or 'missing'}" for h, i in zip(lab.hosts, ids) if i != ctx.local_id]
     if wrong and error is None:
@@ -638,10 +654,15 @@ def measure(
     if method == RERUN and error is None and phases.get("archive_bytes_sent"):
         error = f"re-run sent {phases['archive_bytes_sent']} archive bytes (expected 0)"
     sample = Sample(
-        method, index, error is None, round(seconds, 2), tx1 - tx0, rx1 - rx0, error, phases
-    )
+        method, index, error is None, round(seconds, 2), tx1 - tx0, rx1 - rx0, error, phases,
+        host_cpu, os.getloadavg()[0],
+    )  # fmt: skip
     state = "ok" if sample.ok else f"FAILED: {error}"
-    log(f"run {index} {method}: {seconds:.1f}s, {sample.wire_tx / MB:.1f} MB on the wire, {state}")
+    cpu = f", {statistics.median(host_cpu.values()):.2f} CPU s per host" if host_cpu else ""
+    log(
+        f"run {index} {method}: {seconds:.1f}s, {sample.wire_tx / MB:.1f} MB on the wire{cpu}, "
+        f"load {sample.load_1m:.1f}, {state}"
+    )
     return sample
 
 
@@ -660,6 +681,10 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         if rss:
             row["peak_rss_mb"] = max(rss)
             row["wait4_maxrss_mb"] = max(s.phases.get("wait4_maxrss_mb", 0) for s in ok)
+        cpu = [statistics.median(s.host_cpu.values()) for s in ok if s.host_cpu]
+        if cpu:  # per run the median host's CPU seconds; the row: the median run's
+            row["host_cpu_s"] = round(statistics.median(cpu), 2)
+            row["host_cpu_s_max_host"] = max(max(s.host_cpu.values()) for s in ok if s.host_cpu)
         codecs = {s.phases.get("codec_used") for s in ok} - {None}
         if codecs:
             row["codec_used"] = ",".join(sorted(codecs))

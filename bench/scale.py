@@ -128,6 +128,7 @@ def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> 
         "relay": (lambda: distrib_row(ctx, "relay", clear=False), True),
         "ansible": (lambda: b.ansible(ctx), True),
     }
+    load = {"start": os.getloadavg()}
     samples: dict[str, list[b.Sample]] = {r: [] for r in rows}
     seeded = "cold" in rows and rows.index("cold") < min(
         (rows.index(r) for r in ("noop", "verify", "warm", "relay") if r in rows), default=99
@@ -142,7 +143,8 @@ def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> 
             sample = b.measure(ctx, row if row != "noop" else b.RERUN, index, fn, clean=clean)
             sample.method = row
             samples[row].append(sample)
-    out: dict[str, Any] = {"hosts": n, "image": image, "rows": {}}
+    load["end"] = os.getloadavg()
+    out: dict[str, Any] = {"hosts": n, "image": image, "load_average": load, "rows": {}}
     for row, got in samples.items():
         summary = b.summarise(got)
         ok = [s for s in got if s.ok]
@@ -156,9 +158,10 @@ def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> 
         if payload:
             summary["payload_bytes"] = int(statistics.median(payload))
         summary["samples"] = [
-            {"run": s.run, "ok": s.ok, "s": s.seconds, "wire_tx": s.wire_tx, "error": s.error}
+            {"run": s.run, "ok": s.ok, "s": s.seconds, "wire_tx": s.wire_tx, "error": s.error,
+             "load_1m": round(s.load_1m, 2), "host_cpu_s": s.host_cpu}
             for s in got
-        ]
+        ]  # fmt: skip
         out["rows"][row] = summary
     direct = out["rows"].get("warm", out["rows"].get("cold", {})).get("payload_bytes")
     relay = out["rows"].get("relay", {})
@@ -170,8 +173,9 @@ def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> 
 def table(doc: dict[str, Any]) -> str:
     lines = [
         "| hosts | image | row | median s (min–max) | × one-liner | uplink MB | "
-        "uplink ÷ payload | remote commands per host (median/max) |",
-        "|---|---|---|---|---|---|---|---|",
+        "uplink ÷ payload | remote commands per host (median/max) | host CPU s per host "
+        "(median/max) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for case in doc["cases"]:
         base = case["rows"].get("oneliner", {}).get("median_s")
@@ -180,7 +184,7 @@ def table(doc: dict[str, Any]) -> str:
             if not r.get("median_s"):
                 lines.append(
                     f"| {case['hosts']} | {case['image']} | {LABELS[row]} | failed "
-                    f"({r['runs_ok']}/{r['runs']}) | | | | |"
+                    f"({r['runs_ok']}/{r['runs']}) | | | | | |"
                 )
                 continue
             ratio = f"{r['median_s'] / base:.2f}×" if base else ""
@@ -188,10 +192,19 @@ def table(doc: dict[str, Any]) -> str:
             over = f"{tx / payload:.2f}×" if payload and row not in ("noop", "verify") else ""
             cmds = r.get("remote_commands_per_host")
             cmd_text = f"{cmds['median']:g} / {cmds['max']}" if cmds else ""
+            cpu = r.get("host_cpu_s")
+            cpu_text = f"{cpu:.2f} / {r['host_cpu_s_max_host']:.2f}" if cpu is not None else ""
             lines.append(
                 f"| {case['hosts']} | {case['image']} | {LABELS[row]} | {r['median_s']:.1f} "
                 f"({r['min_s']:.1f}–{r['max_s']:.1f}) | {ratio} | {tx / b.MB:.1f} | {over} | "
-                f"{cmd_text} |"
+                f"{cmd_text} | {cpu_text} |"
+            )
+        load = case.get("load_average", {})
+        start, end = load.get("start"), load.get("end")
+        if start and end:
+            lines.append(
+                f"| {case['hosts']} | {case['image']} | *load average (1 min) at start → end* | "
+                f"{start[0]:.1f} → {end[0]:.1f} | | | | | |"
             )
     return "\n".join(lines)
 

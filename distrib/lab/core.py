@@ -891,3 +891,13 @@ def ssh_argv(state: LabState, host: str | LabHost, command: Sequence[str] = ()) 
     return ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "IdentitiesOnly=yes",
             "-i", state.client_key, f"root@{h.address}", *command]  # fmt: skip
+
+
+def cpu_seconds(state: LabState) -> dict[str, float]:
+    """Each host's CPU seconds so far: its sshd (with every session it served and reaped) and
+    its engine daemon (dockerd with its containerd, or containerd), from /proc. Take it before
+    and after a run: the difference is the work the hosts did for it."""
+    table = procs.cpu_table()
+    return {
+        h.name: procs.tree_cpu_seconds((h.sshd_pid, h.dockerd_pid), table) for h in state.hosts
+    }

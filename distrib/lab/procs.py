@@ -74,6 +74,40 @@ def ancestors() -> set[int]:
     return found
 
 
+def cpu_table() -> dict[int, tuple[int, float]]:
+    """pid -> (ppid, CPU seconds) of every process, read from /proc/<pid>/stat once: the
+    seconds are utime + stime + cutime + cstime, so a child this process already reaped is in
+    it and a live child is not (summing a process tree counts each CPU second once)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table: dict[int, tuple[int, float]] = {}
+    for pid in all_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+            # after the name: state ppid ... utime(14) stime cutime cstime (1-based in proc(5))
+            table[pid] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / tick)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return table
+
+
+def tree_cpu_seconds(roots: Iterable[int], table: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds used so far by `roots` and every live descendant, plus the descendants they
+    reaped (a before/after difference is the work the tree did in between)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, seen = 0.0, set()
+    todo = [p for p in roots if p in table]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += table[pid][1]
+        todo.extend(children.get(pid, ()))
+    return total
+
+
 def netns_id(path: str) -> tuple[int, int] | None:
     """(device, inode) identity of a network namespace file (/run/netns/X or /proc/P/ns/net)."""
     try:
