@@ -17,7 +17,7 @@ import pytest
 
 from distrib import local, yamlio
 from distrib.errors import LabError
-from distrib.lab import cli, config, core, images, procs, testing
+from distrib.lab import cli, config, core, images, procs, teardown, testing
 from distrib.lab.state import LabHost, LabState, current_instance, lab_dir, load_state
 
 # ---------------------------------------------------------------------------------- addressing
@@ -536,29 +536,29 @@ def test_exec_argv_enters_the_hosts_namespaces() -> None:
 
 
 def test_state_of_another_instance_is_refused() -> None:
-    core._check_owner(_state(), Path("/lab"), 0)
-    core._check_owner(None, Path("/lab"), 3)
+    teardown.check_owner(_state(), Path("/lab"), 0)
+    teardown.check_owner(None, Path("/lab"), 3)
     with pytest.raises(LabError, match="bridge distrib0, not lab instance 3"):
-        core._check_owner(_state(), Path("/lab"), 3)
+        teardown.check_owner(_state(), Path("/lab"), 3)
 
 
 def test_other_instances_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The input of the workstation dockerd rule, from a fake /var/lib and /run (no real lab).
     monkeypatch.setattr(config, "default_lab_dir", lambda i: str(tmp_path / f"lab-{i}"))
-    monkeypatch.setattr(core, "LOCK_DIR", tmp_path / "run")
-    monkeypatch.setattr(core, "_bridge_exists", lambda i: i == 7)
-    assert core._other_instances_in_use(2) == [7]
+    monkeypatch.setattr(teardown, "LOCK_DIR", tmp_path / "run")
+    monkeypatch.setattr(teardown, "bridge_exists", lambda i: i == 7)
+    assert teardown.other_instances_in_use(2) == [7]
     (tmp_path / "lab-4").mkdir()
     (tmp_path / "lab-4" / "state.json").write_text("{}")
     (tmp_path / "lab-5").mkdir()  # a dir without state (a lab that is down) is not in use
-    assert core._other_instances_in_use(2) == [4, 7]
-    assert core._other_instances_in_use(4) == [7]  # never counts itself
-    with procs.flock(core._instance_lock(9)):  # an up/down of instance 9 in progress
+    assert teardown.other_instances_in_use(2) == [4, 7]
+    assert teardown.other_instances_in_use(4) == [7]  # never counts itself
+    with procs.flock(teardown.instance_lock(9)):  # an up/down of instance 9 in progress
         # flock is per open file: probe from another process, as another instance would.
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(1) as pool:
-            assert pool.apply(core._other_instances_in_use, (2,)) == [4, 7, 9]
-    assert core._other_instances_in_use(2) == [4, 7]
+            assert pool.apply(teardown.other_instances_in_use, (2,)) == [4, 7, 9]
+    assert teardown.other_instances_in_use(2) == [4, 7]
 
 
 def test_ssh_argv_is_strict() -> None:
@@ -655,8 +655,8 @@ def _assert_clean(root: Path, instance: int) -> None:
     mounts = config.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     assert config.mounts_under(mounts, str(root)) == []
     leftover = procs.daemons_mentioning(str(root))
-    if core._other_instances_in_use(instance):  # they keep the shared workstation dockerd
-        leftover -= {core._workstation_dockerd(root)}
+    if teardown.other_instances_in_use(instance):  # they keep the shared workstation dockerd
+        leftover -= {teardown.workstation_dockerd(root)}
     assert leftover == set()
     br = config.bridge_name(instance)
     rule = ["iptables", "-w", "-C", "FORWARD", "-i", br, "-o", br, "-j", "ACCEPT"]

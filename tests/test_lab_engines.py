@@ -15,7 +15,7 @@ import pytest
 
 from distrib import local
 from distrib.errors import LabError
-from distrib.lab import config, core, engines, fetch, images, procs, remotes, testing
+from distrib.lab import config, core, engines, fetch, images, procs, remotes, teardown, testing
 from distrib.lab.state import LabState, lab_dir, load_state
 
 # ---------------------------------------------------------------------------------- catalogue
@@ -406,8 +406,8 @@ def test_matrix_down_leaves_nothing(matrix_lab: tuple[LabState, dict[str, str]])
     mounts = config.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     assert config.mounts_under(mounts, str(root)) == []
     leftover = procs.daemons_mentioning(str(root))
-    if core._other_instances_in_use(number):
-        leftover -= {core._workstation_dockerd(root)}
+    if teardown.other_instances_in_use(number):
+        leftover -= {teardown.workstation_dockerd(root)}
     assert leftover == set()
     netns = os.listdir("/run/netns") if Path("/run/netns").exists() else []
     assert config.lab_netns(netns, number) == []

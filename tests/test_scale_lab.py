@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib.lab import config, core, testing
+from distrib.lab import config, core, teardown, testing
 from distrib.lab.state import LabState
 from tests.conftest import ROOT, distrib, local_id
 
@@ -44,7 +44,7 @@ def _require_lab() -> None:
 
 def _traces(root: Path, instance: int) -> list[str]:
     """What a lab of `instance` in `root` could leave behind: netns, mounts, processes, links."""
-    found = [f"netns {ns}" for ns in core._lab_netns(instance)]
+    found = [f"netns {ns}" for ns in teardown.lab_netns(instance)]
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     found += [f"mount {m.split()[4]}" for m in mounts if m.split()[4].startswith(str(root) + "/")]
     for proc in Path("/proc").iterdir():
@@ -57,7 +57,7 @@ def _traces(root: Path, instance: int) -> list[str]:
                 found.append(f"process {proc.name}: {cmdline[:120]}")
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     found += [f"link {n}" for n in config.lab_links(config.parse_link_names(links), instance)]
-    if core._bridge_exists(instance):
+    if teardown.bridge_exists(instance):
         found.append(f"bridge {config.bridge_name(instance)}")
     return found
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from distrib import local
 from distrib.errors import LabError, LocalError
 from distrib.lab import config, procs
-from distrib.lab.core import WORKSTATION_SOCKET, require_environment
+from distrib.lab.teardown import WORKSTATION_SOCKET, require_environment
 
 BASE = "distrib/busybox:latest"
 BUILD_ENV = {"DOCKER_BUILDKIT": "0"}  # the classic builder: no buildx plugin needed here

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from distrib import local
-from distrib.errors import LabError, last_lines
+from distrib.errors import LabError, LocalError, last_lines
 from distrib.lab import config
 
 # Programs a lab may leave running; a process is only killed by cmdline match if it is one of
@@ -191,6 +191,14 @@ def docker_ping(sock_path: str, timeout: float = 2.0) -> bool:
     except OSError:
         return False
     return reply.startswith(b"HTTP/1.") and b" 200 " in reply.split(b"\r\n", 1)[0]
+
+
+def containerd_ping(socket: str) -> bool:
+    """True if the containerd on `socket` answers `ctr version`."""
+    try:
+        return local.run(["ctr", "-a", socket, "version"], check=False, timeout=10).ok
+    except LocalError:
+        return False
 
 
 def ssh_banner(address: str, port: int = 22, timeout: float = 2.0) -> bool:
