@@ -43,3 +43,11 @@ def test_quick_benchmark_runs_every_method_and_writes_results() -> None:
     doc = json.loads(written.pop().read_text())
     assert all(row["runs_ok"] == row["runs"] for row in doc["rows"].values()), doc["rows"]
     assert doc["targets"]["rerun_archive_bytes_sent"] == [0]
+    # every timed run has each host's CPU seconds (sshd and engine trees), a run that loads
+    # an image spends some on every host
+    hosts = {f"node{i}" for i in range(1, doc["config"]["hosts"] + 1)}
+    for name, samples in doc["samples"].items():
+        for sample in samples:
+            assert set(sample["host_cpu"]) == hosts, (name, sample["host_cpu"])
+            assert all(v >= 0 for v in sample["host_cpu"].values()), (name, sample["host_cpu"])
+    assert all(v > 0 for v in doc["samples"]["distrib (gzip)"][0]["host_cpu"].values())

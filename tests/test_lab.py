@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import sys
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -566,6 +567,33 @@ def test_ssh_argv_is_strict() -> None:
     assert "StrictHostKeyChecking=yes" in argv
     assert "UserKnownHostsFile=/lab/known_hosts" in argv
     assert argv[-3:] == ["root@10.213.0.11", "docker", "info"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_tree_cpu_seconds_counts_reaped_and_live_descendants(tmp_path: Path) -> None:
+    # The root shell itself only forks and waits: every CPU second of its tree is its
+    # children's, the first one reaped (in its cutime), the second still running.
+    busy = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"
+    script = f"({busy}); ({busy}; exec sleep 60) & wait"
+    root = local.spawn(["sh", "-c", script], stdout=None, stderr=None)
+    live: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the second child has finished its loop (it is `sleep` now)
+            table = procs.cpu_table()
+            live = [p for p, (ppid, _) in table.items() if ppid == root.pid]
+            if live and procs.cmdline(live[0])[:1] == ["sleep"]:
+                break
+            assert time.monotonic() < deadline, "the busy children did not finish"
+            time.sleep(0.2)
+        reaped = table[root.pid][1]  # root's own (≈ 0) + the first child's, reaped
+        total = procs.tree_cpu_seconds([root.pid], table)
+        assert reaped > 0.05
+        assert total - reaped > 0.05  # the live child's loop counts too
+        assert procs.tree_cpu_seconds([root.pid, live[0]], table) == total  # each counted once
+        assert procs.tree_cpu_seconds([0], table) == 0.0  # a podman host has no daemon pid
+    finally:
+        procs.terminate([root.pid, *live], grace=0)
 
 
 # ---------------------------------------------------------------------------------- images
