@@ -112,7 +112,8 @@ def verify_row(ctx: b.Ctx) -> dict[str, Any]:
         if line.startswith("[") and "] $ " in line:
             host = line[1 : line.index("]")]
             counts[host] = counts.get(host, 0) + 1
-    return {"remote_commands": counts}
+    rest = [line for line in proc.stderr.splitlines() if "] $ " not in line]
+    return {"remote_commands": counts, "timeline": [(0, line[:200]) for line in rest[-25:]]}
 
 
 def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> dict[str, Any]:
@@ -154,12 +155,27 @@ def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> 
                 "median": statistics.median(per_host),
                 "max": max(per_host),
             }
+        timings: dict[str, list[float]] = {}  # distrib's per-host phase seconds (--json)
+        for s in ok:
+            for h in (s.phases.get("hosts") or {}).values():
+                for phase, sec in (h.get("timings") or {}).items():
+                    timings.setdefault(phase, []).append(float(sec))
+        if timings:
+            summary["host_phase_s_median"] = {
+                k: round(statistics.median(v), 2) for k, v in timings.items()
+            }
+        cpu = [
+            s.phases["cpu_user_s"] + s.phases["cpu_sys_s"] for s in ok if "cpu_user_s" in s.phases
+        ]
+        if cpu:  # the distrib process itself (wait4: it and its children, e.g. docker save)
+            summary["workstation_cpu_s"] = round(statistics.median(cpu), 2)
         payload = [s.phases["bytes_sent_median"] for s in ok if s.phases.get("bytes_sent_median")]
         if payload:
             summary["payload_bytes"] = int(statistics.median(payload))
         summary["samples"] = [
             {"run": s.run, "ok": s.ok, "s": s.seconds, "wire_tx": s.wire_tx, "error": s.error,
-             "load_1m": round(s.load_1m, 2), "host_cpu_s": s.host_cpu}
+             "load_1m": round(s.load_1m, 2), "host_cpu_s": s.host_cpu,
+             "timeline": s.phases.get("timeline", [])[:25]}
             for s in got
         ]  # fmt: skip
         out["rows"][row] = summary
@@ -230,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.remove("ansible")
     instance = os.environ.setdefault("DISTRIB_LAB_INSTANCE", "1")
     b.WORK.mkdir(parents=True, exist_ok=True)
+    b.compile_distrib()
     lab = b.Lab(instance)
     args.medium = args.medium or args.medium_only
     images = [*([] if args.medium_only else [SMALL]), *([MEDIUM] if args.medium else [])]
