@@ -30,6 +30,7 @@ Writes bench/results/<stamp>-scale.json and scale-latest.json, and prints the ta
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -225,6 +226,43 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def targets(doc: dict[str, Any]) -> list[str]:
+    """Issue 16's targets at 32 hosts, small image, where this doc has that case."""
+    out = []
+    for case in doc["cases"]:
+        if case["hosts"] != 32 or case["image"] != SMALL:
+            continue
+        rows = case["rows"]
+        base = rows.get("oneliner", {}).get("median_s")
+
+        def check(name: str, value: float | None, goal: float, unit: str = "") -> None:
+            if value is None:
+                out.append(f"- {name}: not measured (goal ≤ {goal:g}{unit})")
+                return
+            verdict = "met" if value <= goal else "MISSED"
+            out.append(f"- {name}: {value:.2f}{unit} (goal ≤ {goal:g}{unit}): {verdict}")
+
+        cold = rows.get("cold", {}).get("median_s")
+        check("cold ÷ one-liner", cold / base if cold and base else None, 1.0, "×")
+        check("no-op re-run", rows.get("noop", {}).get("median_s"), 3.0, " s")
+        check("verify", rows.get("verify", {}).get("median_s"), 3.0, " s")
+        for row, goal in (("noop", 1.0), ("cold", 5.0)):
+            cmds = rows.get(row, {}).get("remote_commands_per_host", {}).get("max")
+            check(f"remote commands per host, {row} (max)", cmds, goal)
+    return out
+
+
+def report(paths: list[str]) -> str:
+    """The merged table (and the 32-host targets) of several result files, later files
+    winning for a (hosts, image) case both have."""
+    cases: dict[tuple[int, str], Any] = {}
+    for path in paths:
+        for case in json.loads(Path(path).read_text())["cases"]:
+            cases[(case["hosts"], case["image"])] = case
+    doc = {"cases": [cases[k] for k in sorted(cases)]}
+    return "\n".join([table(doc), "", *targets(doc)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="distrib at 8-64 hosts (issue 16)")
     parser.add_argument(
@@ -236,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--medium-only", action="store_true", help=f"only {MEDIUM}")
     parser.add_argument("--only", metavar="R1,R2", help=f"rows: {','.join(ROWS)}")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
+    parser.add_argument(
+        "--report", nargs="+", metavar="JSON", help="print the merged table of result files"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
     sizes = [int(x) for x in args.hosts.split(",")]
     if any(n not in (4, 8, 16, 32, 64) for n in sizes):  # 4: the relay uplink target's
         parser.error("--hosts takes N from 4, 8, 16, 32, 64")
@@ -279,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["load_average_end"] = os.getloadavg()
     b.save_results(doc, "scale")
     print(table(doc))
+    print("\n".join(targets(doc)))
     print(f"\nuplink {args.uplink}; {shlex.join(sys.argv)}; load average "
           f"{doc['load_average_start'][0]:.1f} → {doc['load_average_end'][0]:.1f}")  # fmt: skip
     return 0
