@@ -29,10 +29,12 @@ only place performance is measured: tests never assert it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -248,6 +250,19 @@ class Lab:
         accounting = getattr(core, "cpu_seconds", None)
         return accounting(self.state) if accounting else {}
 
+    def workstation_cpu(self) -> float:
+        """CPU seconds so far of this bench's reaped children (distrib, ssh, gzip, docker CLI,
+        ansible) and of the workstation's engine daemon (its docker save work)."""
+        from distrib.lab import procs
+
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        pid = getattr(self.state, "workstation_engine_pid", None)
+        if not pid:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(Path("/var/run/docker.pid").read_text().strip())
+        daemon = procs.tree_cpu_seconds([pid], procs.cpu_table()) if pid else 0.0
+        return usage.ru_utime + usage.ru_stime + daemon
+
     def ssh_options(self) -> list[str]:
         from transport import ssh_options
 
@@ -337,6 +352,7 @@ class Sample:
     phases: dict[str, Any] = field(default_factory=dict)
     host_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each host spent
     load_1m: float = 0.0  # the machine's 1-minute load average at the end (others' work too)
+    workstation_cpu: float = 0.0  # the bench's children and the workstation's dockerd
 
 
 @dataclass
@@ -643,6 +659,7 @@ def measure(
     if clean:
         lab.clean(ctx.image)
     cpu0 = lab.host_cpu()
+    ws0 = lab.workstation_cpu()
     tx0, rx0 = lab.counters()
     t0 = time.monotonic()
     error = None
@@ -654,6 +671,7 @@ def measure(
     seconds = time.monotonic() - t0
     tx1, rx1 = lab.counters()
     cpu1 = lab.host_cpu()
+    ws = round(lab.workstation_cpu() - ws0, 2)
     host_cpu = {h: round(cpu1[h] - cpu0[h], 2) for h in cpu0 if h in cpu1}
     ids = lab.image_ids(ctx.image)
     wrong = [f"{h.name}={i or 'missing'}" for h, i in zip(lab.hosts, ids) if i != ctx.local_id]
@@ -663,7 +681,7 @@ def measure(
         error = f"re-run sent {phases['archive_bytes_sent']} archive bytes (expected 0)"
     sample = Sample(
         method, index, error is None, round(seconds, 2), tx1 - tx0, rx1 - rx0, error, phases,
-        host_cpu, os.getloadavg()[0],
+        host_cpu, os.getloadavg()[0], ws,
     )  # fmt: skip
     state = "ok" if sample.ok else f"FAILED: {error}"
     cpu = f", {statistics.median(host_cpu.values()):.2f} CPU s per host" if host_cpu else ""
@@ -689,6 +707,7 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         if rss:
             row["peak_rss_mb"] = max(rss)
             row["wait4_maxrss_mb"] = max(s.phases.get("wait4_maxrss_mb", 0) for s in ok)
+        row["workstation_cpu_s"] = round(statistics.median(s.workstation_cpu for s in ok), 2)
         cpu = [statistics.median(s.host_cpu.values()) for s in ok if s.host_cpu]
         if cpu:  # per run the median host's CPU seconds; the row: the median run's
             row["host_cpu_s"] = round(statistics.median(cpu), 2)

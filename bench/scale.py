@@ -169,13 +169,14 @@ def measure_case(lab: b.Lab, n: int, image: str, runs: int, rows: list[str]) -> 
             s.phases["cpu_user_s"] + s.phases["cpu_sys_s"] for s in ok if "cpu_user_s" in s.phases
         ]
         if cpu:  # the distrib process itself (wait4: it and its children, e.g. docker save)
-            summary["workstation_cpu_s"] = round(statistics.median(cpu), 2)
+            summary["distrib_process_cpu_s"] = round(statistics.median(cpu), 2)
         payload = [s.phases["bytes_sent_median"] for s in ok if s.phases.get("bytes_sent_median")]
         if payload:
             summary["payload_bytes"] = int(statistics.median(payload))
         summary["samples"] = [
             {"run": s.run, "ok": s.ok, "s": s.seconds, "wire_tx": s.wire_tx, "error": s.error,
              "load_1m": round(s.load_1m, 2), "host_cpu_s": s.host_cpu,
+             "workstation_cpu_s": s.workstation_cpu,
              "timeline": s.phases.get("timeline", [])[:25]}
             for s in got
         ]  # fmt: skip
@@ -191,8 +192,8 @@ def table(doc: dict[str, Any]) -> str:
     lines = [
         "| hosts | image | row | median s (min–max) | × one-liner | uplink MB | "
         "uplink ÷ payload | remote commands per host (median/max) | host CPU s per host "
-        "(median/max) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(median/max) | workstation CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in doc["cases"]:
         base = case["rows"].get("oneliner", {}).get("median_s")
@@ -201,7 +202,7 @@ def table(doc: dict[str, Any]) -> str:
             if not r.get("median_s"):
                 lines.append(
                     f"| {case['hosts']} | {case['image']} | {LABELS[row]} | failed "
-                    f"({r['runs_ok']}/{r['runs']}) | | | | | |"
+                    f"({r['runs_ok']}/{r['runs']}) | | | | | | |"
                 )
                 continue
             ratio = f"{r['median_s'] / base:.2f}×" if base else ""
@@ -214,14 +215,14 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {case['hosts']} | {case['image']} | {LABELS[row]} | {r['median_s']:.1f} "
                 f"({r['min_s']:.1f}–{r['max_s']:.1f}) | {ratio} | {tx / b.MB:.1f} | {over} | "
-                f"{cmd_text} | {cpu_text} |"
+                f"{cmd_text} | {cpu_text} | {r.get('workstation_cpu_s', '')} |"
             )
         load = case.get("load_average", {})
         start, end = load.get("start"), load.get("end")
         if start and end:
             lines.append(
                 f"| {case['hosts']} | {case['image']} | *load average (1 min) at start → end* | "
-                f"{start[0]:.1f} → {end[0]:.1f} | | | | | |"
+                f"{start[0]:.1f} → {end[0]:.1f} | | | | | | |"
             )
     return "\n".join(lines)
 
