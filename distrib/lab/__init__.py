@@ -9,6 +9,7 @@ Python API (importing has no side effects):
 - `current_instance(option=None)`: the lab instance 0..9 (option, $DISTRIB_LAB_INSTANCE, 0)
 - `exec_in(host, argv, input=None, check=False) -> Completed` (inside the host's namespaces)
 - `ssh_argv(state, host, command)`: the OpenSSH client command with the lab key/known_hosts
+- `cpu_seconds(state) -> {host: seconds}`: each host's sshd + engine CPU so far (bench deltas)
 - `build_images(bench=False, huge=False, rebuild=False) -> list[BuiltImage]`
 - `register(subparsers)`: adds `distrib lab up|down|status|exec|images`
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from distrib.lab.cli import register
 from distrib.lab.core import (
     HostStatus,
+    cpu_seconds,
     down,
     exec_argv,
     exec_in,
@@ -37,6 +39,7 @@ __all__ = [
     "LabHost",
     "LabState",
     "build_images",
+    "cpu_seconds",
     "current_instance",
     "down",
     "exec_argv",
