@@ -57,16 +57,6 @@ def available() -> bool:
         return False
 
 
-def _used_var(key: str) -> bool:
-    from distrib import inventory as inv
-
-    return (
-        key in inv._USED_ANSIBLE_VARS
-        or key.startswith("ansible_become")
-        or key in inv.DISTRIB_HOST_VARS
-    )
-
-
 @contextlib.contextmanager
 def _ansible_errors(what: str) -> Iterator[None]:
     """ansible-core's errors as one ConfigError line (its message names file and line)."""
@@ -181,7 +171,7 @@ def load_inventory(
     vault: VaultOptions | None = None,
     extra_vars: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Read `sources` with ansible-core; return a `distrib.inventory.Inventory`.
+    """Read `sources` with ansible-core; the `distrib.inventory.Inventory` fields it makes.
 
     `extra_vars` (-e) take part in templating, as in Ansible (`ansible_user: "{{ deploy_user
     }}"` with `-e deploy_user=ops`); they are not added to the hosts' vars (the plan puts them
@@ -197,7 +187,7 @@ def load_inventory(
     from ansible.vars.manager import VariableManager
     from ansible.vars.plugins import get_vars_from_inventory_sources
 
-    from distrib import inventory as inv_mod
+    from distrib import inventory_records as inv_mod
 
     _init_plugins()
     loader = DataLoader()
@@ -251,7 +241,7 @@ def load_inventory(
         templar = Templar(loader=loader, variables=context)
         values: dict[str, Any] = {}
         for key, value in shown.items():
-            if _used_var(key) and key not in (extra_vars or {}):  # -e replaces it anyway
+            if inv_mod.used_var(key) and key not in (extra_vars or {}):  # -e replaces it anyway
                 with _ansible_errors(f"host {host.name!r}: {key}"):
                     values[key] = _native(templar.template(value))
             else:
@@ -264,7 +254,7 @@ def load_inventory(
             name=host.name, vars=values, groups=tuple(member_of), source=_source_of(host)
         )
     members = {name: tuple(h.name for h in manager.groups[name].get_hosts()) for name in groups}
-    return inv_mod.Inventory(hosts=hosts, groups=groups, sources=tuple(sources), _members=members)
+    return inv_mod.Loaded(hosts, groups, tuple(sources), members)
 
 
 def _source_of(entity: Any) -> str:

@@ -11,22 +11,31 @@ import contextlib
 import hashlib
 import json
 import os
-import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
 from distrib import local
+from distrib.archivewrite import (
+    load_cached,
+    meta_path,
+    produce_compressed,
+    save_compressed,
+    write_meta,
+)
+from distrib.codecs import CODECS
 from distrib.commands import INSPECT_FORMAT, parse_inspect
+from distrib.configdigest import config_digest
 from distrib.errors import ConfigError, CorruptEntry, LocalError
 from distrib.platforms import Platform
 from distrib.refs import ImageRef
 
-DEFAULT_LEVELS = {"gzip": 6, "zstd": 3, "xz": 6, "none": 0}
-EXTENSIONS = {"gzip": ".tar.gz", "zstd": ".tar.zst", "xz": ".tar.xz", "none": ".tar"}
+# the codec table's default levels and file suffixes, by codec name
+DEFAULT_LEVELS = {name: codec.level for name, codec in CODECS.items()}
+EXTENSIONS = {name: codec.suffix for name, codec in CODECS.items()}
 READ_SIZE = 1024 * 1024
 PULL_TIMEOUT = 3600.0  # a large image over a slow site link
 
@@ -319,7 +328,7 @@ class Archive:
         archives = os.path.realpath(os.path.join(cache_dir(), "archives"))
         if os.path.dirname(os.path.realpath(self._path)) != archives:
             return False
-        for path in (self._path, _meta_path(self._path, self.key)):
+        for path in (self._path, meta_path(self._path, self.key)):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         return True
@@ -337,16 +346,16 @@ class Archive:
                 self._ready = True
                 self._cond.notify_all()
             if self._producer is not None:
-                size, digest = _produce_compressed(
+                size, digest = produce_compressed(
                     self._producer, self.codec, self.level, fd, tmp, self._grew, self._abort
                 )
             else:
-                size, digest = _save_compressed(
-                    self.images, self.codec, self.level, fd, tmp, self._grew, self._abort
+                save = [*docker_command(), "save", *[str(i.ref) for i in self.images]]
+                size, digest = save_compressed(
+                    save, self.codec, self.level, fd, tmp, self._grew, self._abort
                 )
-            _write_meta(
-                self._final_path, self.key, self.images, self.codec, self.level, size, digest
-            )
+            images = {str(i.ref): i.id for i in self.images}
+            write_meta(self._final_path, self.key, images, self.codec, self.level, size, digest)
             with self._cond:
                 os.replace(tmp, self._final_path)
                 self._path = self._final_path
@@ -413,7 +422,9 @@ def inspect_local(refs: Sequence[ImageRef]) -> tuple[dict[ImageRef, LocalImage],
         )
         if result.ok:
             seen = parse_inspect(result.stdout.strip().splitlines()[0])
-            config = config_digest(ref, seen.id) if seen.containerd_store else seen.id
+            config = seen.id
+            if seen.containerd_store:  # its ID is the manifest's: the identity is the config's
+                config = config_digest(ref, seen.id, cache_dir(), docker_command())
             found[ref] = LocalImage(
                 ref,
                 config,
@@ -449,94 +460,6 @@ def pull_local(ref: ImageRef, platform: str | None, where: str) -> None:
         )
 
 
-def config_digest(ref: ImageRef, target: str) -> str:
-    """The config digest of a containerd-store image whose manifest (or index) is `target`.
-
-    Content-addressed, so the answer is cached for good (`<cache>/ids/`). Asked of the local
-    containerd (`ctr content get`, where its socket is ours to use), else read from `docker
-    save` (the whole image is read once; index.json comes last)."""
-    ids = os.path.join(cache_dir(), "ids")
-    path = os.path.join(ids, target.split(":", 1)[-1])
-    with contextlib.suppress(OSError):
-        with open(path) as fh:
-            cached = fh.read().strip()
-        if cached.startswith("sha256:"):
-            return cached
-    digest = _config_from_containerd(target) or _config_from_save(ref)
-    os.makedirs(ids, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(digest + "\n")
-    os.replace(tmp, path)
-    return digest
-
-
-def _config_from_containerd(target: str) -> str | None:
-    from distrib import engines  # manifest/index parsers
-
-    info = local.run(
-        [*docker_command(), "info", "--format", "{{.Containerd.Address}}"], check=False, timeout=30
-    )
-    address = info.stdout.strip() if info.ok else ""
-    if not address or address == "<no value>" or not os.access(address, os.W_OK):
-        return None
-
-    def blob(digest: str) -> bytes | None:
-        argv = ["ctr", "-a", address, "-n", "moby", "content", "get", digest]
-        try:
-            got = local.run(argv, check=False, timeout=60)
-        except LocalError:  # no ctr here
-            return None
-        return got.stdout.encode() if got.ok and got.stdout else None
-
-    data = blob(target)
-    if data is None:
-        return None
-    child = engines.index_manifest(data)
-    if child:  # an index: the linux/amd64 manifest (else its first)
-        data = blob(child)
-    return engines.manifest_config(data)
-
-
-def _config_from_save(ref: ImageRef) -> str:
-    save = local.spawn([*docker_command(), "save", str(ref)], stdout=local.PIPE)
-    assert save.stdout is not None
-    manifest: list[dict[str, object]] = []
-    try:
-        with tarfile.open(fileobj=save.stdout, mode="r|") as tar:
-            for member in tar:
-                if member.name == "manifest.json":
-                    source = tar.extractfile(member)
-                    manifest = json.loads(source.read()) if source else []
-    except (tarfile.TarError, ValueError) as exc:
-        save.kill()
-        save.wait()
-        raise LocalError(f"docker save {ref}: unreadable archive ({exc})") from None
-    rc = save.wait()
-    entry = manifest[0] if manifest and isinstance(manifest[0], dict) else {}
-    config = str(entry.get("Config") or "")
-    if rc != 0 or not config.startswith("blobs/sha256/"):
-        raise LocalError(f"docker save {ref}: cannot find the image's config (exit {rc})")
-    return "sha256:" + config.rsplit("/", 1)[-1]
-
-
-def compressor(codec: str, level: int) -> list[str] | None:
-    """The compressing command for `codec`, preferring multi-core tools; None for 'none'."""
-    if codec == "none":
-        return None
-    if codec == "gzip":
-        if local.which("pigz"):
-            return ["pigz", f"-{level}", "-c"]
-        return ["gzip", f"-{level}", "-c"]
-    if codec == "zstd":
-        if not local.which("zstd"):
-            raise LocalError("compression zstd needs the zstd program on the workstation")
-        return ["zstd", f"-{level}", "-T0", "-q", "-c"]
-    if codec == "xz":
-        return ["xz", f"-{level}", "-T0", "-c"]
-    raise ValueError(codec)
-
-
 def cache_key(images: Sequence[LocalImage], codec: str, level: int) -> str:
     ident = json.dumps(
         {"images": [[str(i.ref), i.id] for i in images], "codec": codec, "level": level},
@@ -553,7 +476,7 @@ def find_cached(
     directory = os.path.join(directory or cache_dir(), "archives")
     key = cache_key(images, codec, level)
     path = os.path.join(directory, key + EXTENSIONS[codec])
-    cached = _load_cached(path, _meta_path(path, key))
+    cached = load_cached(path, meta_path(path, key))
     if cached is None:
         return None
     os.utime(path)  # LRU: recently used
@@ -575,183 +498,3 @@ def prepare(
         return cached
     directory = os.path.join(directory or cache_dir(), "archives")
     return Archive.pending(images, codec, level, directory, producer)
-
-
-def build(
-    images: Sequence[LocalImage], codec: str, level: int | None = None, directory: str | None = None
-) -> Archive:
-    """Save `images` into one archive compressed with `codec` (or reuse the cached one); wait."""
-    archive = prepare(images, codec, level, directory)
-    archive.wait()
-    return archive
-
-
-def _meta_path(path: str, key: str) -> str:
-    return os.path.join(os.path.dirname(path), key + ".json")
-
-
-def _write_meta(
-    path: str,
-    key: str,
-    images: Sequence[LocalImage],
-    codec: str,
-    level: int,
-    size: int,
-    digest: str,
-) -> None:
-    meta_path = _meta_path(path, key)
-    with open(meta_path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(
-            {
-                "sha256": digest,
-                "size": size,
-                "codec": codec,
-                "level": level,
-                "images": {str(i.ref): i.id for i in images},
-                "created": time.time(),
-            },
-            fh,
-        )
-    os.replace(meta_path + ".tmp", meta_path)
-
-
-def _load_cached(path: str, meta_path: str) -> tuple[int, str] | None:
-    try:
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-        if os.path.getsize(path) == meta["size"]:
-            return int(meta["size"]), str(meta["sha256"])
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
-def _write_hashed(
-    blocks: Iterable[bytes], fd: int, grew: Callable[[int], None], abort: threading.Event
-) -> tuple[int, str]:
-    """Write `blocks` to `fd` (closed after), hashed on the way; `grew(total)` after each
-    block; LocalError as soon as `abort` is set. (size, sha256 hex)."""
-    digest = hashlib.sha256()
-    size = 0
-    with os.fdopen(fd, "wb") as out:
-        for block in blocks:
-            if abort.is_set():
-                raise LocalError("archive build interrupted")
-            digest.update(block)
-            out.write(block)
-            out.flush()
-            size += len(block)
-            grew(size)
-    return size, digest.hexdigest()
-
-
-def _save_compressed(
-    images: Sequence[LocalImage],
-    codec: str,
-    level: int,
-    fd: int,
-    tmp: str,
-    grew: Callable[[int], None],
-    abort: threading.Event,
-) -> tuple[int, str]:
-    """docker save | compressor > tmp, hashed on the way; `grew(total)` after each block."""
-    save_cmd = [*docker_command(), "save", *[str(i.ref) for i in images]]
-    with tempfile.TemporaryFile() as save_err, tempfile.TemporaryFile() as comp_err:
-        save = local.spawn(save_cmd, stdout=local.PIPE, stderr=save_err)
-        comp_cmd = compressor(codec, level)
-        comp = None
-        try:
-            assert save.stdout is not None
-            source = save.stdout
-            if comp_cmd:
-                comp = local.spawn(comp_cmd, stdin=save.stdout, stdout=local.PIPE, stderr=comp_err)
-                save.stdout.close()  # the compressor owns the pipe now
-                assert comp.stdout is not None
-                source = comp.stdout
-            read = source.read1  # type: ignore[attr-defined]
-            size, sha256 = _write_hashed(iter(lambda: read(READ_SIZE), b""), fd, grew, abort)
-            source.close()
-            comp_rc = comp.wait() if comp else 0
-            save_rc = save.wait()
-        except BaseException:
-            for proc in (save, comp):
-                if proc and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if save_rc != 0 or comp_rc != 0:
-            os.unlink(tmp)
-            save_err.seek(0)
-            comp_err.seek(0)
-            failed = save_cmd if save_rc else (comp_cmd or [])
-            stderr = (save_err.read() if save_rc else comp_err.read()).decode("utf-8", "replace")
-            raise LocalError(f"{' '.join(failed[:2])} failed", cmd=failed, stderr=stderr)
-    return size, sha256
-
-
-def _produce_compressed(
-    producer: Callable[[], Iterator[bytes]],
-    codec: str,
-    level: int,
-    fd: int,
-    tmp: str,
-    grew: Callable[[int], None],
-    abort: threading.Event,
-) -> tuple[int, str]:
-    """producer() | compressor > tmp, hashed on the way (as `_save_compressed`, for images
-    that no engine holds: their docker-archive is made from the layer store)."""
-    failed: list[BaseException] = []
-    comp_cmd = compressor(codec, level)
-    with tempfile.TemporaryFile() as comp_err:
-        comp = (
-            local.spawn(comp_cmd, stdin=local.PIPE, stdout=local.PIPE, stderr=comp_err)
-            if comp_cmd
-            else None
-        )
-
-        def feed() -> None:
-            assert comp is not None and comp.stdin is not None
-            try:
-                for block in producer():
-                    if abort.is_set():
-                        raise LocalError("archive build interrupted")
-                    comp.stdin.write(block)
-            except BaseException as exc:  # noqa: BLE001 - raised by the reading thread
-                failed.append(exc)
-                comp.kill()
-            finally:
-                with contextlib.suppress(OSError):
-                    comp.stdin.close()
-
-        feeder = threading.Thread(target=feed, name="archive-feed", daemon=True)
-        try:
-            if comp is None:
-                blocks: Iterator[bytes] = producer()
-            else:
-                assert comp.stdout is not None
-                feeder.start()
-                stdout = comp.stdout
-                blocks = iter(lambda: stdout.read1(READ_SIZE), b"")  # type: ignore[attr-defined]
-            size, sha256 = _write_hashed(blocks, fd, grew, abort)
-            if comp is not None:
-                feeder.join()
-                rc = comp.wait()
-                if failed:
-                    raise failed[0]
-                if rc != 0:
-                    comp_err.seek(0)
-                    raise LocalError(
-                        f"{comp_cmd[0] if comp_cmd else '?'} failed",
-                        cmd=comp_cmd or [],
-                        stderr=comp_err.read().decode("utf-8", "replace"),
-                    )
-        except BaseException:
-            if comp is not None and comp.poll() is None:
-                comp.kill()
-                comp.wait()
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    return size, sha256

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import IO, Any, TypeVar
 
-from distrib import imagearchive, local, platforms
+from distrib import archivemembers, imagearchive, local, platforms
 from distrib.archive import LocalImage
+from distrib.codecs import CODECS
 from distrib.errors import LocalError
 from distrib.refs import ImageRef
 from distrib.units import human_bytes
@@ -133,7 +134,7 @@ def host_jobs(
 
 def store_codec(codec: str) -> str:
     """The layer store an xz/none play's archive images are read into (zstd: cheapest)."""
-    if codec in ("gzip", "zstd"):
+    if CODECS[codec].blob_suffix:  # a codec the store keeps
         return codec
     return "zstd" if local.which("zstd") else "gzip"
 
@@ -158,7 +159,7 @@ def fill(store: Any, images: Sequence[LocalImage], out: IO[str] | None = None) -
         )
         started = time.monotonic()
         try:
-            with imagearchive.members(path, set(wanted)) as found:
+            with archivemembers.members(path, set(wanted)) as found:
                 added = store.import_members(found, wanted)
         except LocalError as exc:
             raise imagearchive.error_in(path, exc) from None

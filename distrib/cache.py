@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass
 
 from distrib.archive import cache_dir
-from distrib.layerstore import LayerStore, meta_path
+from distrib.layerblobs import meta_path
+from distrib.layerstore import LayerStore
 from distrib.units import parse_size
 
 DEFAULT_MAX = "20G"

@@ -843,7 +843,8 @@ def _layer_store(play: Any, codec: str, images: tuple[Any, ...], out: Any, check
     """`delta: auto` with gzip or zstd: every layer compressed once, ever, into the layer store;
     each docker host is then sent only the layers it lacks, in loading steps (xz/none plays
     ship whole archives)."""
-    from distrib.layerstore import BLOB_SUFFIXES, LayerStore
+    from distrib.layerblobs import BLOB_SUFFIXES
+    from distrib.layerstore import LayerStore
 
     if play.delta != "auto" or codec not in BLOB_SUFFIXES:
         return None

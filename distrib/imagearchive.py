@@ -25,30 +25,20 @@ image with several `Variant`s: each host gets its own platform's (platforms.best
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import hashlib
 import json
-import lzma
 import os
-import tarfile
-import tempfile
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
-from distrib import local
+from distrib.archivemembers import READ_SIZE, clean_name, corrupt, members, sniff
+from distrib.codecs import CODECS
 from distrib.commands import config_fingerprint_of
 from distrib.errors import ConfigError, LocalError
 from distrib.platforms import Platform
 from distrib.refs import ImageRef, InvalidReference
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-XZ_MAGIC = b"\xfd7zXZ\x00"
-TAR_MAGIC_OFFSET = 257
-READ_SIZE = 1024 * 1024
 DOC_LIMIT = 4 * 1024 * 1024  # JSON documents (index, manifests, configs) kept in memory
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -60,8 +50,6 @@ REF_ANNOTATION = "org.opencontainers.image.ref.name"
 # not a base image's), so it is read last, and only on index.json's entries
 ZARF_ANNOTATION = "org.opencontainers.image.base.name"
 MAX_NESTING = 4  # an index of indexes of ... (docker 28 saves an index per image)
-
-SUFFIXES = {"none": "tar", "gzip": "tar.gz", "zstd": "tar.zst", "xz": "tar.xz"}
 
 
 @dataclass(frozen=True)
@@ -108,139 +96,10 @@ class Scanned:
 # -- telling what a path is ------------------------------------------------------------------
 
 
-def sniff(path: str) -> str | None:
-    """`layout` for an OCI layout directory, else the archive's outer codec (`none`, `gzip`,
-    `zstd`, `xz`) from its first bytes; None when `path` is neither (a text file)."""
-    if os.path.isdir(path):
-        names = set(os.listdir(path))
-        return "layout" if {"index.json", "oci-layout"} & names else None
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(TAR_MAGIC_OFFSET + 8)
-    except OSError:
-        return None
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    if head.startswith(XZ_MAGIC):
-        return "xz"
-    if head[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 5] == b"ustar":
-        return "none"
-    return None
-
-
 def is_archive(path: str) -> bool:
     """Whether an `images_from:` path is an image archive (else a compose/Kubernetes/list
     file). A directory is always taken for a layout (and must be one)."""
     return os.path.isdir(path) or sniff(path) is not None
-
-
-# -- reading members -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def members(
-    path: str, wanted: set[str] | None = None, links: dict[str, str] | None = None
-) -> Iterator[Iterator[tuple[str, IO[bytes]]]]:
-    """The archive's regular members as (name, stream), in archive order (a layout: its
-    JSON files, then its blobs). `wanted`: only those (a layout opens nothing else; a tar is
-    still read through). `links` receives the tar's links (old `docker save`s link a shared
-    layer.tar to another). Errors are ConfigErrors naming `path`."""
-    codec = sniff(path)
-    if codec is None:
-        raise ConfigError(
-            "is not an image archive (docker-archive, OCI archive or layout)", file=path
-        )
-    if codec == "layout":
-        yield _layout_members(path, wanted)
-        return
-    with open(path, "rb") as raw, tempfile.TemporaryFile() as errors:
-        proc = None
-        source: IO[bytes] = raw
-        if codec == "zstd":
-            proc = local.spawn(["zstd", "-dcq"], stdin=raw, stdout=local.PIPE, stderr=errors)
-            assert proc.stdout is not None
-            source = proc.stdout
-        try:
-            with _open_tar(source, codec) as tar:
-                yield _tar_members(tar, wanted, {} if links is None else links)
-            if proc is not None:  # the tar's end may leave padding unread: drain, then wait
-                while source.read(READ_SIZE):
-                    pass
-                source.close()
-                if proc.wait() != 0:
-                    errors.seek(0)
-                    tail = errors.read().decode("utf-8", "replace").strip().splitlines()
-                    raise _corrupt(path, f"zstd: {tail[-1] if tail else 'failed'}")
-        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
-            raise _corrupt(path, str(exc) or type(exc).__name__) from None
-        finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-def _open_tar(source: IO[bytes], codec: str) -> tarfile.TarFile:
-    # gzip and xz through their modules, not tarfile's r|gz (a truncated gzip header made
-    # that raise TypeError: found by test_any_bytes_give_images_or_a_config_error)
-    if codec == "gzip":
-        return tarfile.open(fileobj=gzip.GzipFile(fileobj=source, mode="rb"), mode="r|")
-    if codec == "xz":
-        unpacked = lzma.LZMAFile(source, mode="rb")  # noqa: SIM115 - closed with the file
-        return tarfile.open(fileobj=unpacked, mode="r|")
-    return tarfile.open(fileobj=source, mode="r|")
-
-
-def _corrupt(path: str, why: str) -> ConfigError:
-    return ConfigError(
-        f"truncated or corrupt image archive ({why})",
-        file=path,
-        hint="copy or write the archive again (skopeo copy, docker save); nothing was sent",
-    )
-
-
-def _tar_members(
-    tar: tarfile.TarFile, wanted: set[str] | None, links: dict[str, str]
-) -> Iterator[tuple[str, IO[bytes]]]:
-    for member in tar:
-        name = _clean(member.name)
-        if member.issym() or member.islnk():
-            base = os.path.dirname(name) if member.issym() else ""
-            links[name] = _clean(os.path.normpath(os.path.join(base, member.linkname)))
-            continue
-        if not member.isfile() or (wanted is not None and name not in wanted):
-            continue
-        stream = tar.extractfile(member)
-        if stream is not None:
-            yield name, stream
-
-
-def _layout_members(path: str, wanted: set[str] | None) -> Iterator[tuple[str, IO[bytes]]]:
-    names = [
-        n
-        for n in ("oci-layout", "index.json", "manifest.json")
-        if os.path.isfile(os.path.join(path, n))
-    ]
-    blobs = os.path.join(path, "blobs")
-    for algorithm in sorted(os.listdir(blobs)) if os.path.isdir(blobs) else ():
-        directory = os.path.join(blobs, algorithm)
-        if os.path.isdir(directory):
-            names += [f"blobs/{algorithm}/{n}" for n in sorted(os.listdir(directory))]
-    for name in names:
-        if wanted is not None and name not in wanted:
-            continue
-        try:
-            with open(os.path.join(path, name), "rb") as fh:
-                yield name, fh
-        except OSError as exc:
-            raise ConfigError(f"cannot read {name}: {exc.strerror or exc}", file=path) from None
-
-
-def _clean(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return name
 
 
 # -- pass 1: read, check, catalogue ----------------------------------------------------------
@@ -266,7 +125,7 @@ def read(path: str) -> tuple[ArchivedImage, ...]:
 def suffix_of(path: str) -> str:
     """`directory` for a layout, else what the archive is wrapped in: `tar`, `tar.zst`..."""
     codec = sniff(path)
-    return "directory" if codec == "layout" else SUFFIXES.get(codec or "none", "tar")
+    return "directory" if codec == "layout" else CODECS[codec or "none"].suffix.lstrip(".")
 
 
 def scan(path: str) -> Scanned:
@@ -292,7 +151,7 @@ def scan(path: str) -> Scanned:
             if kept and size <= DOC_LIMIT:
                 docs[name] = bytes(kept)
             if name.startswith("blobs/sha256/") and name.rsplit("/", 1)[-1] != hexdigest:
-                raise _corrupt(path, f"{name} does not match its digest")
+                raise corrupt(path, f"{name} does not match its digest")
     return Scanned(digests, sizes, docs, links)
 
 
@@ -450,7 +309,7 @@ def _variant(path: str, scanned: Scanned, config_member: str, layers: Sequence[s
         if layer not in scanned.digests:
             raise _missing(path, layer, "layer")
         if not layer.startswith("blobs/") and scanned.digests[layer] != diff_id:
-            raise _corrupt(path, f"{layer} is not the layer {diff_id[:19]} its config lists")
+            raise corrupt(path, f"{layer} is not the layer {diff_id[:19]} its config lists")
     platform = Platform.of_image(
         str(config.get("os") or ""),
         str(config.get("architecture") or ""),
@@ -481,7 +340,7 @@ def _from_docker_manifest(path: str, scanned: Scanned, kind: str) -> tuple[Archi
         layers = entry.get("Layers")
         if not config or not isinstance(layers, list):
             raise ConfigError("a manifest.json entry has no Config or Layers", file=path)
-        variant = _variant(path, scanned, _clean(config), [_clean(str(x)) for x in layers])
+        variant = _variant(path, scanned, clean_name(config), [clean_name(str(x)) for x in layers])
         out.append(ArchivedImage(path, kind, _repo_tags(path, entry), (variant,)))
     if not out:
         raise ConfigError("manifest.json lists no image", file=path)
@@ -511,7 +370,7 @@ def _named_from_manifest(
     tags: dict[str, tuple[str, ...]] = {}
     try:
         for entry in _docker_manifest(images[0].file, scanned):
-            config = _clean(str(entry.get("Config") or ""))
+            config = clean_name(str(entry.get("Config") or ""))
             if config in scanned.digests:
                 tags[scanned.digests[config]] = _repo_tags(images[0].file, entry)
     except ConfigError:

@@ -25,14 +25,25 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from distrib import yamlio
 from distrib.errors import ConfigError
 
-if TYPE_CHECKING:  # pragma: no cover - typing only; inventory imports this module
-    from distrib.inventory import Inventory
+
+class Selectable(Protocol):
+    """What a pattern selects from: `distrib.inventory.Inventory` (this module names only what
+    it reads, so it does not import the inventory that imports it)."""
+
+    @property
+    def hosts(self) -> Mapping[str, object]: ...
+
+    @property
+    def groups(self) -> Mapping[str, object]: ...
+
+    def group_hosts(self, group: str) -> tuple[str, ...]: ...
+
 
 # --- host addresses (ansible/parsing/utils/addresses.py) -------------------------------------
 
@@ -123,7 +134,7 @@ def order_patterns(terms: Sequence[str]) -> list[str]:
 
 
 def select(
-    inventory: Inventory, pattern: str | Sequence[str], *, what: str = "host pattern"
+    inventory: Selectable, pattern: str | Sequence[str], *, what: str = "host pattern"
 ) -> list[str]:
     """Host names matching an Ansible host pattern, in Ansible's order.
 
@@ -138,7 +149,7 @@ def select(
     return hosts
 
 
-def select_limited(inventory: Inventory, pattern: str | Sequence[str], limit: str) -> list[str]:
+def select_limited(inventory: Selectable, pattern: str | Sequence[str], limit: str) -> list[str]:
     """`select(pattern)` restricted to the hosts `limit` (a `--limit` value) selects.
 
     `--limit @file` is read as in Ansible. The order stays that of `pattern`.
@@ -180,7 +191,7 @@ def read_limit(value: str) -> str:
     return ",".join(terms)
 
 
-def _evaluate(inventory: Inventory, terms: Sequence[str], what: str, shown: str) -> list[str]:
+def _evaluate(inventory: Selectable, terms: Sequence[str], what: str, shown: str) -> list[str]:
     hosts: list[str] = []
     seen: set[str] = set()
     for term in order_patterns(terms):
@@ -201,7 +212,7 @@ def _evaluate(inventory: Inventory, terms: Sequence[str], what: str, shown: str)
     return hosts
 
 
-def _match_one(inventory: Inventory, term: str, what: str, shown: str) -> list[str]:
+def _match_one(inventory: Selectable, term: str, what: str, shown: str) -> list[str]:
     body = term[1:] if term[0] in "&!" else term
     context = f" in {what} {shown!r}" if shown != term else ""
     if not body:
@@ -250,7 +261,7 @@ def _split_subscript(term: str, context: str) -> tuple[str, tuple[int, int | Non
     return expr, (int(start), int(end) if end else -1)
 
 
-def _enumerate_matches(inventory: Inventory, expr: str) -> list[str] | None:
+def _enumerate_matches(inventory: Selectable, expr: str) -> list[str] | None:
     """Hosts of every group whose name matches, then hosts whose name matches.
 
     None when nothing (no group, no host) matched: the term names nothing.

@@ -35,7 +35,8 @@ import pytest
 from distrib import ansible_core, plan
 from distrib.ansible_core import VaultOptions
 from distrib.errors import ConfigError
-from distrib.inventory import Inventory, _masked
+from distrib.inventory import Inventory
+from distrib.inventory_records import masked, used_var
 from distrib.playbook import Playbook
 
 CORPUS = Path(__file__).parent / "data" / "ansible_corpus"
@@ -336,11 +337,11 @@ def _groups(listing: dict[str, Any]) -> dict[str, Any]:
 def _hostvars(listing: dict[str, Any], hosts: Any) -> dict[str, Any]:
     """Each host's vars, passwords masked as distrib shows them (never printed)."""
     hostvars = listing["_meta"]["hostvars"]
-    return {h: _masked(_unwrap(hostvars.get(h, {}))) for h in hosts}
+    return {h: masked(_unwrap(hostvars.get(h, {}))) for h in hosts}
 
 
 def _used(key: str) -> bool:
-    return ansible_core._used_var(key)
+    return used_var(key)
 
 
 READERS = ["builtin", "ansible"]
@@ -406,7 +407,6 @@ def test_connections_like_ansible_ssh(answers: dict[str, Answer], reader: str, n
         target = plan.host_plan(host, PLAY).target
         key = os.path.expanduser(target.key_file) if target.key_file else None
         assert (target.address, target.port, target.user, key) == tuple(expected), host.name
-        assert (host.address, host.port, host.user, host.key_file) == tuple(expected), host.name
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -455,7 +455,8 @@ def test_secrets_and_local_connection_are_on_the_host_record() -> None:
 def test_vault_values_are_decrypted_for_connecting_not_shown() -> None:
     inv = load(BY_NAME["vault"], "ansible")
     v1, v2 = inv.hosts["v1"], inv.hosts["v2"]
-    assert (v1.user, v1.port, v2.port) == ("vault_user", 2205, 2205)
+    t1, t2 = (plan.host_plan(h, PLAY).target for h in (v1, v2))
+    assert (t1.user, t1.port, t2.port) == ("vault_user", 2205, 2205)
     assert v2.become_password == "sudo-secret"
     shown = json.dumps(inv.to_list_json()) + inv.graph(show_vars=True)
     assert "sudo-secret" not in shown and "********" in shown  # never printed
@@ -506,7 +507,7 @@ def test_ansible_reader_refuses_a_source_it_cannot_read(tmp_path: Path) -> None:
 def test_vault_id_with_a_label() -> None:
     vault = VaultOptions(vault_ids=(f"dev@{VAULT_PASS}",))
     inv = Inventory.load(BY_NAME["vault"].paths, vault=vault, reader="ansible")
-    assert inv.hosts["v1"].user == "vault_user"
+    assert plan.host_plan(inv.hosts["v1"], PLAY).target.user == "vault_user"
 
 
 @needs_ansible
@@ -514,5 +515,6 @@ def test_extra_vars_take_part_in_templating_not_in_host_vars() -> None:
     """`ansible_user: "{{ deploy_user }}"` with -e deploy_user=ops: ops, as in Ansible."""
     paths = BY_NAME["jinja"].paths
     inv = Inventory.load(paths, reader="ansible", extra_vars={"deploy_user": "ops"})
-    assert inv.hosts["web1"].user == "ops" and inv.hosts["db1"].user == "ops_db"
+    users = [plan.host_plan(inv.hosts[h], PLAY).target.user for h in ("web1", "db1")]
+    assert users == ["ops", "ops_db"]
     assert inv.hosts["web1"].vars["deploy_user"] == "deployer"  # the inventory's own value

@@ -56,7 +56,8 @@ def test_readers_follow_a_growing_archive(fake_docker: Path) -> None:
 
 
 def test_second_prepare_hits_the_cache(fake_docker: Path) -> None:
-    first = archive.build(IMAGES, "gzip")
+    first = archive.prepare(IMAGES, "gzip")
+    first.wait()  # built in the background on first use
     second = archive.prepare(IMAGES, "gzip")
     assert second.cached and second.complete
     assert (second.size, second.sha256) == (first.size, first.sha256)

@@ -364,7 +364,7 @@ Host direct
 """
 
 
-def _route(target: Target) -> tuple[list[str], str, transport.Hop]:
+def _route(target: Target) -> tuple[list[str], str, transport.sshconfig.Hop]:
     jumps, final = transport.route(target, paramiko.SSHConfig.from_text(SSH_CONFIG))
     return [j.label for j in jumps], final.label, final
 
@@ -407,7 +407,7 @@ def test_jump_hosts_also_try_the_inventory_key() -> None:
     ],
 )
 def test_parse_jump(spec: str, hops: list[tuple[str | None, str, int | None]]) -> None:
-    assert transport.parse_jump(spec) == hops
+    assert transport.sshconfig.parse_jump(spec) == hops
 
 
 def test_jump_loop_is_an_error() -> None:

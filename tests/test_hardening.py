@@ -34,7 +34,8 @@ from distrib.errors import (
     printable,
 )
 from distrib.executor import PlayResult, RunResult
-from distrib.inventory import MAX_RANGE_HOSTS, Inventory
+from distrib.hostrange import MAX_RANGE_HOSTS
+from distrib.inventory import Inventory
 from distrib.workflows import archives
 
 INVENTORY = "all:\n  hosts:\n    h1:\n      ansible_host: 127.0.0.1\n"

@@ -101,7 +101,8 @@ def test_an_entry_corrupt_again_after_the_rebuild_fails_the_host(
 
 def cached_archive(store: tuple[LayerStore, archives.LocalImage], tmp_path: Path) -> Archive:
     _, image = store
-    built = archives.build([image], "gzip", directory=str(tmp_path / "cache"))
+    built = archives.prepare([image], "gzip", directory=str(tmp_path / "cache"))
+    built.wait()
     flip(built.path)
     found = archives.find_cached([image], "gzip", directory=str(tmp_path / "cache"))
     assert found is not None and found.cached

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from distrib import archived, imagearchive
+from distrib import archived, archivemembers, imagearchive
 from distrib.archive import prepare
 from distrib.errors import ConfigError, LocalError
 from distrib.layerstore import LayerStore
@@ -50,14 +50,14 @@ def pair() -> list[Image]:
 
 def test_sniff_tells_archives_by_content_not_name(tmp_path: Path) -> None:
     plain = docker_archive(tmp_path / "images.txt", [web()])  # a misleading name
-    assert imagearchive.sniff(str(plain)) == "none"
-    assert imagearchive.sniff(str(compress(plain, "gzip"))) == "gzip"
-    assert imagearchive.sniff(str(compress(plain, "zstd"))) == "zstd"
-    assert imagearchive.sniff(str(compress(plain, "xz"))) == "xz"
-    assert imagearchive.sniff(str(oci_layout(tmp_path / "layout", [web()]))) == "layout"
+    assert archivemembers.sniff(str(plain)) == "none"
+    assert archivemembers.sniff(str(compress(plain, "gzip"))) == "gzip"
+    assert archivemembers.sniff(str(compress(plain, "zstd"))) == "zstd"
+    assert archivemembers.sniff(str(compress(plain, "xz"))) == "xz"
+    assert archivemembers.sniff(str(oci_layout(tmp_path / "layout", [web()]))) == "layout"
     compose = tmp_path / "app.tar.yaml"
     compose.write_text("services:\n  web:\n    image: demo/web:1.0\n")
-    assert imagearchive.sniff(str(compose)) is None
+    assert archivemembers.sniff(str(compose)) is None
     assert not imagearchive.is_archive(str(compose))
 
 

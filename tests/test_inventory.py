@@ -8,13 +8,25 @@ from typing import Any
 
 import pytest
 
+from distrib import plan
 from distrib.errors import ConfigError
-from distrib.inventory import Host, Inventory, expand_host_range
+from distrib.hostrange import expand_host_range
+from distrib.inventory import Host, Inventory
+from distrib.playbook import Playbook
+from distrib.target import Target
 
 DATA = Path(__file__).parent / "data" / "inventory"
 
 WEB = [f"web0{i}.example.com" for i in range(1, 5)]
 DB = [f"db-{c}.example.com" for c in "abc"]
+
+
+PLAY = Playbook.from_text("- hosts: all\n  images: [demo:1]\n").plays[0]
+
+
+def target(host: Host) -> Target:
+    """Where distrib connects to `host`: the planner reads the inventory's connection vars."""
+    return plan.host_plan(host, PLAY).target
 
 
 def load(*names: str) -> Inventory:
@@ -81,24 +93,21 @@ def test_site_vars_and_precedence(site: Inventory) -> None:
     db = site.hosts["db-b.example.com"]
     assert db.vars["ansible_become"] is True
     assert db.vars["ansible_become_user"] == "root"
-    assert db.port == 2222
+    assert target(db).port == 2222
     edge = site.hosts["edge1"]
     assert edge.vars["docker_command"] == "docker"
     assert edge.vars["ansible_ssh_common_args"] == "-o ProxyJump=bastion.example.com"
     assert edge.vars["known_hosts"] == "/etc/distrib/known_hosts"
 
 
-def test_site_connection_properties(site: Inventory) -> None:
-    edge = site.hosts["edge1"]
-    assert edge.address == "10.0.0.5"
-    assert edge.port == 22
-    assert edge.user == "deploy"
-    assert edge.key_file == os.path.expanduser("~/.ssh/edge")
-    assert not edge.key_file.startswith("~")
-    bastion = site.hosts["bastion.example.com"]
+def test_site_connection_settings(site: Inventory) -> None:
+    edge = target(site.hosts["edge1"])
+    assert (edge.address, edge.port, edge.user) == ("10.0.0.5", 22, "deploy")
+    assert edge.key_file is not None
+    assert os.path.expanduser(edge.key_file) == os.path.expanduser("~/.ssh/edge")
+    bastion = target(site.hosts["bastion.example.com"])
     assert (bastion.address, bastion.port, bastion.key_file) == ("203.0.113.10", 22, None)
-    web = site.hosts["web01.example.com"]
-    assert web.address == "web01.example.com"
+    assert target(site.hosts["web01.example.com"]).address == "web01.example.com"
 
 
 def test_host_source_names_file_and_line() -> None:
@@ -193,9 +202,9 @@ def test_yaml_top_level_group_other_than_all() -> None:
 
 def test_yaml_host_port_shorthand_and_ipv6() -> None:
     inv = yaml("all:\n  hosts:\n    'web1:2222':\n    '[2001:db8::1]:2200':\n    fe80::1:\n")
-    assert inv.hosts["web1"].port == 2222
-    assert inv.hosts["2001:db8::1"].port == 2200
-    assert inv.hosts["fe80::1"].port == 22
+    assert target(inv.hosts["web1"]).port == 2222
+    assert target(inv.hosts["2001:db8::1"]).port == 2200
+    assert target(inv.hosts["fe80::1"]).port == 22
 
 
 def test_ansible_host_aliases_and_string_port() -> None:
@@ -203,7 +212,7 @@ def test_ansible_host_aliases_and_string_port() -> None:
         "all:\n  hosts:\n    a: {ansible_ssh_host: 10.1.1.1, ansible_ssh_port: '2022',"
         " ansible_ssh_user: u, ansible_private_key_file: /k}\n"
     )
-    a = inv.hosts["a"]
+    a = target(inv.hosts["a"])
     assert (a.address, a.port, a.user, a.key_file) == ("10.1.1.1", 2022, "u", "/k")
 
 
@@ -409,9 +418,9 @@ u=1
     assert list(inv.hosts) == ["top1", "top2", "w1", "2001:db8::1", "c1"]
     assert inv.groups["ungrouped"].hosts == ("top1",)  # top2 is also in web: moved out
     assert inv.hosts["top2"].groups == ("all", "web")
-    assert inv.hosts["w1"].port == 2222
-    assert inv.hosts["2001:db8::1"].port == 2201
-    assert inv.hosts["top2"].port == 2200
+    assert target(inv.hosts["w1"]).port == 2222
+    assert target(inv.hosts["2001:db8::1"]).port == 2201
+    assert target(inv.hosts["top2"]).port == 2200
     assert inv.group_hosts("web") == ("w1", "top2", "2001:db8::1", "c1")
     assert inv.hosts["top1"].vars == {"u": 1}
 
@@ -436,7 +445,7 @@ def test_sources_merge() -> None:
     assert inv.groups["web"].hosts == ("web1", "web2", "web3")
     assert inv.groups["web"].vars == {"color": "green", "tier": "frontend"}  # later wins
     assert inv.hosts["web1"].groups == ("all", "db", "web")
-    assert inv.hosts["web1"].port == 2201  # same value twice is fine
+    assert target(inv.hosts["web1"]).port == 2201  # same value twice is fine
     assert inv.hosts["web1"].source.endswith("merge_a.yml:5")
     assert inv.sources == (str(DATA / "merge_a.yml"), str(DATA / "merge_b.ini"))
 
@@ -481,8 +490,8 @@ def test_host_list_source() -> None:
     inv = load("h1,h2:2222, 192.0.2.7 ,h1,")
     assert list(inv.hosts) == ["h1", "h2", "192.0.2.7"]
     assert inv.groups["ungrouped"].hosts == ("h1", "h2", "192.0.2.7")
-    assert inv.hosts["h2"].port == 2222
-    assert Inventory.load(["solo,"]).hosts["solo"].port == 22
+    assert target(inv.hosts["h2"]).port == 2222
+    assert target(Inventory.load(["solo,"]).hosts["solo"]).port == 22
 
 
 def test_host_list_does_not_expand_ranges() -> None:
@@ -492,7 +501,7 @@ def test_host_list_does_not_expand_ranges() -> None:
 def test_extensionless_files_are_detected_by_content() -> None:
     inv = load("hosts_noext", "ini_noext")
     assert list(inv.hosts) == ["yamlhost", "inihost", "inihost2"]
-    assert inv.hosts["inihost"].port == 2200
+    assert target(inv.hosts["inihost"]).port == 2200
 
 
 def test_string_source_and_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -592,11 +601,6 @@ def test_group_cycles(fn: Any, text: str, where: str) -> None:
 def test_invalid_port(fn: Any, text: str, where: str, value: str) -> None:
     text_of_error = error(fn, text)
     assert text_of_error.startswith(where + ": ansible_port: host 'h': invalid port " + value)
-
-
-def test_port_property_validates_too() -> None:
-    host = Host("h", {"ansible_port": "nope"}, ("all",), "x.yml:3")
-    assert error(lambda: host.port).startswith("x.yml:3: host 'h': invalid port 'nope'")
 
 
 def test_group_priority_must_be_an_integer() -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import tarfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,20 +17,19 @@ import pytest
 from distrib.archive import LocalImage
 from distrib.engine import CHANGED, CHECK, FAILED, Job, deploy
 from distrib.errors import LocalError
-from distrib.layerstore import (
-    PARTIAL_LABEL,
-    LayerStore,
-    chain_prefixes,
-    missing_layers,
-    partial_config,
-    zstd_raw_frame,
-)
+from distrib.layerarchive import PARTIAL_LABEL, missing_layers, partial_config, zstd_raw_frame
+from distrib.layerstore import LayerStore
 from distrib.refs import ImageRef
 from tests.fakes import FakeFleet, FakeHost
 from tests.fakes import loads as fake_loads
 from tests.test_engine import host
 
 A, B, C, D = (f"sha256:{c * 64}" for c in "abcd")
+
+
+def chain_prefixes(diff_ids: Sequence[str]) -> set[tuple[str, ...]]:
+    """Every layer chain an image implies: (d1,), (d1, d2), ... (a host holds these)."""
+    return {tuple(diff_ids[: i + 1]) for i in range(len(diff_ids))}
 
 
 def image(ref: str, *diff_ids: str, image_id: str = "") -> LocalImage:

@@ -16,7 +16,8 @@ import pytest
 from distrib import commands
 from distrib.archive import LocalImage
 from distrib.errors import LocalError
-from distrib.layerstore import LAYER_GZIP, LAYER_TAR, LayerStore
+from distrib.layerarchive import LAYER_GZIP, LAYER_TAR
+from distrib.layerstore import LayerStore
 from distrib.refs import ImageRef
 from tests.test_layerstore import docker_saving, layer  # noqa: F401 - fixture
 

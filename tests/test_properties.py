@@ -18,9 +18,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distrib import patterns, yamlio
+from distrib import patterns, plan, yamlio
 from distrib.errors import DistribError
-from distrib.inventory import Inventory, expand_host_range
+from distrib.hostrange import expand_host_range
+from distrib.inventory import Inventory
 from distrib.playbook import _FIELDS, Playbook
 from distrib.refs import ImageRef, InvalidReference
 
@@ -168,8 +169,9 @@ def test_yaml_inventory_from_near_misses(data: Any) -> None:
     result = outcome(Inventory.from_yaml_text, dump(data))
     if isinstance(result, Inventory):
         assert "all" in result.groups and "ungrouped" in result.groups
-        for host in result.hosts.values():
-            outcome(getattr, host, "port")
+        play = Playbook.from_text("- hosts: all\n  images: [demo:1]\n").plays[0]
+        for host in result.hosts.values():  # where to connect: an answer or a clear error
+            outcome(plan.host_plan, host, play)
 
 
 @examples(1000)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from distrib.transport import AeadFirstTransport, Target, connect
+from distrib.transport import Target, connect
+from distrib.transport.client import AeadFirstTransport
 from tests.conftest import Lab
 
 
