@@ -119,8 +119,8 @@ class FakeSession:
             out = f"\n{commands.PART_MARK}\n".join(r.stdout for r in results)
             err = "".join(r.stderr for r in results)
             return Result(command, results[-1].exit_status, out, err)
-        if command.startswith("printf 'engine_version="):
-            lines = [f"engine_version={'20.10.24' if h.engine_up else ''}", "docker_root=/d"]
+        if command.startswith("printf 'engine=%s\\n' docker; "):  # hostfacts.probe_script
+            lines = ["engine=docker", f"engine_version={'20.10.24' if h.engine_up else ''}", "docker_root=/d"]
             lines.append(
                 'docker_driver=overlayfs [["driver-type","io.containerd.snapshotter.v1"]]'
                 if h.containerd_store
