@@ -12,6 +12,7 @@ codec choice) are defined in outcome, hostsession, hostframe and decide, and nam
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -39,6 +40,7 @@ from distrib.decide import (
 from distrib.errors import CorruptEntry, HostError, VerifyError
 from distrib.hostframe import (
     KeptSessions,
+    SessionFactory,
     holding_host_lock,
     host_frame,
     lock_host,
@@ -128,15 +130,21 @@ def deploy(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     host_locked: bool = False,
+    open_session: SessionFactory = HostSession,
 ) -> HostResult:
     """Bring `host` to hold every image of `job`, verified. Never raises for host problems.
     `host_locked`: the caller holds the host lock already (a task of several steps, a relay
-    tree host), so this deploy does not take it again (issue 19)."""
+    tree host), so this deploy does not take it again (issue 19). `open_session`: the host
+    session over the connection (tests pass a fake one: tests/fakes.FakeHostSession)."""
     job = job.for_host(host.name)
     lock = job.mode == DEPLOY and not host_locked
-    return host_frame(
-        host, connect, lambda hs: _Rollout(hs, job).run(), progress, cancel, lock=lock
-    )
+    body = functools.partial(rollout, job=job)
+    return host_frame(host, connect, body, progress, cancel, lock=lock, open_session=open_session)
+
+
+def rollout(hs: HostSession, job: Job) -> None:
+    """`deploy`'s body on a host session (the host frame around it makes the outcome)."""
+    _Rollout(hs, job.for_host(hs.name)).run()
 
 
 @dataclass

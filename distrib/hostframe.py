@@ -18,6 +18,9 @@ from distrib.outcome import FAILED, UNREACHABLE, Cancelled, Connector, HostResul
 from distrib.plan import HostPlan
 from distrib.target import Session, Target
 
+# (host, connection, progress, cancel, the host's result) -> its HostSession
+SessionFactory = Callable[[HostPlan, Session, Progress, threading.Event, HostResult], HostSession]
+
 
 def host_frame(
     host: HostPlan,
@@ -28,12 +31,14 @@ def host_frame(
     *,
     lock: bool = True,
     finish: bool = True,
+    open_session: SessionFactory = HostSession,
 ) -> HostResult:
     """Connect to `host`, take the host lock (unless the caller holds it: `lock` false), run
     `body` on a HostSession, close. Never raises for a host problem: a ConnectError makes
     the host unreachable, any other error failed (an unexpected one named as such), with
     the timings (connect, lock, total); `progress.finished` gets the outcome unless
-    `finish` is false (more of the step follows)."""
+    `finish` is false (more of the step follows). `open_session`: what works the host over
+    the connection (tests pass a fake host session: tests/fakes.py)."""
     progress = progress or Progress()
     cancel = cancel or threading.Event()
     result = HostResult(host.name)
@@ -50,7 +55,7 @@ def host_frame(
             waited = 0.0
             if lock:  # released when the session closes, too
                 unlock, waited = lock_host(session, host)
-            body(HostSession(host, session, progress, cancel, result))
+            body(open_session(host, session, progress, cancel, result))
             note_wait(result, waited)
         finally:
             if unlock is not None:
