@@ -32,13 +32,15 @@ def host_frame(
     lock: bool = True,
     finish: bool = True,
     open_session: SessionFactory = HostSession,
+    relay: bool = False,
 ) -> HostResult:
     """Connect to `host`, take the host lock (unless the caller holds it: `lock` false), run
     `body` on a HostSession, close. Never raises for a host problem: a ConnectError makes
     the host unreachable, any other error failed (an unexpected one named as such), with
     the timings (connect, lock, total); `progress.finished` gets the outcome unless
     `finish` is false (more of the step follows). `open_session`: what works the host over
-    the connection (tests pass a fake host session: tests/fakes.py)."""
+    the connection (tests pass a fake host session: tests/fakes.py; workflows/steps' `_Remote`
+    could be one); `relay`: the lock of a relay tree host (lock_host)."""
     progress = progress or Progress()
     cancel = cancel or threading.Event()
     result = HostResult(host.name)
@@ -54,7 +56,7 @@ def host_frame(
         try:
             waited = 0.0
             if lock:  # released when the session closes, too
-                unlock, waited = lock_host(session, host)
+                unlock, waited = lock_host(session, host, relay)
             body(open_session(host, session, progress, cancel, result))
             note_wait(result, waited)
         finally:
