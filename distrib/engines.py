@@ -11,7 +11,7 @@ Engines differ in four ways that matter here (DESIGN.md, measured on Debian 12):
 - the identity they show: the config digest is what identifies an image (issue 14). docker's
   classic store and podman show it as the image ID; containerd lists the manifest digest, whose
   manifest names it; docker's containerd image store shows a manifest digest and the config
-  digest nowhere, so there the config fingerprint stands in (commands.config_fingerprint).
+  digest nowhere, so there the config fingerprint stands in (imageinfo.config_fingerprint).
 - how they are asked: `docker|podman image inspect`, `ctr images ls` + `ctr content get`.
 
 Become (sudo): every command that talks to the engine runs as the become user through ONE
@@ -34,14 +34,26 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from distrib import commands
-from distrib.commands import join, q
+from distrib import imageinfo
+from distrib.hostfacts import (
+    CONTAINERD,
+    DECOMPRESSORS,
+    DOCKER,
+    KINDS,
+    NATIVE_CODECS,
+    PODMAN,
+    decompressor,
+    engine_reads,
+    probe_script,
+)
 from distrib.refs import ImageRef
+from distrib.shell import join, q
 
-DOCKER = "docker"
-PODMAN = "podman"
-CONTAINERD = "containerd"
-KINDS = (DOCKER, PODMAN, CONTAINERD)
+__all__ = [  # the codec table and kinds live in hostfacts (issue 15: one codec table)
+    "CONTAINERD", "DECOMPRESSORS", "DOCKER", "KINDS", "NATIVE_CODECS", "PODMAN", "decompressor",
+    "engine_reads",
+]  # fmt: skip
+
 DEFAULT_ARGV: dict[str, tuple[str, ...]] = {
     DOCKER: ("docker",),
     PODMAN: ("podman",),
@@ -50,17 +62,6 @@ DEFAULT_ARGV: dict[str, tuple[str, ...]] = {
 DEFAULT_NAMESPACE = "k8s.io"  # what the kubelet (CRI) sees
 PINNED = "io.cri-containerd.pinned=pinned"  # the kubelet's image GC keeps these images
 BECOME_METHODS = ("sudo",)
-# Codecs each engine's load reads itself (docker: Facts.engine_reads, by version).
-NATIVE_CODECS: dict[str, frozenset[str]] = {
-    PODMAN: frozenset({"none", "zstd"}),
-    CONTAINERD: frozenset({"none"}),
-}
-DECOMPRESSORS: dict[str, tuple[tuple[str, ...], ...]] = {
-    # codec -> candidate argv, best first (the tool must be on the host)
-    "gzip": (("pigz", "-dc"), ("gzip", "-dc")),
-    "zstd": (("zstd", "-dc"),),
-    "xz": (("xz", "-dc"),),
-}
 _MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -182,25 +183,6 @@ def stored_name(kind: str, ref: ImageRef) -> str:
     return ref.familiar
 
 
-# --- codecs --------------------------------------------------------------------------------
-
-
-def engine_reads(kind: str, codec: str, docker_reads: bool) -> bool:
-    """Whether the engine's load reads `codec` itself (`docker_reads`: docker's own answer)."""
-    if kind == DOCKER:
-        return docker_reads
-    return codec in NATIVE_CODECS[kind]
-
-
-def decompressor(codec: str, tools: Iterable[str]) -> list[str] | None:
-    """argv that decompresses `codec` on the host with a tool it has (None: none there)."""
-    have = set(tools)
-    for argv in DECOMPRESSORS.get(codec, ()):
-        if argv[0] in have:
-            return list(argv)
-    return None
-
-
 # --- the engine ------------------------------------------------------------------------------
 
 Runner = Callable[[str], str]  # runs an engine command (as the engine user), returns stdout
@@ -217,11 +199,6 @@ class Engine:
     password: bool = False  # sudo reads a password line first on stdin
 
     @property
-    def plain_docker(self) -> bool:
-        """docker without become: the commands (and behaviour) distrib always had."""
-        return self.kind == DOCKER and self.become is None
-
-    @property
     def ctr(self) -> list[str]:
         return [*self.argv, "-n", self.namespace]
 
@@ -231,35 +208,12 @@ class Engine:
     # -- probe ----------------------------------------------------------------------------
 
     def probe(self, remote_tmp: str) -> str:
-        """One read-only round trip (output as commands.probe, plus `engine=KIND`)."""
+        """One read-only round trip, as the engine user (hostfacts.probe_script)."""
         return self.wrap(self.probe_script(remote_tmp))
 
     def probe_script(self, remote_tmp: str) -> str:
-        """`probe`, unwrapped (to go in one command with other queries: commands.in_parts)."""
-        if self.kind == DOCKER:
-            return commands.probe(list(self.argv), remote_tmp)
-        if self.kind == PODMAN:
-            version = join([*self.argv, "version", "--format", "{{.Client.Version}}"])
-            root = join([*self.argv, "info", "--format", "{{.Store.GraphRoot}}"])
-        else:
-            # `ctr version` prints Client and Server sections; only a server answer counts.
-            version = (
-                f"{join([*self.argv, 'version'])} | "
-                "awk '/^Server:/{s=1} s && $1==\"Version:\"{print $2; exit}'"
-            )
-            root = "true"
-        tools = " ".join(commands.TOOLS)
-        script = (
-            f"printf 'engine=%s\\n' {q(self.kind)}; "
-            f"printf 'engine_version=%s\\n' \"$({version} 2>/dev/null)\"; "
-            f'r="$({root} 2>/dev/null)"; printf \'docker_root=%s\\n\' "$r"; '
-            '[ -n "$r" ] && df -Pk -- "$r" 2>/dev/null | awk \'NR==2{print "root_avail_kb="$4}\'; '
-            f'p={q(remote_tmp)}; while [ ! -d "$p" ]; do p=$(dirname -- "$p"); done; '
-            'df -Pk -- "$p" 2>/dev/null | awk \'NR==2{print "tmp_avail_kb="$4}\'; '
-            f'for t in {tools}; do command -v "$t" >/dev/null 2>&1 && echo "has_$t=1"; done; '
-            f"{commands.ARCH_LINE}; true"
-        )
-        return script
+        """`probe`, unwrapped (to go in one command with other queries: shell.in_parts)."""
+        return probe_script(self.kind, self.argv, remote_tmp)
 
     def version_command(self) -> str:
         """The engine's own version command (its error output says why it does not answer)."""
@@ -267,7 +221,7 @@ class Engine:
 
     # -- identity -------------------------------------------------------------------------
 
-    def identity(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, commands.Inspected]:
+    def identity(self, run: Runner, refs: Sequence[ImageRef]) -> dict[str, imageinfo.Inspected]:
         """`familiar ref -> what the host holds under it`, for the refs it holds, in one round
         trip (`identity_script`, as the engine user)."""
         if not refs:
@@ -276,30 +230,30 @@ class Engine:
 
     def identity_script(self, refs: Sequence[ImageRef]) -> str:
         """What the host holds under `refs`, read-only, unwrapped (so that it can go in one
-        command with the probe: commands.in_parts). docker: INSPECT_FORMAT (the config digest
+        command with the probe: shell.in_parts). docker: INSPECT_FORMAT (the config digest
         as `.Id` on the classic store; on the containerd store a manifest digest, a descriptor
         and the fingerprint); podman: `.Id` is the config digest; containerd: `ctr images ls`,
         then the blob of each wanted image's target and, for an index, of its manifests (the
         manifest names the config digest): `ctr_identity`."""
         if self.kind in (DOCKER, PODMAN):
             names = [stored_name(self.kind, r) for r in refs]
-            fmt = commands.INSPECT_FORMAT if self.kind == DOCKER else PODMAN_INSPECT_FORMAT
-            return commands.inspect_images(list(self.argv), names, fmt) if names else "true"
+            fmt = imageinfo.INSPECT_FORMAT if self.kind == DOCKER else PODMAN_INSPECT_FORMAT
+            return imageinfo.inspect_images(list(self.argv), names, fmt) if names else "true"
         return ctr_identity(self.ctr, [stored_name(CONTAINERD, r) for r in refs])
 
     def parse_identity(
         self, stdout: str, refs: Sequence[ImageRef]
-    ) -> dict[str, commands.Inspected]:
-        """`identity_script`'s output -> `familiar ref -> Inspected` (commands.InspectError
+    ) -> dict[str, imageinfo.Inspected]:
+        """`identity_script`'s output -> `familiar ref -> Inspected` (imageinfo.InspectError
         when the engine could not say)."""
         if not refs:
             return {}
         if self.kind in (DOCKER, PODMAN):
             names = [stored_name(self.kind, r) for r in refs]
-            by_name = commands.parse_inspect_images(stdout)
+            by_name = imageinfo.parse_inspect_images(stdout)
             return {r.familiar: by_name[n] for r, n in zip(refs, names) if n in by_name}
         configs = parse_ctr_identity(stdout, {stored_name(CONTAINERD, r): r.familiar for r in refs})
-        return {ref: commands.Inspected(digest, (), 0) for ref, digest in configs.items()}
+        return {ref: imageinfo.Inspected(digest, (), 0) for ref, digest in configs.items()}
 
     # -- load -------------------------------------------------------------------------------
 
@@ -341,8 +295,6 @@ class Engine:
 
     def load(self, path: str, codec: str, native: bool, tools: Iterable[str]) -> str:
         """Load the staged archive at `path` (see the module doc for who opens what)."""
-        if self.plain_docker:
-            return commands.load(list(self.argv), path, codec, native)
         decompress = None if native else self._decompressor(codec, tools)
         if self.become is None:
             if decompress is None:
@@ -368,8 +320,6 @@ class Engine:
 
     def stream_load(self, codec: str, native: bool, tools: Iterable[str]) -> str:
         """Load from stdin (after the password line, when sudo needs one)."""
-        if self.plain_docker:
-            return commands.stream_load(list(self.argv), codec, native)
         decompress = None if native else self._decompressor(codec, tools)
         script = self.load_from_stdin()
         if decompress is not None:
@@ -456,7 +406,7 @@ def parse_ctr_identity(stdout: str, names: dict[str, str]) -> dict[str, str]:
     (stored name -> familiar ref) the host holds; InspectError when ctr could not list."""
     for line in stdout.splitlines():
         if line.startswith("error="):
-            raise commands.InspectError("the image list", line[len("error=") :].strip())
+            raise imageinfo.InspectError("the image list", line[len("error=") :].strip())
     listing, _, blob_lines = stdout.partition(f"\n{BLOBS_MARK}\n")
     if not blob_lines and stdout.startswith(f"{BLOBS_MARK}\n"):
         listing, blob_lines = "", stdout[len(BLOBS_MARK) + 1 :]

@@ -10,11 +10,15 @@ import hashlib
 import json
 import re
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from distrib import commands
+from distrib.commands import Facts, Inspected
 from distrib.errors import ConnectError
+from distrib.hostsession import HostSession, Look
+from distrib.refs import ImageRef
 from distrib.target import Result, Target
 
 
@@ -119,8 +123,8 @@ class FakeSession:
             out = f"\n{commands.PART_MARK}\n".join(r.stdout for r in results)
             err = "".join(r.stderr for r in results)
             return Result(command, results[-1].exit_status, out, err)
-        if command.startswith("printf 'engine_version="):
-            lines = [f"engine_version={'20.10.24' if h.engine_up else ''}", "docker_root=/d"]
+        if command.startswith("printf 'engine=%s\\n' docker; "):  # hostfacts.probe_script
+            lines = ["engine=docker", f"engine_version={'20.10.24' if h.engine_up else ''}", "docker_root=/d"]
             lines.append(
                 'docker_driver=overlayfs [["driver-type","io.containerd.snapshotter.v1"]]'
                 if h.containerd_store
@@ -273,3 +277,150 @@ class FakeFleet:
         session = FakeSession(host, self.docker)
         self.sessions.append(session)
         return session
+
+
+# --- a fake at the host-session level (issue 15 item 6) --------------------------------------
+#
+# fabric's MockRemote idea: passed in (deploy's `open_session`), not patched in. It answers
+# what a HostSession offers (facts, identity, stage, load, stream, cleanup) from a FakeHost's
+# state, with no command text at all, for any engine kind: what deploy decides and reports
+# is tested without the shell; tests of the commands themselves use FakeSession above.
+
+
+class FakeHostSession(HostSession):
+    """A HostSession whose host is `fake` (engine `kind`); `fake.log` gets one line per call
+    (`facts`, `identity`, `stage`, `load`, `stream`, ...). `refuse_delta`: the engine refuses
+    a payload that leaves layers out (docker's containerd store, issue 8)."""
+
+    VERSIONS = {"docker": "28.5.2", "podman": "5.4.2", "containerd": "2.1.4"}
+
+    def __init__(
+        self,
+        fake: FakeHost,
+        kind: str,
+        refuse_delta: bool,
+        *args: Any,
+    ) -> None:
+        super().__init__(*args)
+        self.fake, self.kind, self.refuse_delta = fake, kind, refuse_delta
+
+    @classmethod
+    def opener(
+        cls, fake: FakeHost, kind: str = "docker", refuse_delta: bool = False
+    ) -> Callable[..., HostSession]:
+        """deploy's `open_session` for `fake`."""
+        return lambda *args: cls(fake, kind, refuse_delta, *args)
+
+    def _call(self, name: str) -> None:
+        self.fake.log.append(name)
+        self.fake.remote.append(name)
+
+    def become(self, password: Any) -> None:
+        if self.host.become is not None:
+            self._call("become")
+
+    def facts(self, known: Facts | None, refs: Sequence[ImageRef], listing: bool = False) -> Look:
+        self._call("facts")
+        h = self.fake
+        facts = known or Facts(
+            self.VERSIONS[self.kind] if h.engine_up else "",
+            frozenset(h.tools),
+            "/var/lib/x",
+            h.root_avail,
+            h.tmp_avail,
+            self.kind,
+            "containerd" if h.containerd_store else ("classic" if self.kind == "docker" else ""),
+            h.machine,
+        )
+        self.result.facts = facts
+        if not facts.engine_ok:
+            down = Result(f"{self.kind} version", 1, "", "Cannot connect to the engine")
+            raise self.failure(down, "the container engine does not answer", nonzero=True)
+        listed = self._listing() if listing and self.kind == "docker" else None
+        return Look(facts, self._found(refs), listed)
+
+    def identity(self, refs: Sequence[ImageRef]) -> dict[str, Inspected]:
+        self._call("identity")
+        return self._found(refs)
+
+    def layer_chains(
+        self, containerd_store: bool, listed: str | None = None
+    ) -> tuple[set[tuple[str, ...]], frozenset[str] | None]:
+        if listed is None:
+            self._call("layers")
+        return commands.parse_host_layers(listed or self._listing()), None
+
+    def stage(self, payload: Any, loading: Any, verify: Sequence[ImageRef] | None) -> Any:
+        self._call("stage")
+        self._receive(payload)
+        return None if verify is None else self._found(verify)
+
+    def load(
+        self, key: str, steps: Iterable[Any], loading: Any, verify: Sequence[ImageRef] | None
+    ) -> tuple[Any, int]:
+        self._call("load")
+        count = 0
+        for step in steps:
+            count += 1
+            self._receive(step, loaded=False)
+        self._loaded()
+        return (None if verify is None else self._found(verify)), count
+
+    def stream(self, payload: Any, loading: Any) -> None:
+        self._call("stream")
+        self._receive(payload)
+
+    def cleanup(self, tempdir: str, verify: Any = None, stand_ins: Sequence[str] = ()) -> Any:
+        self._call("cleanup")
+        return None if verify is None else self._found(verify)
+
+    def _receive(self, payload: Any, loaded: bool = True) -> None:
+        for chunk in self.chunks(payload):
+            self.count(len(chunk))
+        if loaded:
+            self._loaded()
+
+    def _loaded(self) -> None:
+        h = self.fake
+        if h.load_fails or (self.refuse_delta and self._partial()):
+            load = Result(f"{self.kind} load", 1, "", "Error processing tar file: unexpected EOF")
+            raise self.failure(load, f"{self.kind} load", load=True)
+        h.images.update(h.archive_images)
+        h.configs.update(h.archive_configs)
+
+    def _partial(self) -> bool:
+        return self.result.layers_sent < self.result.layers_total
+
+    def _found(self, refs: Sequence[ImageRef]) -> dict[str, Inspected]:
+        h = self.fake
+        return {
+            r.familiar: Inspected(h.images[r.familiar], h.layers.get(r.familiar, ()), 1000)
+            for r in refs
+            if r.familiar in h.images
+        }
+
+    def _listing(self) -> str:
+        return "".join(json.dumps(list(self.fake.layers.get(r, ()))) + "\n" for r in self.fake.images)
+
+
+class NoConnection:
+    """A connection no command may use (a FakeHostSession does everything itself)."""
+
+    def run(self, command: str, **kw: object) -> Result:
+        raise AssertionError(f"a command reached the connection: {command}")
+
+    upload = run
+
+    def close(self) -> None:
+        pass
+
+
+def no_connection(fleet: FakeFleet | None = None) -> Callable[[Target], NoConnection]:
+    """A connector for FakeHostSession tests (unreachable hosts of `fleet` raise as there)."""
+
+    def connect(target: Target) -> NoConnection:
+        if fleet is not None and not fleet.hosts[target.name].reachable:
+            raise ConnectError(target.name, f"connection refused by {target.label}")
+        return NoConnection()
+
+    return connect

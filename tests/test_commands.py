@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib import commands
+from distrib import commands, engines, hostfacts
 from distrib.archive import LocalImage
 from distrib.engine import DIFFERENT, MISSING, PRESENT, image_state
 from distrib.refs import ImageRef
@@ -421,9 +421,21 @@ def test_load_per_codec() -> None:
     )
 
 
-def test_parse_loaded() -> None:
-    out = "Loaded image: demo/web:1.0\nLoaded image ID: sha256:abc\nsomething else\n"
-    assert commands.parse_loaded(out) == ["demo/web:1.0", "sha256:abc"]
+def test_one_load_builder_for_docker_too() -> None:
+    """commands.load/stream_load (relay's docker shorthand) are engines.Engine's builders."""
+    docker = engines.Engine()
+    assert commands.load(["docker"], "/t/a.zst", "zstd") == docker.load(
+        "/t/a.zst", "zstd", False, {"zstd"}
+    )
+    assert commands.stream_load(["docker"], "gzip") == docker.stream_load("gzip", True, ())
+
+
+@pytest.mark.parametrize("kind", ["docker", "podman", "containerd"])
+def test_one_probe_for_every_engine(kind: str) -> None:
+    script = hostfacts.probe_script(kind, [kind], "/var/tmp")
+    assert script.startswith(f"printf 'engine=%s\\n' {kind}; ")
+    assert commands.ARCH_LINE in script and "has_$t=1" in script
+    assert engines.Engine(kind, (kind,)).probe_script("/var/tmp") == script
 
 
 def test_cleanup_refuses_foreign_paths() -> None:
