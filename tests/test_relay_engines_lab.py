@@ -151,10 +151,10 @@ def test_one_tree_of_docker_podman_containerd_and_become_hosts(
     r.clear()
     before = r.snapshot()
     inventory = r.inventory_for(tmp_path)
-    before = tx_bytes(r.lab)
+    sent_before = tx_bytes(r.lab)
     with PsSampler() as ps:
         proc, hosts = run(tmp_path, inventory, codec, "-vvv")
-    on_wire = tx_bytes(r.lab) - before
+    on_wire = tx_bytes(r.lab) - sent_before
     assert proc.returncode == 0, proc.stderr
     assert {h: v["status"] for h, v in hosts.items()} == dict.fromkeys(HOSTS, "changed"), hosts
     assert all("(direct:" not in v["message"] for v in hosts.values()), hosts
