@@ -326,6 +326,42 @@ class Engine:
             script = f"{join(decompress)} | {self._piped_load()}"
         return self.wrap(script)
 
+    # relay members (issue 15)
+
+    def member_probe(self, remote_tmp: str) -> str:
+        """A relay tree member's read-only probe, as the SSH user (who owns the staging dir and
+        the authorized_keys entries), in one round trip: the relay facts
+        (commands.relay_probe) and, with become, whether sudo needs a password (become_check;
+        the password itself was checked by the engine's own check). `parse_member_probe`."""
+        scripts = [commands.relay_probe(remote_tmp)]
+        if self.become is not None:
+            scripts.append(become_check(self.become))
+        return commands.in_parts(scripts)
+
+    def parse_member_probe(self, stdout: str) -> tuple[commands.RelayFacts, str]:
+        """`member_probe`'s output -> (relay facts, NOPASSWD | NEEDS_PASSWORD | NO_SUDO |
+        DENIED; NOPASSWD without become). ValueError when its output was cut short."""
+        if self.become is None:
+            return commands.parse_relay_probe(stdout), NOPASSWD
+        relay, sudo = commands.split_parts(stdout, 2)
+        return commands.parse_relay_probe(relay), parse_become_check(sudo)[0]
+
+    def member_layers(self, containerd_store: bool) -> str | None:
+        """The host's layer listing (commands.host_layers) as the engine user, for a relayed
+        delta; None: not docker (podman and containerd are sent whole archives, as in direct
+        mode)."""
+        if self.kind != DOCKER:
+            return None
+        return self.wrap(commands.host_layers(list(self.argv), containerd_store))
+
+    def member_load(
+        self, part: str, final: str, sha256: str, codec: str, native: bool, tools: Iterable[str]
+    ) -> str:
+        """A relayed copy checked, renamed and loaded in one command (commands.checked_load)
+        with this engine's own load (podman's names, containerd's namespace and pin label,
+        sudo: the password line, if any, is the command's stdin, read by the load only)."""
+        return commands.checked_load(part, final, sha256, self.load(final, codec, native, tools))
+
     def _piped_load(self) -> str:
         """`load_from_stdin` as the right side of a pipe (podman's is several commands)."""
         script = self.load_from_stdin()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib import commands
+from distrib import commands, engines
 from distrib.engine import HostResult
 from distrib.relay.run import tree_text
 from distrib.relay.tree import Node, draw, plan_tree
@@ -422,3 +422,183 @@ def test_executor_batch_hook_runs_relay_batches_whole() -> None:
     assert seen == [("a",), ("b",)]  # serial: 1 -> one relay tree per batch
     assert [r.status for r in run.plays[0].hosts] == ["changed", "changed"]
     assert [r.status for r in run.plays[1].hosts] == ["ok", "ok"]
+
+
+# --- tree members on any engine, become or not (issue 15 item 2) --------------------------------
+
+PROBED = (
+    "address=10.0.0.5\nuser=ops\nhas_ssh=1\nhas_mkfifo=1\nhas_tee=1\nhas_tail=1\n"
+    "has_sha256sum=1\ntee_p=1\ntmp_avail_kb=1000\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("become", "stdout", "state"),
+    [
+        (False, PROBED, "nopasswd"),
+        (True, f"{PROBED}\n{commands.PART_MARK}\nbecome=nopasswd\n", "nopasswd"),
+        (True, f"{PROBED}\n{commands.PART_MARK}\nbecome=sudo: a password is required\n", "password"),
+        (True, f"{PROBED}\n{commands.PART_MARK}\nbecome=nosudo\n", "nosudo"),
+        (True, f"{PROBED}\n{commands.PART_MARK}\nbecome=ops is not in the sudoers file\n", "denied"),
+    ],
+)  # fmt: skip
+def test_parse_member_probe(become: bool, stdout: str, state: str) -> None:
+    engine = engines.Engine(engines.PODMAN, ("podman",), become=engines.Become() if become else None)
+    relay, sudo = engine.parse_member_probe(stdout)
+    assert (relay.address, relay.user, relay.can_relay, sudo) == ("10.0.0.5", "ops", True, state)
+
+
+def test_parse_member_probe_cut_short() -> None:
+    engine = engines.Engine(engines.CONTAINERD, ("ctr",), become=engines.Become())
+    with pytest.raises(ValueError):
+        engine.parse_member_probe(PROBED)
+
+
+@pytest.mark.parametrize(("rule", "state"), [("exit 0", "nopasswd"), ("echo 'sudo: a password is required' >&2; exit 1", "password")])  # fmt: skip
+def test_member_probe_runs_under_dash(tmp_path: Path, rule: str, state: str) -> None:
+    """The relay facts and sudo's answer in one command (a stand-in sudo on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sudo").write_text(f"#!/bin/sh\n{rule}\n")
+    (bin_dir / "sudo").chmod(0o755)
+    env = {**os.environ, "SSH_CONNECTION": "10.0.0.9 5555 10.0.0.5 22",
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    engine = engines.Engine(engines.DOCKER, ("docker",), become=engines.Become("root"))
+    out = subprocess.run([SH, "-c", engine.member_probe(str(tmp_path))],
+                         capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    relay, sudo = engine.parse_member_probe(out.stdout)
+    assert relay.address == "10.0.0.5" and relay.can_receive and sudo == state
+
+
+def test_member_layers_only_for_docker_and_as_the_engine_user() -> None:
+    assert engines.Engine().member_layers(False) == commands.host_layers(["docker"], False)
+    become = engines.Engine(become=engines.Become("root")).member_layers(True)
+    assert become is not None and become.startswith("sudo -n -u root -- /bin/sh -c ")
+    for kind in (engines.PODMAN, engines.CONTAINERD):
+        assert engines.Engine(kind, engines.DEFAULT_ARGV[kind]).member_layers(False) is None
+
+
+def test_member_load_of_plain_docker_is_the_load_distrib_always_ran() -> None:
+    sha = "a" * 64
+    load = commands.load(["docker"], "/t/d/images.tar.zst", "zstd", True)
+    assert engines.Engine().member_load(
+        "/t/d/images.tar.zst.part", "/t/d/images.tar.zst", sha, "zstd", True, ()
+    ) == commands.checked_load("/t/d/images.tar.zst.part", "/t/d/images.tar.zst", sha, load)
+
+
+FAKE_SUDO = """#!/bin/sh
+s=0
+while [ $# -gt 0 ]; do case "$1" in --) shift; break;; -S) s=1;; -u|-p) shift;; esac; shift; done
+if [ $s = 1 ]; then IFS= read -r pw; printf '%s' "$pw" > "$OUT/password"; fi
+exec "$@"
+"""
+FAKE_PODMAN = """#!/bin/sh
+case "$1" in
+load) cat > "$OUT/loaded"; echo "Loaded image: docker.io/demo/web:1.0";;
+tag) echo "tag $2 $3" >> "$OUT/engine";;
+esac
+"""
+FAKE_CTR = """#!/bin/sh
+[ "$1" = -n ] && { echo "namespace $2" >> "$OUT/engine"; shift 2; }
+case "$1 $2" in
+"images import") cat > "$OUT/loaded"; echo "unpacking docker.io/demo/web:1.0 (sha256:abc)...done";;
+"images label") echo "label $3 $4" >> "$OUT/engine";;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "codec", "native", "engine_log"),
+    [
+        (engines.PODMAN, "none", True, ["tag docker.io/demo/web:1.0 localhost/demo/web:1.0"]),
+        (engines.CONTAINERD, "gzip", False,
+         ["namespace ns1", "namespace ns1", f"label docker.io/demo/web:1.0 {engines.PINNED}"]),
+    ],
+)  # fmt: skip
+def test_member_load_with_a_sudo_password_runs_under_dash(
+    tmp_path: Path, kind: str, codec: str, native: bool, engine_log: list[str]
+) -> None:
+    """The relayed copy checked, renamed and loaded as the become user: the password line
+    (the command's stdin) reaches sudo only, the archive reaches the engine intact (unpacked
+    in the pipe when the engine cannot read its codec), podman's name and containerd's
+    namespace and pin label as in direct mode; the password is nowhere in the command."""
+    import gzip
+
+    bin_dir, out_dir = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    out_dir.mkdir()
+    for name, text in (("sudo", FAKE_SUDO), ("podman", FAKE_PODMAN), ("ctr", FAKE_CTR)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    archive = os.urandom(200_000)
+    data = gzip.compress(archive) if codec == "gzip" else archive
+    part, final = tmp_path / "images.tar.part", tmp_path / "images.tar"
+    part.write_bytes(data)
+    import hashlib
+
+    engine = engines.Engine(kind, engines.DEFAULT_ARGV[kind], "ns1", engines.Become(), True)
+    command = engine.member_load(
+        str(part), str(final), hashlib.sha256(data).hexdigest(), codec, native, {"gzip"}
+    )
+    assert "s3cret" not in command
+    env = {**os.environ, "OUT": str(out_dir), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run([SH, "-c", command], input=b"s3cret\n", capture_output=True, env=env)
+    assert out.returncode == 0, out.stderr
+    digest, _ = commands.parse_checked_load(out.stdout.decode())
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert (out_dir / "password").read_text() == "s3cret"
+    assert (out_dir / "loaded").read_bytes() == archive
+    assert (out_dir / "engine").read_text().splitlines() == engine_log
+    assert final.exists() and not part.exists()
+
+
+@pytest.mark.parametrize(
+    ("facts", "relay", "known", "codecs", "why"),
+    [
+        ("engine=podman\nengine_version=5.4.2\nhas_gzip=1", PROBED, True, ("gzip", "gzip"), ""),
+        ("engine=podman\nengine_version=5.4.2", PROBED, True, ("zstd", "zstd"), ""),
+        ("engine=containerd\nengine_version=2.1.9\nhas_zstd=1", PROBED, True, ("zstd", "zstd"), ""),
+        # compression auto gave this host a codec of its own: its own archive, directly
+        ("engine=docker\nengine_version=20.10.24", PROBED, True, ("zstd", "gzip"),
+         "loads gzip, the tree's stream is zstd"),
+        ("engine=containerd\nengine_version=2.1.9", PROBED, True, ("zstd", "zstd"),
+         "containerd cannot load the tree's zstd stream"),
+        ("engine=docker\nengine_version=28.5.2", "address=10.0.0.5\n", True, ("gzip", "gzip"),
+         "no sha256sum on the host"),
+        ("engine=docker\nengine_version=28.5.2", PROBED.replace("1000", "10"), True,
+         ("gzip", "gzip"), "staging space too small"),
+        ("engine=docker\nengine_version=28.5.2", PROBED, False, ("gzip", "gzip"),
+         "its host key is not in the workstation's known_hosts"),
+    ],
+)  # fmt: skip
+def test_why_a_probed_host_goes_direct(
+    facts: str, relay: str, known: bool, codecs: tuple[str, str], why: str
+) -> None:
+    from distrib.relay.member import why_direct
+
+    parsed = commands.parse_probe(facts)
+    tree, own = codecs
+    assert why_direct(parsed, commands.parse_relay_probe(relay), known, tree, own, 100_000) == why
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({}, ""),
+        ({"engine": "podman"}, ""),
+        ({"engine": "containerd", "become": engines.Become()}, ""),
+        ({"transfer": "stream"}, "transfer: stream"),
+        ({"remote_tmp": "/var/my tmp"}, "remote_tmp unusable in ssh options"),
+    ],
+)
+def test_which_hosts_can_never_be_members(changes: dict[str, object], why: str) -> None:
+    from dataclasses import replace
+
+    from distrib.plan import HostPlan
+    from distrib.relay.member import unfit
+    from distrib.target import Target
+
+    host = HostPlan("a", Target("a", "a.lab"), ("docker",), "/var/tmp")
+    assert unfit(replace(host, **changes)) == why  # type: ignore[arg-type]
+    local = replace(host, target=replace(host.target, connection="local"))
+    assert unfit(local) == "connection local"
