@@ -480,9 +480,9 @@ def test_backup_of_a_containerd_store_image_records_the_config_digest(tmp_path: 
     path = tmp_path / "web-20260509T101500Z.tar.gz"
     ref = ImageRef.parse("distrib-backup/web:20260509T101500Z")
     image_id, _ = _docker_save_archive(path, [str(ref)])
-    assert steps._archived_config_digest("node3", str(path), "gzip", ref) == image_id
+    assert steps.archived_config_digest("node3", str(path), "gzip", ref) == image_id
     with pytest.raises(TransferError, match="does not hold distrib-backup/db"):
-        steps._archived_config_digest(
+        steps.archived_config_digest(
             "node3", str(path), "gzip", ImageRef.parse("distrib-backup/db:1")
         )
 
