@@ -795,3 +795,20 @@ def test_podman_login_really_gets_stdin_and_cleans_up(tmp_path: Path) -> None:
     assert lines[0].startswith("login --authfile ") and "s3cret" not in lines[0]
     assert lines[1] == "s3cret" and "s3cret" not in "".join(lines[2:])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("distrib.")] == []
+
+
+def test_a_local_download_gets_the_become_line_on_stdin_only() -> None:
+    """A backup through sudo with a password streams its save back with sudo's line on stdin
+    (transport and the local connection alike)."""
+    from distrib import transport
+
+    session = transport.connect(Target(name="me", address="localhost", connection="local"))
+    try:
+        got = bytearray()
+        result = session.download("read -r p; printf '%s' \"$p\" | wc -c", got.extend,
+                                  stdin=b"pw-line\n")  # fmt: skip
+        assert result.ok and got.decode().strip() == "7"
+        plain = session.download("cat", got.extend)  # no stdin: EOF at once
+        assert plain.ok
+    finally:
+        session.close()

@@ -41,20 +41,25 @@ class CommitTask:
         self, host: HostPlan, connect: Connector, progress: Progress, cancel: threading.Event
     ) -> HostResult:
         def body(remote: Remote) -> None:
-            remote.phase("probe")
-            remote.probe()
-            remote.containers([self.container])
-            remote.done("probe")
-            remote.phase("commit")
-            image_id = remote.commit(self.container, self.image, self.message, self.author)
-            remote.done("commit")
-            remote.result.images[str(self.image)] = image_id
+            image_id = self.commit_on(remote)
             remote.result.status = CHANGED
             remote.result.message = f"committed {self.container} as {self.image} ({image_id[:19]})"
 
         return run_step(
             host, connect, progress, cancel, body, step=hostcmds.COMMIT, secret=secret_of(self)
         )
+
+    def commit_on(self, remote: Remote) -> str:
+        """Probe, find the container, commit it; the new image's ID."""
+        remote.phase("probe")
+        remote.probe()
+        remote.containers([self.container])
+        remote.done("probe")
+        remote.phase("commit")
+        image_id = remote.commit(self.container, self.image, self.message, self.author)
+        remote.done("commit")
+        remote.result.images[str(self.image)] = image_id
+        return image_id
 
 
 @dataclass(frozen=True)
@@ -85,15 +90,9 @@ def commit_and_fetch(
     fetched: dict[str, LocalImage] = {}
 
     def body(remote: Remote) -> None:
-        remote.phase("probe")
-        facts = remote.probe()
-        remote.containers([task.container])
-        remote.done("probe")
-        remote.phase("commit")
-        image_id = remote.commit(task.container, task.image, task.message, task.author)
-        remote.done("commit")
-        remote.result.images[str(task.image)] = image_id
-        compress = commands.host_compressor("gzip", FETCH_LEVEL, facts.tools)
+        image_id = task.commit_on(remote)
+        assert remote.result.facts is not None
+        compress = commands.host_compressor("gzip", FETCH_LEVEL, remote.result.facts.tools)
         remote.phase("fetch")
         size = _fetch_into_local_docker(remote, task.image, compress, remote.inspect(task.image))
         remote.done("fetch")
