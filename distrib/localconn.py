@@ -127,12 +127,17 @@ class LocalSession:
         *,
         on_bytes: Callable[[int], None] | None = None,
         timeout: float | None = None,
+        stdin: bytes = b"",
     ) -> Any:
         """Run `command`, handing its stdout to `write` chunk by chunk (stdout empty in the
-        Result)."""
+        Result); `stdin` (a become password line) on its stdin."""
         from distrib.target import Result
 
-        proc = self._spawn(command, stdin=False)
+        proc = self._spawn(command, stdin=bool(stdin))
+        if stdin:  # one line: the pipe takes it whole, then EOF
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(stdin)
+                proc.stdin.close()
         err = bytearray()
         reader = self._reader(proc.stderr, err, int(self.target.max_output))
         deadline = None if timeout is None else time.monotonic() + timeout

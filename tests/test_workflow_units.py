@@ -480,9 +480,9 @@ def test_backup_of_a_containerd_store_image_records_the_config_digest(tmp_path: 
     path = tmp_path / "web-20260509T101500Z.tar.gz"
     ref = ImageRef.parse("distrib-backup/web:20260509T101500Z")
     image_id, _ = _docker_save_archive(path, [str(ref)])
-    assert steps._archived_config_digest("node3", str(path), "gzip", ref) == image_id
+    assert steps.archived_config_digest("node3", str(path), "gzip", ref) == image_id
     with pytest.raises(TransferError, match="does not hold distrib-backup/db"):
-        steps._archived_config_digest(
+        steps.archived_config_digest(
             "node3", str(path), "gzip", ImageRef.parse("distrib-backup/db:1")
         )
 
@@ -637,3 +637,178 @@ def test_credentials_from_vars(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="registry_username is not"):
         flow._credentials({"registry_password_file": str(password)}, book.plays[0])
+
+
+# --- the steps' engine commands (issue 15 item 2): per engine kind, from tables ----------------
+
+from distrib import engines  # noqa: E402
+from distrib.workflows import hostcmds  # noqa: E402
+
+DOCKER_E = engines.Engine()
+PODMAN_E = engines.Engine(engines.PODMAN, ("podman",))
+CTR_E = engines.Engine(engines.CONTAINERD, ("ctr",), "k8s.io")
+SNAP = ImageRef.parse("demo/snap:1")
+REG = ImageRef.parse("10.0.0.5:5000/site/demo/snap:1")
+
+
+@pytest.mark.parametrize(
+    "kind, step, credentials, refused",
+    [
+        ("docker", "commit", False, None),
+        ("docker", "push", True, None),
+        ("podman", "backup", False, None),
+        ("podman", "pull", True, None),
+        ("containerd", "commit", False, "ctr has no commit"),
+        ("containerd", "backup", False, "ctr has no commit"),
+        ("containerd", "commit step", False, "ctr has no commit"),
+        ("containerd", "push", False, None),
+        ("containerd", "pull", False, None),
+        ("containerd", "push", True, "--user USER:PASSWORD"),
+        ("containerd", "pull", True, "--user USER:PASSWORD"),
+    ],
+)
+def test_refusals_are_one_line_naming_the_engine(
+    kind: str, step: str, credentials: bool, refused: str | None
+) -> None:
+    why = hostcmds.refusal(kind, step, credentials)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and refused in why and "\n" not in why
+        assert why.startswith(f"{step} is not supported on {kind} hosts: ")
+        assert why.endswith("; nothing was done")
+
+
+@pytest.mark.parametrize(
+    "engine, message, author, command",
+    [
+        (DOCKER_E, "it's", None, "docker commit --message 'it'\"'\"'s' -- web demo/snap:1"),
+        (PODMAN_E, None, "Ops <o@x>", "podman commit --quiet --format docker --author "
+         "'Ops <o@x>' -- web localhost/demo/snap:1"),
+        (PODMAN_E, "m", None, "podman commit --quiet --format docker --message m -- web "
+         "localhost/demo/snap:1"),
+    ],
+)  # fmt: skip
+def test_commit_commands(
+    engine: engines.Engine, message: str | None, author: str | None, command: str
+) -> None:
+    assert hostcmds.commit(engine, "web", SNAP, message, author) == command
+
+
+@pytest.mark.parametrize(
+    "kind, stdout, image_id",
+    [
+        ("docker", "sha256:" + "a" * 64 + "\n", "sha256:" + "a" * 64),
+        # podman 5.4 --quiet prints the bare ID
+        ("podman", "2346bbf162c2a1db01efe94f3284471d06c5cfb9fd393625abd40e148bdde32d\n",
+         "sha256:2346bbf162c2a1db01efe94f3284471d06c5cfb9fd393625abd40e148bdde32d"),
+    ],
+)  # fmt: skip
+def test_parse_commit_per_engine(kind: str, stdout: str, image_id: str) -> None:
+    assert hostcmds.parse_commit(kind, stdout) == image_id
+
+
+def test_parse_podman_commit_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="unexpected podman commit output"):
+        hostcmds.parse_commit("podman", "Error: no container web\n")
+
+
+def test_podman_container_inspect_parses_like_docker() -> None:
+    script = hostcmds.container_inspect(PODMAN_E, ["web", "db"])
+    assert "podman container inspect --format '{{.Id}}\t{{.ImageName}}' -- web" in script
+    out = "web\t0874663\tlocalhost/demo/web:1.0\ndb\t-\n"  # as podman 5.4 prints it
+    assert commands.parse_container_inspect(out) == {
+        "web": ("0874663", "localhost/demo/web:1.0"), "db": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "engine, saved",
+    [(DOCKER_E, "docker save -- demo/snap:1"), (PODMAN_E, "podman save -- localhost/demo/snap:1")],
+)
+def test_save_stream_names_the_image_as_the_engine_does(
+    engine: engines.Engine, saved: str
+) -> None:
+    assert saved in hostcmds.save_stream(engine, SNAP, ["gzip", "-1", "-c"])
+
+
+@pytest.mark.parametrize(
+    "engine, insecure, auth, expected",
+    [
+        (DOCKER_E, True, False, ["docker tag demo/snap:1 10.0.0.5:5000/site/demo/snap:1",
+                                  "docker push 10.0.0.5:5000/site/demo/snap:1"]),
+        (PODMAN_E, True, True, [
+            "podman tag localhost/demo/snap:1 10.0.0.5:5000/site/demo/snap:1",
+            'podman push --authfile "$d/auth.json" --tls-verify=false '
+            "10.0.0.5:5000/site/demo/snap:1"]),
+        (PODMAN_E, False, False, ["podman tag localhost/demo/snap:1 10.0.0.5:5000/site/demo/snap:1",
+                                  "podman push 10.0.0.5:5000/site/demo/snap:1"]),
+        (CTR_E, True, False, [
+            "ctr -n k8s.io images tag --force docker.io/demo/snap:1 10.0.0.5:5000/site/demo/snap:1",
+            "ctr -n k8s.io images push --plain-http 10.0.0.5:5000/site/demo/snap:1 >/dev/null"]),
+    ],
+)  # fmt: skip
+def test_push_commands(
+    engine: engines.Engine, insecure: bool, auth: bool, expected: list[str]
+) -> None:
+    assert hostcmds.push_commands(engine, [(SNAP, REG)], insecure, auth) == expected
+
+
+def test_containerd_pull_tags_and_pins_both_names() -> None:
+    assert hostcmds.pull_commands(CTR_E, [(SNAP, REG)], False, False) == [
+        "ctr -n k8s.io images pull 10.0.0.5:5000/site/demo/snap:1 >/dev/null",
+        "ctr -n k8s.io images tag --force 10.0.0.5:5000/site/demo/snap:1 docker.io/demo/snap:1",
+        "ctr -n k8s.io images label 10.0.0.5:5000/site/demo/snap:1 "
+        "io.cri-containerd.pinned=pinned >/dev/null",
+        "ctr -n k8s.io images label docker.io/demo/snap:1 io.cri-containerd.pinned=pinned "
+        ">/dev/null",
+    ]
+
+
+def test_podman_login_reads_the_password_from_stdin_into_a_private_authfile() -> None:
+    steps = hostcmds.pull_commands(PODMAN_E, [(SNAP, REG)], True, True)
+    script = hostcmds.registry_session(PODMAN_E, "10.0.0.5:5000", "/var/tmp", steps, True, "ops")
+    assert script.startswith("umask 077 && d=$(mktemp -d -- /var/tmp/distrib.login-XXXXXX)")
+    assert "trap 'rm -rf -- \"$d\"' EXIT" in script
+    assert (
+        'podman login --authfile "$d/auth.json" --tls-verify=false --username ops '
+        "--password-stdin 10.0.0.5:5000 >/dev/null && podman pull --authfile" in script
+    )
+    assert hostcmds.registry_session(PODMAN_E, "r:1", "/t", ["a", "b"], True, None) == "a && b"
+    with pytest.raises(ValueError, match="--user USER:PASSWORD"):
+        hostcmds.registry_session(CTR_E, "r:1", "/t", ["a"], True, "ops")
+
+
+def test_podman_login_really_gets_stdin_and_cleans_up(tmp_path: Path) -> None:
+    """A fake `podman` that records its argv and stdin: the password reaches login's stdin
+    only, and the private dir is gone afterwards."""
+    fake = tmp_path / "podman"
+    log = tmp_path / "log"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\ncase "$1" in login) cat >> {log}; echo >> {log};; esac\n')
+    fake.chmod(0o755)
+    engine = engines.Engine(engines.PODMAN, (str(fake),))
+    steps = hostcmds.push_commands(engine, [(SNAP, REG)], True, True)
+    script = hostcmds.registry_session(engine, "r:1", str(tmp_path), steps, True, "ops")
+    done = subprocess.run(["sh", "-c", script], input=b"s3cret", capture_output=True)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("login --authfile ") and "s3cret" not in lines[0]
+    assert lines[1] == "s3cret" and "s3cret" not in "".join(lines[2:])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("distrib.")] == []
+
+
+def test_a_local_download_gets_the_become_line_on_stdin_only() -> None:
+    """A backup through sudo with a password streams its save back with sudo's line on stdin
+    (transport and the local connection alike)."""
+    from distrib import transport
+
+    session = transport.connect(Target(name="me", address="localhost", connection="local"))
+    try:
+        got = bytearray()
+        result = session.download("read -r p; printf '%s' \"$p\" | wc -c", got.extend,
+                                  stdin=b"pw-line\n")  # fmt: skip
+        assert result.ok and got.decode().strip() == "7"
+        plain = session.download("cat", got.extend)  # no stdin: EOF at once
+        assert plain.ok
+    finally:
+        session.close()

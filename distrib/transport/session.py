@@ -221,9 +221,11 @@ class SSHSession:
         *,
         on_bytes: Callable[[int], None] | None = None,
         timeout: float | None = None,
+        stdin: bytes = b"",
     ) -> Result:
         """Run `command` and hand its stdout to `write` chunk by chunk as it arrives (never all
         in memory); return its exit status and stderr (`stdout` is empty in the Result).
+        `stdin` (a become password line) goes to the command's stdin, never into its string.
 
         The mirror of `upload`: liveness as in `_finish` (a silent link is pinged every
         `io_timeout`; no answer is a ConnectError). An exception from `write` (disk full, an
@@ -231,6 +233,8 @@ class SSHSession:
         """
         chan = self._channel(command)
         try:
+            if stdin:
+                chan.sendall(stdin)
             chan.shutdown_write()
             return self._finish(chan, command, timeout, write=write, on_bytes=on_bytes)
         except (EOFError, paramiko.SSHException) as exc:  # not OSError: `write` may raise it
