@@ -392,6 +392,7 @@ def register(
     inventory_args: Callable[[argparse.ArgumentParser], None],
     output_args: Callable[[argparse.ArgumentParser], None],
     selection_args: Callable[[argparse.ArgumentParser], None],
+    run_and_report: Callable[[argparse.Namespace, Any, bool], int],
 ) -> None:
     """Add `prune` and `rollback` to distrib's subcommands."""
     prune = sub.add_parser(
@@ -407,7 +408,7 @@ def register(
     inventory_args(prune)
     output_args(prune)
     selection_args(prune)
-    prune.set_defaults(func=cmd_prune)
+    prune.set_defaults(func=cmd_prune, report=run_and_report)
 
     rollback = sub.add_parser(
         "rollback",
@@ -422,16 +423,21 @@ def register(
     inventory_args(rollback)
     output_args(rollback)
     selection_args(rollback)
-    rollback.set_defaults(func=cmd_rollback)
+    rollback.set_defaults(func=cmd_rollback, report=run_and_report)
 
 
-def _plan(args: argparse.Namespace, name: str) -> Any:
-    from distrib import cli
+def _run(args: argparse.Namespace, name: str, task: Any, extra: Any = None) -> int:
+    """`task` on the hosts of a play named `name` through distrib.api, reported by the CLI
+    (`args.report`: cli.run_and_report, given to `register`)."""
+    from distrib import api
+    from distrib.cli_args import options
     from distrib.playbook import DEFAULT_FORKS, Located, Play, Playbook
 
     play = Play(name=name, hosts="all", images=(), where=Located("<command line>", 0))
     play = replace(play, forks=DEFAULT_FORKS)
-    return cli._plan(args, Playbook("<command line>", (play,)))
+    book = Playbook("<command line>", (play,))
+    run = api.TaskRun(options(args), book, {0: task}, *([extra] if extra else []))
+    return int(args.report(args, run, False))
 
 
 def _repo(text: str) -> str:
@@ -445,31 +451,19 @@ def _repo(text: str) -> str:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    import sys
-
-    from distrib import cli
-    from distrib.workflows import steps
-
     if args.keep < 1:
         raise ConfigError("--keep must be at least 1", hint="prune never removes every tag")
     repos = tuple(dict.fromkeys(_repo(r) for r in args.repos))
-    plan = _plan(args, f"prune {', '.join(repos)} (keep {args.keep})")
     task = PruneTask(repos, args.keep, args.check)
-    out = sys.stderr if args.json else sys.stdout
 
     def extra() -> dict[str, Any]:
         key = "would_remove" if args.check else "removed"
         return {key: {h: task.removed[h] for h in sorted(task.removed)}}
 
-    return int(cli._execute(args, plan, {0: task}, out, step=steps.dispatch, extra=extra))
+    return _run(args, f"prune {', '.join(repos)} (keep {args.keep})", task, extra)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    import sys
-
-    from distrib import cli
-    from distrib.workflows import steps
-
     try:
         ref = ImageRef.parse(args.image)
     except InvalidReference as exc:
@@ -481,7 +475,4 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             ImageRef.parse(f"{ref.name}:{args.to}")
         except InvalidReference as exc:
             raise ConfigError(f"--to {args.to!r}: {exc}") from None
-    plan = _plan(args, f"rollback {ref}")
-    task = RollbackTask(ref, args.to, args.check)
-    out = sys.stderr if args.json else sys.stdout
-    return int(cli._execute(args, plan, {0: task}, out, step=steps.dispatch))
+    return _run(args, f"rollback {ref}", RollbackTask(ref, args.to, args.check))
