@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_workflows(sub, inventory_args, output_args, run_and_report)
 
-    from distrib.tidy_tasks import register as register_tidy  # prune, rollback (issue 18)
+    from distrib.tidy_cli import register as register_tidy  # prune, rollback (issue 18)
 
     register_tidy(sub, inventory_args, output_args, selection_args, run_and_report)
 
