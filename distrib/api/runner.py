@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from distrib.api.options import Connector, Options, Secrets
 from distrib.api.tasks import Task, Tasks, run_task, shipped_job, shipped_variants
@@ -19,11 +19,13 @@ from distrib.engine import HostResult
 from distrib.errors import EXIT_ERROR, EXIT_INTERRUPTED
 from distrib.executor import RunResult as Executed
 from distrib.plan import Plan, PlayPlan
-from distrib.progress import Progress
+
+if TYPE_CHECKING:  # the terminal display (tqdm) is imported only when a run shows it
+    from distrib.progress import Progress
 
 CLEANUP_GRACE_SECONDS = 30.0
 # (plan) -> the progress display of the run; None: bars on a terminal, lines elsewhere
-ProgressFactory = Callable[[Plan], Progress]
+ProgressFactory = Callable[[Plan], "Progress"]
 
 
 def no_extra() -> dict[str, Any]:
