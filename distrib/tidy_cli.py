@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace, name: str, task: Any, extra: Any = None) -> i
     play = Play(name=name, hosts="all", images=(), where=Located("<command line>", 0))
     play = replace(play, forks=DEFAULT_FORKS)
     book = Playbook("<command line>", (play,))
-    run = api.TaskRun(options(args), book, {0: task}, *([extra] if extra else []))
+    run = api.TaskRun(options(args), book, {0: task}, extra)
     return int(args.report(args, run, False))
 
 

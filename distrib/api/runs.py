@@ -64,11 +64,11 @@ class TaskRun(Run):
         options: Options,
         playbook: Any,
         tasks: Tasks,
-        extra: Callable[[], dict[str, Any]] = no_extra,
+        extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(options, playbook)
         self.tasks = tasks
-        self.extra = extra
+        self.extra = extra or no_extra
 
     def _run(self, plan: Plan, secrets: Secrets, progress: ProgressFactory | None) -> RunResult:
         return execute(self.options, plan, self.tasks, secrets, progress, self.extra)

@@ -103,10 +103,7 @@ def _task_run(args: argparse.Namespace, play: Any, task: Any, extra: Any = None)
     from distrib.cli_args import options
     from distrib.playbook import Playbook
 
-    book = Playbook(COMMAND_LINE, (play,))
-    if extra is None:
-        return api.TaskRun(options(args), book, {0: task})
-    return api.TaskRun(options(args), book, {0: task}, extra)
+    return api.TaskRun(options(args), Playbook(COMMAND_LINE, (play,)), {0: task}, extra)
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
