@@ -18,7 +18,6 @@ from distrib.engine import (
     UNREACHABLE,
     Connector,
     HostResult,
-    Job,
     Progress,
     deploy,
 )
@@ -70,7 +69,7 @@ class RunResult:
 
 def run_plan(
     plan: Plan,
-    jobs: Mapping[int, Job],
+    jobs: Mapping[int, Any],
     connect: Connector,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
@@ -78,7 +77,8 @@ def run_plan(
     step: HostStep = deploy,
     batch_step: BatchStep | None = None,
 ) -> RunResult:
-    """Execute each play's job (`jobs[index]`) on its hosts; collect every outcome."""
+    """Execute each play's job (`jobs[index]`: an engine Job, or any task `step` runs, see
+    api.tasks) on its hosts; collect every outcome."""
     cancel = cancel or threading.Event()
     run = RunResult()
     for index, play_plan in enumerate(plan.plays):
@@ -95,7 +95,7 @@ def run_plan(
 
 def _run_play(
     play_plan: PlayPlan,
-    job: Job,
+    job: Any,
     connect: Connector,
     progress: Progress | None,
     cancel: threading.Event,
@@ -135,7 +135,7 @@ def _run_play(
 
 def _run_batch(
     batch: tuple[HostPlan, ...],
-    job: Job,
+    job: Any,
     connect: Connector,
     progress: Progress | None,
     cancel: threading.Event,

@@ -163,8 +163,10 @@ def test_cli_applies_ansible_cfg_and_playbook_vars(
     """distrib run: inventory, remote_user and forks from ./ansible.cfg; group_vars/ beside the
     playbook; a flag beats ansible.cfg, an inventory var beats both."""
     import argparse
+    import dataclasses
 
-    from distrib import cli
+    from distrib import api, cli_args
+    from distrib.api import inputs
     from distrib.plan import make_plan
     from distrib.playbook import Playbook
 
@@ -179,19 +181,19 @@ def test_cli_applies_ansible_cfg_and_playbook_vars(
     for name in [n for n in os.environ if n.startswith(("ANSIBLE_", "DISTRIB_INVENTORY"))]:
         if name != "DISTRIB_INVENTORY_PARSER":
             monkeypatch.delenv(name)
-    monkeypatch.setattr(cli, "_cfg_cache", [])
+    monkeypatch.setattr(inputs, "_cfg_cache", [])
     args = argparse.Namespace(
         inventory=None, playbook=str(tmp_path / "pb" / "site.yml"), forks=None, user=None
     )
     playbook = Playbook.load(args.playbook)
+    read = api.Inputs(cli_args.options(args))
     plan = make_plan(
-        cli._inventory(args), playbook, forks=cli._forks(args, playbook),
-        defaults=cli._flag_defaults(args),
-    )  # fmt: skip
+        read.inventory(), playbook, forks=read.forks(playbook), defaults=read.flag_defaults()
+    )
     w1, w2 = (h.target for h in plan.plays[0].hosts)
     assert (w1.address, w1.port, w1.user) == ("10.9.0.1", 2345, "cfguser")
     assert w2.user == "own"
     assert plan.plays[0].forks == 3
-    args.user, args.forks = "flaguser", 9
-    assert cli._flag_defaults(args)["ansible_user"] == "flaguser"
-    assert cli._forks(args, playbook) == 9
+    read = api.Inputs(dataclasses.replace(read.options, user="flaguser", forks=9))
+    assert read.flag_defaults()["ansible_user"] == "flaguser"
+    assert read.forks(playbook) == 9

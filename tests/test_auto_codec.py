@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from distrib import commands
+from distrib.api.jobs import codecs_line as _codecs_line
+from distrib.api.jobs import main_codec as _main_codec
 from distrib.archive import Archive
-from distrib.cli import _codecs_line, _main_codec
 from distrib.engine import CHANGED, Job, deploy, host_codecs
 from tests.fakes import FakeFleet
 from tests.fakes import loads as fake_loads

@@ -1,50 +1,57 @@
 """What the CLI prints at the end of a run, off a terminal (capsys is not a tty), with a
-fake per-host step passed in: no hosts, no docker."""
+fake host task run through the API: no hosts, no docker."""
 
 from __future__ import annotations
 
 import argparse
 import io
-import sys
 import threading
 from typing import Any
 
 import pytest
 
-from distrib import cli
+from distrib import api, cli, cli_args
 from distrib.engine import CHANGED, FAILED, HostResult
-from distrib.inventory import Inventory
-from distrib.plan import make_plan
 from distrib.playbook import Playbook, adhoc_play
 from distrib.progress import LineProgress
 
 
 def _args(**over: Any) -> argparse.Namespace:
-    return argparse.Namespace(**{"json": False, "verbose": 0, "retry_file": None, **over})
+    base = {"json": False, "verbose": 0, "retry_file": None, "inventory": ["n1,n2,n3,"]}
+    return argparse.Namespace(**{**base, **over})
 
 
-def _plan(hosts: str = "n1,n2,n3,") -> Any:
-    book = Playbook("<test>", (adhoc_play("all", ["demo:1"], name="demo"),))
-    return make_plan(Inventory.load([hosts]), book)
+class _Task:
+    """n2 fails, the others change; nothing is contacted."""
 
-
-def _step(host: Any, job: Any, connect: Any, progress: Any, cancel: threading.Event) -> HostResult:
-    status = FAILED if host.name == "n2" else CHANGED
-    result = HostResult(host.name, status, "loaded and verified 1 image(s)")
-    if progress is not None:
+    def run_on(
+        self, host: Any, connect: Any, progress: Any, cancel: threading.Event
+    ) -> HostResult:
+        status = FAILED if host.name == "n2" else CHANGED
+        result = HostResult(host.name, status, "loaded and verified 1 image(s)")
         progress.finished(result)
-    return result
+        return result
+
+
+class _Never:
+    def run_on(self, *_: Any) -> HostResult:
+        raise AssertionError("a host was contacted")
+
+
+def _execute(args: argparse.Namespace, task: Any = None) -> int:
+    book = Playbook("<test>", (adhoc_play("all", ["demo:1"], name="demo"),))
+    run = api.TaskRun(cli_args.options(args), book, {0: task or _Task()})
+    return cli.run_and_report(args, run)
 
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_each_outcome_line_is_printed_once_off_a_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, as_json: bool
 ) -> None:
-    monkeypatch.setattr(cli, "_keep_cache_in_bounds", lambda: None)  # no cache on the host
-    out = io.StringIO() if as_json else None
-    code = cli._execute(_args(json=as_json), _plan(), {0: object()}, out or sys.stdout, step=_step)
+    monkeypatch.setattr(api, "keep_cache_in_bounds", lambda: None)  # no cache on the host
+    code = _execute(_args(json=as_json))
     captured = capsys.readouterr()
-    text = (out.getvalue() if out else "") + captured.out + captured.err
+    text = captured.out + captured.err
     assert code == 2
     for host, word in (("n1", "changed"), ("n2", "fatal"), ("n3", "changed")):
         assert text.count(f"{word}: [{host}] =>") == 1, text
@@ -67,10 +74,10 @@ def test_junit_and_html_files_are_written_from_the_run(
 ) -> None:
     import xml.etree.ElementTree as ET
 
-    monkeypatch.setattr(cli, "_keep_cache_in_bounds", lambda: None)
+    monkeypatch.setattr(api, "keep_cache_in_bounds", lambda: None)
     junit, page = tmp_path / "r.xml", tmp_path / "r.html"
     args = _args(junit=str(junit), html=str(page), images=["demo:1"])
-    code = cli._execute(args, _plan(), {0: object()}, io.StringIO(), step=_step)
+    code = _execute(args)
     assert code == 2
     root = ET.parse(junit).getroot()
     assert [c.get("classname") for c in root.iter("testcase")] == ["demo.n1", "demo.n2", "demo.n3"]
@@ -84,9 +91,6 @@ def test_an_unwritable_report_file_is_refused_before_any_host(
 ) -> None:
     from distrib.errors import ConfigError
 
-    def never(*_: Any) -> HostResult:
-        raise AssertionError("a host was contacted")
-
     args = _args(junit=str(tmp_path / "missing-dir" / "r.xml"))
     with pytest.raises(ConfigError, match=r"--junit .*r\.xml cannot be written"):
-        cli._execute(args, _plan(), {0: object()}, io.StringIO(), step=never)
+        _execute(args, _Never())

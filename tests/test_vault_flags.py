@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distrib import ansible_core, cli
+from distrib import ansible_core, api, cli_args
 from distrib.cli import main
 
 CORPUS = Path(__file__).parent / "data" / "ansible_corpus" / "vault"
@@ -75,7 +75,8 @@ def test_extra_vars_file_encrypted_with_vault(
     password = tmp_path / "pw.txt"
     password.write_text("pw-e\n")
     args = argparse.Namespace(extra_vars=[f"@{secret}"], vault_password_file=[str(password)])
-    assert cli._extra_vars(args) == {"ansible_user": "from_vault", "ansible_port": 2299}
+    inputs = api.Inputs(cli_args.options(args))  # -e is read by the API, vault through the flags
+    assert inputs.extra_vars() == {"ansible_user": "from_vault", "ansible_port": 2299}
     plan = ["plan", str(book), "-i", str(inventory), "-e", f"@{secret}", "--json"]
     code, out, err = _run(plan, capsys)  # refused before any host is contacted
     assert code != 0 and "--vault-password-file" in err and "Traceback" not in err, err

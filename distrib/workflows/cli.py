@@ -1,6 +1,8 @@
-"""`distrib commit | backup | restore`: argparse wiring around the workflow steps. They reuse
-the run machinery of cli.py (`_plan`, `_execute`): forks, failure limits, progress, the PLAY
-RECAP, --json and the exit codes behave as for `distrib run`."""
+"""`distrib commit | backup | restore`: argparse wiring around the workflow steps. They run
+through distrib.api (`api.TaskRun`) and are reported by cli.run_and_report: forks, failure
+limits, progress, the PLAY RECAP, --json and the exit codes behave as for `distrib run`.
+
+The report function comes in with `register` (no import of distrib.cli: no cycle)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any
 from distrib.errors import ConfigError
 
 ArgsAdder = Callable[[argparse.ArgumentParser], None]
+# (args, run, matrix) -> exit code: distrib.cli.run_and_report
+Reporter = Callable[[argparse.Namespace, Any, bool], int]
 COMMAND_LINE = "<command line>"
 
 
@@ -21,6 +25,7 @@ def register(
     sub: argparse._SubParsersAction,  # type: ignore[type-arg]
     inventory_args: ArgsAdder,
     output_args: ArgsAdder,
+    run_and_report: Reporter,
 ) -> None:
     """Add `commit`, `backup` and `restore` to distrib's subcommands."""
 
@@ -42,7 +47,7 @@ def register(
     commit.add_argument("-a", "--author", help="author (docker inspect: .Author)")
     commit.add_argument("--local", action="store_true", help="commit on this workstation")
     common(commit, "the one host to commit on")
-    commit.set_defaults(func=cmd_commit, forks=1)
+    commit.set_defaults(func=cmd_commit, forks=1, report=run_and_report)
 
     backup = sub.add_parser(
         "backup",
@@ -63,7 +68,7 @@ def register(
     backup.add_argument("-f", "--forks", type=int, help="hosts handled in parallel (10)")
     backup.add_argument("--retry-file", metavar="PATH", help="write failed hosts here")
     common(backup, "host pattern (default: all hosts)")
-    backup.set_defaults(func=cmd_backup)
+    backup.set_defaults(func=cmd_backup, report=run_and_report)
 
     restore = sub.add_parser(
         "restore",
@@ -77,7 +82,7 @@ def register(
     restore.add_argument("-C", "--check", action="store_true", help="read-only: what would ship")
     restore.add_argument("--retry-file", metavar="PATH", help="write failed hosts here")
     common(restore, "host pattern (default: all hosts)")
-    restore.set_defaults(func=cmd_restore)
+    restore.set_defaults(func=cmd_restore, report=run_and_report)
 
 
 def _play(name: str, images: tuple[Any, ...] = (), forks: int | None = None) -> Any:
@@ -92,15 +97,17 @@ def _play(name: str, images: tuple[Any, ...] = (), forks: int | None = None) -> 
     )
 
 
-def _plan_for(args: argparse.Namespace, play: Any) -> Any:
-    from distrib import cli
+def _task_run(args: argparse.Namespace, play: Any, task: Any, extra: Any = None) -> Any:
+    """An api.TaskRun of `task` on `play`'s hosts, with the flags' options."""
+    from distrib import api
+    from distrib.cli_args import options
     from distrib.playbook import Playbook
 
-    return cli._plan(args, Playbook(COMMAND_LINE, (play,)))
+    return api.TaskRun(options(args), Playbook(COMMAND_LINE, (play,)), {0: task}, extra)
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from distrib import cli, commands, local
+    from distrib import commands, local
     from distrib.archive import docker_command
     from distrib.workflows import spec, steps
 
@@ -119,22 +126,20 @@ def cmd_commit(args: argparse.Namespace) -> int:
         return 0
     if not args.limit:
         raise ConfigError("commit needs --limit HOST (the host to commit on) or --local")
-    plan = _plan_for(args, _play(f"commit {container}"))
-    hosts = [h.name for h in plan.hosts]
+    task = steps.CommitTask(container, ref, args.message, args.author)
+    run = _task_run(args, _play(f"commit {container}"), task)
+    hosts = [h.name for h in run.plan().hosts]
     if len(hosts) != 1:
         raise ConfigError(
             f"--limit {args.limit!r} selects {len(hosts)} hosts"
             + (f" ({', '.join(hosts[:5])})" if hosts else "")
             + "; commit runs on exactly one"
         )
-    task = steps.CommitTask(container, ref, args.message, args.author)
-    out = sys.stderr if args.json else sys.stdout
-    return int(cli._execute(args, plan, {0: task}, out, step=steps.dispatch))
+    return int(args.report(args, run, False))
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from distrib import archive as archive_mod
-    from distrib import cli
     from distrib.archive import DEFAULT_LEVELS
     from distrib.workflows import spec, steps
 
@@ -146,15 +151,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise ConfigError("--forks must be at least 1")
     dest = os.path.abspath(args.dest)
     play = _play(f"backup {', '.join(containers)}", forks=args.forks)
-    plan = _plan_for(args, play)
-    archive_mod.ensure_writable_dir(dest, "backup --dest", "pass a writable --dest directory")
     task = steps.BackupTask(containers, dest, args.compression, level)
-    out = sys.stderr if args.json else sys.stdout
 
     def extra() -> dict[str, Any]:
         return {"backups": [r.to_json() for r in sorted(task.records, key=_record_key)]}
 
-    return int(cli._execute(args, plan, {0: task}, out, step=steps.dispatch, extra=extra))
+    run = _task_run(args, play, task, extra)
+    run.plan()
+    archive_mod.ensure_writable_dir(dest, "backup --dest", "pass a writable --dest directory")
+    return int(args.report(args, run, False))
 
 
 def _record_key(record: Any) -> tuple[str, str]:
@@ -162,7 +167,6 @@ def _record_key(record: Any) -> tuple[str, str]:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from distrib import cli
     from distrib.engine import CHECK, Job
     from distrib.playbook import ImageSpec, Located
     from distrib.units import human_bytes
@@ -184,9 +188,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     where = Located(args.archive, 0)
     specs = tuple(ImageSpec(i.ref, where) for i in archive.images)
     play = _play(f"restore {os.path.basename(args.archive)}", specs, args.forks)
-    plan = _plan_for(args, play)
     if args.check:
         job = Job(archive.images, archive, True, CHECK, archive.codec)
     else:
         job = Job.deploy(archive, verify=True)
-    return int(cli._execute(args, plan, {0: job}, out))
+    return int(args.report(args, _task_run(args, play, job), False))
