@@ -34,7 +34,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from distrib import imageinfo
+from distrib import imageinfo, relaycmds
 from distrib.hostfacts import (
     CONTAINERD,
     DECOMPRESSORS,
@@ -47,7 +47,7 @@ from distrib.hostfacts import (
     probe_script,
 )
 from distrib.refs import ImageRef
-from distrib.shell import join, q
+from distrib.shell import in_parts, join, q, split_parts
 
 __all__ = [  # the codec table and kinds live in hostfacts (issue 15: one codec table)
     "CONTAINERD", "DECOMPRESSORS", "DOCKER", "KINDS", "NATIVE_CODECS", "PODMAN", "decompressor",
@@ -333,18 +333,18 @@ class Engine:
         the authorized_keys entries), in one round trip: the relay facts
         (commands.relay_probe) and, with become, whether sudo needs a password (become_check;
         the password itself was checked by the engine's own check). `parse_member_probe`."""
-        scripts = [commands.relay_probe(remote_tmp)]
+        scripts = [relaycmds.relay_probe(remote_tmp)]
         if self.become is not None:
             scripts.append(become_check(self.become))
-        return commands.in_parts(scripts)
+        return in_parts(scripts)
 
-    def parse_member_probe(self, stdout: str) -> tuple[commands.RelayFacts, str]:
+    def parse_member_probe(self, stdout: str) -> tuple[relaycmds.RelayFacts, str]:
         """`member_probe`'s output -> (relay facts, NOPASSWD | NEEDS_PASSWORD | NO_SUDO |
         DENIED; NOPASSWD without become). ValueError when its output was cut short."""
         if self.become is None:
-            return commands.parse_relay_probe(stdout), NOPASSWD
-        relay, sudo = commands.split_parts(stdout, 2)
-        return commands.parse_relay_probe(relay), parse_become_check(sudo)[0]
+            return relaycmds.parse_relay_probe(stdout), NOPASSWD
+        relay, sudo = split_parts(stdout, 2)
+        return relaycmds.parse_relay_probe(relay), parse_become_check(sudo)[0]
 
     def member_layers(self, containerd_store: bool) -> str | None:
         """The host's layer listing (commands.host_layers) as the engine user, for a relayed
@@ -352,6 +352,8 @@ class Engine:
         mode)."""
         if self.kind != DOCKER:
             return None
+        from distrib import commands  # commands imports engines: the layer listing is its own
+
         return self.wrap(commands.host_layers(list(self.argv), containerd_store))
 
     def member_load(
@@ -360,6 +362,8 @@ class Engine:
         """A relayed copy checked, renamed and loaded in one command (commands.checked_load)
         with this engine's own load (podman's names, containerd's namespace and pin label,
         sudo: the password line, if any, is the command's stdin, read by the load only)."""
+        from distrib import commands  # commands imports engines: the checked script is its own
+
         return commands.checked_load(part, final, sha256, self.load(final, codec, native, tools))
 
     def _piped_load(self) -> str:

@@ -14,7 +14,7 @@ status=0
 PURE_TESTS=(tests/test_plan.py tests/test_playbook.py tests/test_inventory.py tests/test_patterns.py
     tests/test_refs.py tests/test_platforms.py tests/test_sources.py tests/test_fanout.py
     tests/test_properties.py tests/test_commands.py tests/test_tidy.py tests/test_auto_codec.py
-    tests/test_delta.py tests/test_decide.py)
+    tests/test_delta.py tests/test_decide.py tests/test_codecs.py)
 if [ ! -x .venv-pure/bin/python ]; then
     python3 -m venv .venv-pure
 fi
