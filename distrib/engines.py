@@ -282,14 +282,16 @@ class Engine:
         )
 
     def _containerd_pinned(self, load: str) -> str:
-        """`load` (ctr images import), then each image it names (`unpacking NAME (sha256:..)`,
-        measured on containerd 1.6) labelled io.cri-containerd.pinned=pinned, so the
-        kubelet's image GC never removes what distrib verified (issue 18)."""
+        """`load` (ctr images import), then each image it names labelled
+        io.cri-containerd.pinned=pinned, so the kubelet's image GC never removes what distrib
+        verified (issue 18). Names as measured: containerd 1.6 prints `unpacking NAME
+        (sha256:..)`, containerd 2.1 `NAME<spaces><TAB>saved<TAB>`."""
         label = join([*self.ctr, "images", "label"])
         return (
             f"out=$({load}) || {{ s=$?; printf '%s\\n' \"$out\" >&2; exit $s; }}; "
             "printf '%s\\n' \"$out\"; "
-            "printf '%s\\n' \"$out\" | sed -n 's/^unpacking \\([^ ]*\\) (.*/\\1/p' | "
+            "printf '%s\\n' \"$out\" | sed -n -e 's/^unpacking \\([^ ]*\\) (.*/\\1/p' "
+            "-e 's/^\\([^[:space:]]*\\)[[:space:]]*saved[[:space:]]*$/\\1/p' | "
             f'while IFS= read -r n; do {label} "$n" {q(PINNED)} >/dev/null || exit 1; done'
         )
 

@@ -107,7 +107,8 @@ PODMAN_NAMED = (
 CTR_PINNED = (
     "out=$({load}) || {{ s=$?; printf '%s\\n' \"$out\" >&2; exit $s; }}; "
     "printf '%s\\n' \"$out\"; printf '%s\\n' \"$out\" | "
-    "sed -n 's/^unpacking \\([^ ]*\\) (.*/\\1/p' | while IFS= read -r n; do "
+    "sed -n -e 's/^unpacking \\([^ ]*\\) (.*/\\1/p' "
+    "-e 's/^\\([^[:space:]]*\\)[[:space:]]*saved[[:space:]]*$/\\1/p' | while IFS= read -r n; do "
     '{ctr} images label "$n" io.cri-containerd.pinned=pinned >/dev/null || exit 1; done'
 )
 
